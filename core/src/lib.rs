@@ -1,0 +1,14 @@
+//! The sans-IO core of cplb, control-plane load balancing for Kubernetes controllers.
+//!
+//! Nothing in this crate touches a socket, a clock or a random number generator: drivers
+//! (the simulator in `cplb-sim`, the Linux daemon in `cplb-netns`) pass bytes and time in
+//! and carry out what comes back. That is what lets the same code be fuzzed, simulated
+//! deterministically and deployed. `clippy.toml` beside this crate bans the clock and
+//! thread-RNG calls, and the test command checks the dependency tree for I/O crates.
+//!
+//! Modules:
+//! - [`vrrp`]: the VRRP wire codec, v2 and v3, IPv4 and IPv6, with the receive rules.
+#![deny(missing_docs)]
+#![warn(clippy::indexing_slicing)]
+
+pub mod vrrp;

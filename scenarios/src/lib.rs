@@ -1,0 +1,7 @@
+//! The `cplb` command line and, as they land, the scenario catalog and fuzzing.
+//!
+//! The binary is a thin clap front end; the work is in these modules so tests can call it.
+#![deny(missing_docs)]
+
+pub mod hex_input;
+pub mod packet;

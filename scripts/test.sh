@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every test of the repository. On a fresh machine (as root) it first installs what the
+# tests need. Usage: bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# --- tools the tests use ------------------------------------------------------------------
+need_pkgs=()
+command -v tshark >/dev/null || need_pkgs+=(tshark)
+if ((${#need_pkgs[@]})); then
+    if [[ $(id -u) -eq 0 ]]; then
+        log "installing ${need_pkgs[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+    else
+        echo "not root: cannot install ${need_pkgs[*]}; tests that need them will say they skipped" >&2
+    fi
+fi
+# As root every tool is there now, so tests that need one must not skip.
+if [[ $(id -u) -eq 0 ]]; then export CPLB_REQUIRE_TOOLS=1; fi
+
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+# --- checks -------------------------------------------------------------------------------
+log "format"
+cargo fmt --all --check
+
+log "sans-IO rule for cplb-core"
+bash scripts/check-sans-io.sh
+
+log "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "tests"
+cargo test --workspace --locked
