@@ -109,6 +109,7 @@ fn strict_rules(case: &Case) -> ReceiveRules {
     ReceiveRules {
         unicast_peers: vec![case.ip.dst],
         checksum: ChecksumPolicy::Only(case.form),
+        ..ReceiveRules::default()
     }
 }
 
@@ -146,9 +147,9 @@ proptest! {
         let _ = Advertisement::decode_detached(&bytes);
         let v4 = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
         let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
-        let _ = Advertisement::decode(&bytes, v4, v4, ChecksumPolicy::AcceptBoth);
-        let _ = Advertisement::decode(&bytes, v6, v6, ChecksumPolicy::AcceptBoth);
-        let _ = Advertisement::decode(&bytes, v4, v6, ChecksumPolicy::AcceptBoth);
+        let _ = Advertisement::decode(&bytes, v4, v4, &ReceiveRules::default());
+        let _ = Advertisement::decode(&bytes, v6, v6, &ReceiveRules::default());
+        let _ = Advertisement::decode(&bytes, v4, v6, &ReceiveRules::default());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use cplb_core::vrrp::{ChecksumPolicy, V3Ipv4Checksum};
+use cplb_core::vrrp::{ChecksumPolicy, ReceiveRules, V3Ipv4Checksum};
 use cplb_scenarios::packet::{self, DecodeOptions, EncodeOptions, Framing};
 
 #[derive(Debug, Parser)]
@@ -60,6 +60,10 @@ struct DecodeArgs {
     /// VRRPv3-over-IPv4 checksum forms accepted.
     #[arg(long = "checksum-form", value_enum, default_value_t = AcceptedForm::Any)]
     checksum_form: AcceptedForm,
+    /// Accept IPv6 advertisements whose first address is not link-local, as keepalived
+    /// sends them outside its strict mode (RFC 9568 §5.2.9 requires a link-local one).
+    #[arg(long)]
+    allow_global_first_ipv6: bool,
     /// Print the packet even if its checksum is wrong (checksum_ok: false).
     #[arg(long)]
     ignore_checksum: bool,
@@ -187,11 +191,14 @@ fn decode(args: DecodeArgs) -> Result<String, String> {
         },
         src: args.src,
         dst: args.dst,
-        unicast_peers: args.peers,
-        checksum: match args.checksum_form {
-            AcceptedForm::Any => ChecksumPolicy::AcceptBoth,
-            AcceptedForm::Rfc9568 => ChecksumPolicy::Only(V3Ipv4Checksum::Rfc9568),
-            AcceptedForm::PseudoHeader => ChecksumPolicy::Only(V3Ipv4Checksum::PseudoHeader),
+        rules: ReceiveRules {
+            unicast_peers: args.peers,
+            checksum: match args.checksum_form {
+                AcceptedForm::Any => ChecksumPolicy::AcceptBoth,
+                AcceptedForm::Rfc9568 => ChecksumPolicy::Only(V3Ipv4Checksum::Rfc9568),
+                AcceptedForm::PseudoHeader => ChecksumPolicy::Only(V3Ipv4Checksum::PseudoHeader),
+            },
+            allow_global_first_ipv6: args.allow_global_first_ipv6,
         },
         ignore_checksum: args.ignore_checksum,
     };

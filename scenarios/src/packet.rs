@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 
 use cplb_core::vrrp::{
-    self, Advertisement, AuthPass, Authentication, ChecksumForm, ChecksumPolicy, DecodeError,
-    EncodeError, IpHeader, IpParams, Priority, ReceiveRules, Received, V3Ipv4Checksum, Version,
+    self, Advertisement, AuthPass, Authentication, ChecksumForm, DecodeError, EncodeError,
+    IpHeader, IpParams, Priority, ReceiveRules, Received, V3Ipv4Checksum, Version,
     VirtualAddresses, Vrid,
 };
 use serde::Serialize;
@@ -49,10 +49,8 @@ pub struct DecodeOptions {
     pub src: Option<IpAddr>,
     /// Payload mode: the IP destination.
     pub dst: Option<IpAddr>,
-    /// Unicast peers whose packets are accepted when not sent to the group.
-    pub unicast_peers: Vec<IpAddr>,
-    /// Accepted VRRPv3-over-IPv4 checksum forms.
-    pub checksum: ChecksumPolicy,
+    /// The receive rules: unicast peers, accepted checksum forms, IPv6 first address.
+    pub rules: ReceiveRules,
     /// Report a bad checksum in the output instead of failing.
     pub ignore_checksum: bool,
 }
@@ -103,23 +101,20 @@ pub fn decode(text: &str, opts: &DecodeOptions) -> Result<DecodeReport, PacketEr
 
 /// Decodes packet bytes.
 pub fn decode_bytes(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodeReport, PacketError> {
-    let rules = ReceiveRules {
-        unicast_peers: opts.unicast_peers.clone(),
-        checksum: opts.checksum,
-    };
+    let rules = &opts.rules;
     match opts.framing {
-        Framing::Payload => decode_payload(bytes, opts, &rules),
+        Framing::Payload => decode_payload(bytes, opts, rules),
         Framing::Ethernet => {
             let ip = hex_input::ip_in_ethernet(bytes).ok_or_else(|| {
                 PacketError::Usage("not an Ethernet frame carrying IPv4 or IPv6".into())
             })?;
-            decode_ip(&ip, opts, &rules)
+            decode_ip(&ip, opts, rules)
         }
-        Framing::Ip => match decode_ip(bytes, opts, &rules) {
+        Framing::Ip => match decode_ip(bytes, opts, rules) {
             // A pasted `tcpdump -XX` dump starts at the Ethernet header: accept it when the
             // bytes only make sense that way.
             Err(PacketError::Decode(e)) => match hex_input::ip_in_ethernet(bytes) {
-                Some(ip) if vrrp::parse_ip(&ip).is_ok() => decode_ip(&ip, opts, &rules),
+                Some(ip) if vrrp::parse_ip(&ip).is_ok() => decode_ip(&ip, opts, rules),
                 _ => Err(PacketError::Decode(e)),
             },
             other => other,
@@ -153,9 +148,8 @@ fn decode_payload(
     let checksum = checksum_field(bytes);
     match (opts.src, opts.dst) {
         (Some(src), Some(dst)) => {
-            let ((advert, form), ok) = with_checksum_override(bytes, opts, |m| {
-                Advertisement::decode(m, src, dst, rules.checksum)
-            })?;
+            let ((advert, form), ok) =
+                with_checksum_override(bytes, opts, |m| Advertisement::decode(m, src, dst, rules))?;
             let header = IpHeader {
                 src,
                 dst,
@@ -309,7 +303,9 @@ pub fn encode(opts: &EncodeOptions) -> Result<String, PacketError> {
             )));
         }
     };
-    let addresses = split_family(&opts.addresses)?;
+    let addresses = VirtualAddresses::from_ips(&opts.addresses).ok_or_else(|| {
+        PacketError::Usage("--address mixes IPv4 and IPv6: one family per advertisement".into())
+    })?;
     let v3_ipv4 = match opts.checksum_form.as_deref() {
         None | Some("rfc9568") => V3Ipv4Checksum::Rfc9568,
         Some("pseudo-header") => V3Ipv4Checksum::PseudoHeader,
@@ -344,28 +340,4 @@ pub fn encode(opts: &EncodeOptions) -> Result<String, PacketError> {
         vrrp::encode_packet(&advert, &ip, v3_ipv4)?
     };
     Ok(hex::encode(bytes))
-}
-
-fn split_family(addresses: &[IpAddr]) -> Result<VirtualAddresses, PacketError> {
-    let v4: Vec<_> = addresses
-        .iter()
-        .filter_map(|a| match a {
-            IpAddr::V4(a) => Some(*a),
-            IpAddr::V6(_) => None,
-        })
-        .collect();
-    let v6: Vec<_> = addresses
-        .iter()
-        .filter_map(|a| match a {
-            IpAddr::V6(a) => Some(*a),
-            IpAddr::V4(_) => None,
-        })
-        .collect();
-    match (v4.is_empty(), v6.is_empty()) {
-        (_, true) => Ok(VirtualAddresses::V4(v4)),
-        (true, false) => Ok(VirtualAddresses::V6(v6)),
-        (false, false) => Err(PacketError::Usage(
-            "--address mixes IPv4 and IPv6: one family per advertisement".into(),
-        )),
-    }
 }

@@ -224,60 +224,42 @@ fn ignore_checksum_shows_a_corrupt_packet() {
 #[test]
 fn encode_refuses_bad_requests_with_exit_2() {
     for args in [
-        &[
-            "packet",
-            "encode",
-            "--version",
-            "2",
-            "--vrid",
-            "1",
-            "--address",
-            "fe80::1",
-            "--src",
-            "fe80::2",
-        ][..],
-        &[
-            "packet",
-            "encode",
-            "--vrid",
-            "0",
-            "--address",
-            "10.0.0.1",
-            "--src",
-            "10.0.0.2",
-        ],
-        &[
-            "packet",
-            "encode",
-            "--vrid",
-            "1",
-            "--auth-data",
-            "123456789",
-            "--version",
-            "2",
-            "--address",
-            "10.0.0.1",
-            "--src",
-            "10.0.0.2",
-        ],
-        &[
-            "packet",
-            "encode",
-            "--vrid",
-            "1",
-            "--address",
-            "10.0.0.1,fd00::1",
-            "--src",
-            "10.0.0.2",
-        ],
+        "--version 2 --vrid 1 --address fe80::1 --src fe80::2",
+        "--vrid 0 --address 10.0.0.1 --src 10.0.0.2",
+        "--version 2 --vrid 1 --auth-data 123456789 --address 10.0.0.1 --src 10.0.0.2",
+        "--vrid 1 --address 10.0.0.1,fd00::1 --src 10.0.0.2",
+        "--version 2 --vrid 1 --advert-interval-cs 150 --address 10.0.0.1 --src 10.0.0.2",
     ] {
-        let out = cplb(args, None);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let mut all = vec!["packet", "encode"];
+        all.extend(args.split_whitespace());
+        let out = cplb(&all, None);
+        assert_eq!(out.status.code(), Some(2), "{args}");
         assert_eq!(
             String::from_utf8_lossy(&out.stderr).lines().count(),
             1,
-            "{args:?}"
+            "{args}"
         );
-        assert!(out.stdout.is_empty());
+        assert!(out.stdout.is_empty(), "{args}");
     }
+}
+
+#[test]
+fn non_link_local_first_ipv6_address_is_refused_unless_allowed() {
+    let args = [
+        "--vrid",
+        "5",
+        "--address",
+        "fe80::1,fd00:200::1",
+        "--src",
+        "fe80::2",
+    ];
+    let hex = encode(&args);
+    // Swap the two addresses: the one's-complement sum is unchanged, the order is not.
+    let swapped = format!("{}{}{}", &hex[..96], &hex[128..160], &hex[96..128]);
+    assert!(decode_error(&[&swapped]).contains("first_address_not_link_local"));
+    let j = decode_json(&["--allow-global-first-ipv6", &swapped], None);
+    assert_eq!(
+        j["addresses"],
+        serde_json::json!(["fd00:200::1", "fe80::1"])
+    );
 }

@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::io::Write as _;
 use std::process::Command;
 
 use common::hand_built;
@@ -37,7 +38,9 @@ fn tshark_available() -> bool {
             std::env::var("CPLB_REQUIRE_TOOLS").as_deref() != Ok("1"),
             "tshark is required (CPLB_REQUIRE_TOOLS=1) but not installed"
         );
-        eprintln!(
+        // Written to the stderr handle directly so libtest's capture does not hide it.
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED tshark cross-check: tshark is not installed (the README's test command installs it)"
         );
     }

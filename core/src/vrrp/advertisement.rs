@@ -17,6 +17,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::checksum::{self, ChecksumForm, ChecksumPolicy, V3Ipv4Checksum};
 use super::error::{DecodeError, EncodeError};
+use super::rules::ReceiveRules;
 
 /// Length of the fixed VRRP header shared by v2 and v3.
 const HEADER_LEN: usize = 8;
@@ -142,6 +143,24 @@ pub enum VirtualAddresses {
 }
 
 impl VirtualAddresses {
+    /// Groups addresses of one family; `None` when both families are present. An empty
+    /// list gives an empty IPv4 list.
+    pub fn from_ips(addresses: &[IpAddr]) -> Option<Self> {
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for a in addresses {
+            match a {
+                IpAddr::V4(a) => v4.push(*a),
+                IpAddr::V6(a) => v6.push(*a),
+            }
+        }
+        match (v4.is_empty(), v6.is_empty()) {
+            (_, true) => Some(Self::V4(v4)),
+            (true, false) => Some(Self::V6(v6)),
+            (false, false) => None,
+        }
+    }
+
     /// Number of addresses.
     pub fn len(&self) -> usize {
         match self {
@@ -201,15 +220,16 @@ impl Advertisement {
     ///
     /// Checks, in this order, and fails on the first broken rule: length of the fixed
     /// header, version, type, address count, message length, checksum (in the forms
-    /// `policy` accepts), VRID, interval, auth type, and for IPv6 that the first address is
-    /// link-local. Never panics.
+    /// `rules` accepts), VRID, interval, auth type, and for IPv6 that the first address is
+    /// link-local (unless `rules` allows otherwise). Never panics. Only the message rules of
+    /// `rules` apply here; the IP-level ones are [`check_ip_rules`](super::check_ip_rules)'s.
     pub fn decode(
         message: &[u8],
         src: IpAddr,
         dst: IpAddr,
-        policy: ChecksumPolicy,
+        rules: &ReceiveRules,
     ) -> Result<(Self, ChecksumForm), DecodeError> {
-        Self::decode_with(message, Family::of(src, dst)?, Some((src, dst)), policy)
+        Self::decode_with(message, Family::of(src, dst)?, Some((src, dst)), rules)
     }
 
     /// Decodes a message whose IP addresses are unknown (a bare payload).
@@ -219,19 +239,18 @@ impl Advertisement {
     /// [`DecodeError::ChecksumNeedsAddresses`].
     pub fn decode_detached(message: &[u8]) -> Result<(Self, ChecksumForm), DecodeError> {
         let family = Family::guess(message);
-        Self::decode_with(
-            message,
-            family,
-            None,
-            ChecksumPolicy::Only(V3Ipv4Checksum::Rfc9568),
-        )
+        let rules = ReceiveRules {
+            checksum: ChecksumPolicy::Only(V3Ipv4Checksum::Rfc9568),
+            ..ReceiveRules::default()
+        };
+        Self::decode_with(message, family, None, &rules)
     }
 
     fn decode_with(
         message: &[u8],
         family: Family,
         endpoints: Option<(IpAddr, IpAddr)>,
-        policy: ChecksumPolicy,
+        rules: &ReceiveRules,
     ) -> Result<(Self, ChecksumForm), DecodeError> {
         let &[ver_type, vrid, priority, count, b4, b5, ..] = message else {
             return Err(DecodeError::Truncated {
@@ -262,7 +281,7 @@ impl Advertisement {
                 actual: message.len(),
             });
         }
-        let form = verify_checksum(message, version, family, endpoints, policy)?;
+        let form = verify_checksum(message, version, family, endpoints, rules.checksum)?;
         let vrid = Vrid::new(vrid).ok_or(DecodeError::ZeroVrid)?;
         let (interval_cs, auth) = match version {
             Version::V2 => (u16::from(b5) * 100, decode_auth(b4, message)?),
@@ -288,7 +307,10 @@ impl Advertisement {
                     .chunks_exact(16)
                     .map(|c| Ipv6Addr::from(<[u8; 16]>::try_from(c).unwrap_or_default()))
                     .collect();
-                if let Some(first) = addrs.first().filter(|a| !a.is_unicast_link_local()) {
+                if let Some(first) = addrs
+                    .first()
+                    .filter(|a| !a.is_unicast_link_local() && !rules.allow_global_first_ipv6)
+                {
                     return Err(DecodeError::FirstAddressNotLinkLocal(*first));
                 }
                 VirtualAddresses::V6(addrs)
@@ -549,14 +571,22 @@ mod tests {
         for choice in [V3Ipv4Checksum::Rfc9568, V3Ipv4Checksum::PseudoHeader] {
             let bytes = advert().encode(src, dst, choice).unwrap();
             let (back, form) =
-                Advertisement::decode(&bytes, src, dst, ChecksumPolicy::AcceptBoth).unwrap();
+                Advertisement::decode(&bytes, src, dst, &ReceiveRules::default()).unwrap();
             assert_eq!(back, advert());
             assert_eq!(form, choice.form());
             let other = match choice {
                 V3Ipv4Checksum::Rfc9568 => V3Ipv4Checksum::PseudoHeader,
                 V3Ipv4Checksum::PseudoHeader => V3Ipv4Checksum::Rfc9568,
             };
-            let strict = Advertisement::decode(&bytes, src, dst, ChecksumPolicy::Only(other));
+            let strict = Advertisement::decode(
+                &bytes,
+                src,
+                dst,
+                &ReceiveRules {
+                    checksum: ChecksumPolicy::Only(other),
+                    ..ReceiveRules::default()
+                },
+            );
             assert!(
                 matches!(strict, Err(DecodeError::BadChecksum { .. })),
                 "{strict:?}"
@@ -570,8 +600,7 @@ mod tests {
         let mut bytes = advert().encode(src, dst, V3Ipv4Checksum::Rfc9568).unwrap();
         bytes[4] |= 0xf0;
         checksum::fill(&mut bytes, ChecksumForm::Rfc9568, src, dst);
-        let (back, _) =
-            Advertisement::decode(&bytes, src, dst, ChecksumPolicy::AcceptBoth).unwrap();
+        let (back, _) = Advertisement::decode(&bytes, src, dst, &ReceiveRules::default()).unwrap();
         assert_eq!(back.interval_cs, 100);
     }
 
@@ -587,7 +616,7 @@ mod tests {
             Advertisement::decode_detached(&bytes),
             Err(DecodeError::ChecksumNeedsAddresses)
         );
-        assert!(Advertisement::decode(&bytes, src, dst, ChecksumPolicy::AcceptBoth).is_ok());
+        assert!(Advertisement::decode(&bytes, src, dst, &ReceiveRules::default()).is_ok());
     }
 
     #[test]

@@ -11,8 +11,9 @@ use pnet_packet::ipv4::{self, Ipv4Packet, MutableIpv4Packet};
 use pnet_packet::ipv6::{Ipv6Packet, MutableIpv6Packet};
 
 use super::advertisement::Advertisement;
-use super::checksum::{ChecksumForm, ChecksumPolicy, V3Ipv4Checksum};
+use super::checksum::{ChecksumForm, V3Ipv4Checksum};
 use super::error::{DecodeError, EncodeError};
+use super::rules::ReceiveRules;
 
 /// The IPv4 VRRP multicast group (RFC 9568 §5.1.1.2).
 pub const GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
@@ -49,16 +50,6 @@ pub struct IpHeader {
     pub ttl: u8,
 }
 
-/// Configuration of the receive checks.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ReceiveRules {
-    /// Unicast VRRP (keepalived's `unicast_peer`, k0s's `unicastPeers`): a packet not sent
-    /// to the group is accepted when its source or destination is one of these.
-    pub unicast_peers: Vec<IpAddr>,
-    /// Which VRRPv3-over-IPv4 checksum forms are accepted.
-    pub checksum: ChecksumPolicy,
-}
-
 /// An advertisement that passed every receive check, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
@@ -88,7 +79,7 @@ pub fn decode_received(
 ) -> Result<Received, DecodeError> {
     check_ip_rules(&header, rules)?;
     let (advertisement, checksum_form) =
-        Advertisement::decode(message, header.src, header.dst, rules.checksum)?;
+        Advertisement::decode(message, header.src, header.dst, rules)?;
     Ok(Received {
         header,
         advertisement,

@@ -9,6 +9,7 @@ mod advertisement;
 mod checksum;
 mod error;
 mod ip;
+mod rules;
 
 pub use advertisement::{
     Advertisement, AuthPass, Authentication, MAX_V3_INTERVAL_CS, Priority, Version,
@@ -17,6 +18,7 @@ pub use advertisement::{
 pub use checksum::{ChecksumForm, ChecksumPolicy, V3Ipv4Checksum};
 pub use error::{DecodeError, EncodeError};
 pub use ip::{
-    GROUP_V4, GROUP_V6, IpHeader, IpParams, PROTOCOL, ReceiveRules, Received, TTL, check_ip_rules,
-    decode_packet, decode_received, encode_packet, group_for, parse_ip,
+    GROUP_V4, GROUP_V6, IpHeader, IpParams, PROTOCOL, Received, TTL, check_ip_rules, decode_packet,
+    decode_received, encode_packet, group_for, parse_ip,
 };
+pub use rules::ReceiveRules;
