@@ -191,7 +191,7 @@ impl VirtualRouter {
             self.stats.priority_zero_received += 1;
         }
         match self.state {
-            State::Backup => self.backup_receives(now, advert, out),
+            State::Backup => self.backup_receives(now, advert),
             State::Master => self.master_receives(now, header.src, advert, out),
             State::Initialize | State::Fault => {}
         }
@@ -239,8 +239,7 @@ impl VirtualRouter {
     /// §6.4.2 (Backup): a priority-0 advert shortens the wait to Skew_Time; an advert that
     /// may not be preempted resets the down timer; a preemptable one is ignored, so the down
     /// timer runs out and this router takes over.
-    fn backup_receives(&mut self, now: Instant, advert: &Advertisement, out: &mut Outbox) {
-        let _ = out;
+    fn backup_receives(&mut self, now: Instant, advert: &Advertisement) {
         if advert.priority == Priority::RESIGN {
             self.master_resigned = true;
             self.timers.set(Timer::MasterDown, now + self.skew_time());
