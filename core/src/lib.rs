@@ -7,11 +7,13 @@
 //! thread-RNG calls, and the test command checks the dependency tree for I/O crates.
 //!
 //! Modules:
+//! - [`config`]: the k0s CPLB configuration: reading, defaults, validation.
 //! - [`time`]: the core's `Instant`, in nanoseconds, passed in by drivers.
 //! - [`vrrp`]: the VRRP wire codec (v2 and v3, IPv4 and IPv6, with the receive rules) and
 //!   the virtual router state machine ([`vrrp::Router`]).
 #![deny(missing_docs)]
 #![warn(clippy::indexing_slicing)]
 
+pub mod config;
 pub mod time;
 pub mod vrrp;

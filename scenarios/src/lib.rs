@@ -5,3 +5,4 @@
 
 pub mod hex_input;
 pub mod packet;
+pub mod validate;

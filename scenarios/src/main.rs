@@ -27,6 +27,21 @@ enum Command {
     /// Decode and encode VRRP packets.
     #[command(subcommand)]
     Packet(PacketCommand),
+    /// Check a k0s.yaml, k0sctl.yaml or spec: fragment and print the effective CPLB
+    /// configuration with every default filled in.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    /// The configuration file (`-` for stdin).
+    file: std::path::PathBuf,
+    /// k0s runs with --single (CPLB is refused there).
+    #[arg(long)]
+    single: bool,
+    /// Print JSON instead of YAML.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,8 +183,39 @@ fn fail(message: &str) -> ExitCode {
 
 fn run(cli: Cli) -> Result<String, String> {
     match cli.command {
+        Command::Validate(args) => validate(args),
         Command::Packet(PacketCommand::Decode(args)) => decode(args),
         Command::Packet(PacketCommand::Encode(args)) => encode(args),
+    }
+}
+
+fn validate(args: ValidateArgs) -> Result<String, String> {
+    let text = if args.file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("reading stdin: {e}"))?;
+        text
+    } else {
+        let bytes =
+            std::fs::read(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+        String::from_utf8(bytes).map_err(|e| {
+            format!(
+                "{}: not UTF-8 text (byte {} is invalid)",
+                args.file.display(),
+                e.utf8_error().valid_up_to()
+            )
+        })?
+    };
+    let outcome = cplb_scenarios::validate::validate(&text, args.single, args.json);
+    for line in &outcome.stderr {
+        eprintln!("{line}");
+    }
+    if outcome.exit_code == 0 {
+        Ok(outcome.stdout.trim_end().to_owned())
+    } else {
+        // The errors are already on stderr, one per line.
+        std::process::exit(i32::from(outcome.exit_code));
     }
 }
 
