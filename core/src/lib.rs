@@ -8,6 +8,8 @@
 //!
 //! Modules:
 //! - [`config`]: the k0s CPLB configuration: reading, defaults, validation.
+//! - [`lb`]: virtual services, IPVS schedulers, persistence, health checks, the desired
+//!   data plane.
 //! - [`time`]: the core's `Instant`, in nanoseconds, passed in by drivers.
 //! - [`vrrp`]: the VRRP wire codec (v2 and v3, IPv4 and IPv6, with the receive rules) and
 //!   the virtual router state machine ([`vrrp::Router`]).
@@ -15,5 +17,6 @@
 #![warn(clippy::indexing_slicing)]
 
 pub mod config;
+pub mod lb;
 pub mod time;
 pub mod vrrp;

@@ -30,7 +30,11 @@ fn a_valid_file_prints_the_effective_configuration() {
             String::from_utf8_lossy(&out.stderr)
         );
         let yaml = String::from_utf8(out.stdout).expect("utf-8");
-        let vrid = if name == "full.yaml" { "virtualRouterID: 10" } else { "virtualRouterID: 51" };
+        let vrid = if name == "full.yaml" {
+            "virtualRouterID: 10"
+        } else {
+            "virtualRouterID: 51"
+        };
         assert!(yaml.contains(vrid), "{name}: {yaml}");
         assert!(yaml.contains("userSpaceProxyBindPort:"), "{name}");
     }
