@@ -829,3 +829,39 @@ fn k0s_power_off_transcript() {
         .join("\n");
     insta::assert_snapshot!(format!("{text}\nVIP held by {holders:?}"));
 }
+
+#[test]
+fn a_yielding_master_notifies_so_the_winner_re_announces() {
+    // Split 0 | 1,2, then heal: node 2 (higher address) stays master, node 0 yields. Node 2
+    // never heard node 0 as master, so without node 0's last advert it would not re-announce
+    // and hosts would keep pointing at node 0.
+    let mut lan = Lan::k0s(3);
+    lan.drive_for(secs_f(10.0));
+    assert_eq!(lan.masters(), vec![2]);
+    for other in [1, 2] {
+        lan.cut.insert((0, other));
+        lan.cut.insert((other, 0));
+    }
+    lan.drive_for(secs_f(10.0));
+    assert_eq!(lan.masters(), vec![0, 2]);
+    let before = lan.nodes[2].announces.len();
+    let healed = lan.now;
+    lan.cut.clear();
+    lan.drive_for(secs_f(3.0));
+    assert_eq!(lan.masters(), vec![2]);
+    let after: Vec<_> = lan.nodes[2].announces[before..]
+        .iter()
+        .filter(|(t, _)| *t >= healed)
+        .collect();
+    assert_eq!(
+        after.len(),
+        10,
+        "the winner re-announced: a burst and the follow-up burst"
+    );
+    assert!(
+        lan.nodes[2]
+            .events
+            .iter()
+            .any(|(t, e)| *t >= healed && matches!(e, Event::ContentionWon { .. }))
+    );
+}

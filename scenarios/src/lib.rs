@@ -3,6 +3,9 @@
 //! The binary is a thin clap front end; the work is in these modules so tests can call it.
 #![deny(missing_docs)]
 
+pub mod catalog;
 pub mod hex_input;
 pub mod packet;
+pub mod run;
+pub mod scenario;
 pub mod validate;

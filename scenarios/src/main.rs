@@ -27,9 +27,35 @@ enum Command {
     /// Decode and encode VRRP packets.
     #[command(subcommand)]
     Packet(PacketCommand),
+    /// Run simulated failover scenarios.
+    #[command(subcommand)]
+    Sim(SimCommand),
     /// Check a k0s.yaml, k0sctl.yaml or spec: fragment and print the effective CPLB
     /// configuration with every default filled in.
     Validate(ValidateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum SimCommand {
+    /// Run a catalog scenario (by name) or a scenario file and tell its story.
+    Run(SimRunArgs),
+    /// List the catalog.
+    List,
+}
+
+#[derive(Debug, Args)]
+struct SimRunArgs {
+    /// A catalog name (see `cplb sim list`) or a scenario file.
+    scenario: String,
+    /// Seed (default: the scenario's).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print one JSON object instead of the story.
+    #[arg(long)]
+    json: bool,
+    /// Also write report.json, story.txt and trace.txt into this directory.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -184,8 +210,69 @@ fn fail(message: &str) -> ExitCode {
 fn run(cli: Cli) -> Result<String, String> {
     match cli.command {
         Command::Validate(args) => validate(args),
+        Command::Sim(SimCommand::List) => Ok(cplb_scenarios::catalog::CATALOG
+            .iter()
+            .map(|(name, text)| {
+                let about = cplb_scenarios::scenario::parse(name, text)
+                    .map(|s| s.description)
+                    .unwrap_or_default();
+                format!(
+                    "{name:<28} {}",
+                    about.split(". ").next().unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")),
+        Command::Sim(SimCommand::Run(args)) => sim_run(args),
         Command::Packet(PacketCommand::Decode(args)) => decode(args),
         Command::Packet(PacketCommand::Encode(args)) => encode(args),
+    }
+}
+
+fn sim_run(args: SimRunArgs) -> Result<String, String> {
+    let (file, text) = match cplb_scenarios::catalog::get(&args.scenario) {
+        Some(text) => (format!("catalog/{}.yaml", args.scenario), text.to_owned()),
+        None => {
+            let text = std::fs::read_to_string(&args.scenario).map_err(|e| {
+                format!(
+                    "{}: not a catalog scenario (see cplb sim list) nor a readable file: {e}",
+                    args.scenario
+                )
+            })?;
+            (args.scenario.clone(), text)
+        }
+    };
+    let scenario = cplb_scenarios::scenario::parse(&file, &text).map_err(|e| e.to_string())?;
+    let seed = args.seed.unwrap_or(scenario.seed);
+    let report = cplb_scenarios::run::run(&scenario, seed);
+    let json = cplb_scenarios::run::to_json(&report);
+    let story = cplb_scenarios::run::story(&report);
+    if let Some(dir) = &args.out {
+        let write = |name: &str, body: String| {
+            std::fs::write(dir.join(name), body)
+                .map_err(|e| format!("{}: {e}", dir.join(name).display()))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        write("report.json", format!("{json:#}\n"))?;
+        write("story.txt", story.clone())?;
+        write("trace.txt", report.outcome.timeline.join("\n") + "\n")?;
+    }
+    let out = if args.json {
+        json.to_string()
+    } else {
+        story.trim_end().to_owned()
+    };
+    if report.ok {
+        Ok(out)
+    } else {
+        println!("{out}");
+        if !report.outcome.violations.is_empty() {
+            eprintln!(
+                "seed {seed}: invariant violated; replay with: cplb sim run {} --seed {seed}",
+                args.scenario
+            );
+        }
+        std::process::exit(1);
     }
 }
 

@@ -15,7 +15,7 @@ const UNITS: [(&str, u128); 9] = [
 
 /// Parses `"1m"`, `"1.5s"`, `"1h2m3s"`, `"-300ms"`, `"0"` into nanoseconds, with Go's
 /// error wording for what it refuses.
-pub(crate) fn parse_go_duration(text: &str) -> Result<i128, String> {
+pub fn parse_go_duration(text: &str) -> Result<i128, String> {
     let quoted = format!("{text:?}");
     let (negative, mut rest) = match text.as_bytes().first() {
         Some(b'-') => (true, text.get(1..).unwrap_or_default()),

@@ -10,10 +10,11 @@
 
 mod diagnostic;
 mod duration;
+pub use duration::parse_go_duration;
 mod load;
 mod model;
-mod scalar;
-mod yaml;
+pub mod scalar;
+pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Severity};
 pub use load::SourceKind;

@@ -8,15 +8,21 @@
 
 /// What a plain scalar resolves to under YAML 1.1 (go-yaml v2).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Plain {
+pub enum Plain {
+    /// `~`, `null`, or nothing.
     Null,
+    /// `true`, `yes`, `on`, ...
     Bool(bool),
+    /// Decimal, octal (leading 0), hex, binary.
     Int(i128),
+    /// Anything with a dot or an exponent.
     Float(f64),
+    /// Text.
     Str,
 }
 
-pub(crate) fn resolve(raw: &str) -> Plain {
+/// What a plain scalar means to k0s (YAML 1.1).
+pub fn resolve(raw: &str) -> Plain {
     match raw {
         "" | "~" | "null" | "Null" | "NULL" => return Plain::Null,
         "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
@@ -93,7 +99,7 @@ fn float(raw: &str) -> Option<f64> {
 }
 
 /// The text k0s ends up with when a plain scalar fills a string field (Go's formatting).
-pub(crate) fn as_go_string(raw: &str) -> String {
+pub fn as_go_string(raw: &str) -> String {
     match resolve(raw) {
         Plain::Null => String::new(),
         Plain::Bool(b) => b.to_string(),

@@ -21,7 +21,7 @@ pub struct Mark {
 }
 
 /// Index of a node in its document.
-pub(crate) type NodeId = usize;
+pub type NodeId = usize;
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Kind {
@@ -43,20 +43,22 @@ pub(crate) struct Node {
 
 /// One parsed YAML document.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Document {
+pub struct Document {
     nodes: Vec<Node>,
 }
 
 /// The file is not YAML.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SyntaxError {
-    pub(crate) mark: Mark,
-    pub(crate) message: String,
+pub struct SyntaxError {
+    /// Where.
+    pub mark: Mark,
+    /// What.
+    pub message: String,
 }
 
 impl Document {
     /// The root node, if the document is not empty.
-    pub(crate) fn root(&self) -> Option<NodeId> {
+    pub fn root(&self) -> Option<NodeId> {
         (!self.nodes.is_empty()).then_some(0)
     }
 
@@ -74,12 +76,12 @@ impl Document {
     }
 
     /// Where the node stands.
-    pub(crate) fn mark(&self, id: NodeId) -> Mark {
+    pub fn mark(&self, id: NodeId) -> Mark {
         self.nodes.get(id).map(|n| n.mark).unwrap_or_default()
     }
 
     /// The entries of a mapping node.
-    pub(crate) fn entries(&self, id: NodeId) -> Option<&[(NodeId, NodeId)]> {
+    pub fn entries(&self, id: NodeId) -> Option<&[(NodeId, NodeId)]> {
         match &self.get(id)?.kind {
             Kind::Map(e) => Some(e),
             _ => None,
@@ -87,7 +89,7 @@ impl Document {
     }
 
     /// The items of a sequence node.
-    pub(crate) fn items(&self, id: NodeId) -> Option<&[NodeId]> {
+    pub fn items(&self, id: NodeId) -> Option<&[NodeId]> {
         match &self.get(id)?.kind {
             Kind::Seq(items) => Some(items),
             _ => None,
@@ -95,7 +97,7 @@ impl Document {
     }
 
     /// A scalar's text and whether it was written plain (unquoted).
-    pub(crate) fn scalar(&self, id: NodeId) -> Option<(&str, bool)> {
+    pub fn scalar(&self, id: NodeId) -> Option<(&str, bool)> {
         match &self.get(id)?.kind {
             Kind::Scalar { value, plain } => Some((value, *plain)),
             _ => None,
@@ -103,7 +105,7 @@ impl Document {
     }
 
     /// A short name of what the node is, for messages.
-    pub(crate) fn describe(&self, id: NodeId) -> &'static str {
+    pub fn describe(&self, id: NodeId) -> &'static str {
         match self.get(id).map(|n| &n.kind) {
             Some(Kind::Map(_)) => "a mapping",
             Some(Kind::Seq(_)) => "a list",
@@ -114,7 +116,7 @@ impl Document {
 }
 
 /// Parses every document of the text.
-pub(crate) fn parse(text: &str) -> Result<Vec<Document>, SyntaxError> {
+pub fn parse(text: &str) -> Result<Vec<Document>, SyntaxError> {
     let mut parser = Parser::new_from_str(text);
     let mut docs = Vec::new();
     let mut builder = Builder::default();

@@ -246,19 +246,28 @@ impl HealthChecker {
     }
 }
 
-/// The health checks k0s runs for a configuration: in IPVS mode keepalived's TCP_CHECK
-/// (`delayLoop` apart, 3 s connect timeout, one retry after 1 s); otherwise k0s's own
-/// `/healthz` checks every second with no retry. Both start a server unhealthy and fail
-/// open when none is healthy.
+/// The health checks cplb runs for a k0s configuration.
+///
+/// k0s itself probes every API server's `/healthz` every second and rewrites the real
+/// servers from that (its reconciler); keepalived's TCP_CHECK every `delayLoop` is a second,
+/// slower layer on top. We keep the one-second checks for every mode (or `delayLoop` when
+/// shorter), with a 1 s timeout (API servers on a LAN answer in milliseconds), two failures
+/// in a row to drop a server and one success to bring it back. Servers start unhealthy and
+/// the set fails open, as k0s's does.
 pub fn k0s_health_config(keepalived: &crate::config::Keepalived) -> HealthConfig {
-    match keepalived.virtual_servers.first() {
-        Some(vs) if !keepalived.disable_load_balancer => HealthConfig {
-            interval: vs.delay_loop,
-            ..HealthConfig::default()
-        },
-        _ => HealthConfig {
-            retry: 0,
-            ..HealthConfig::default()
-        },
+    let second = Duration::from_secs(1);
+    let interval = keepalived
+        .virtual_servers
+        .iter()
+        .map(|vs| vs.delay_loop)
+        .min()
+        .map_or(second, |d| d.min(second));
+    HealthConfig {
+        interval,
+        timeout: second,
+        retry: 0,
+        rise: 1,
+        fall: 2,
+        ..HealthConfig::default()
     }
 }

@@ -47,6 +47,11 @@ pub struct AnnounceConfig {
     /// again this much later, so the winner's announcement reaches hosts after the loser's
     /// (the split-brain GARP race measured in the lab baseline, §4.5).
     pub contention_repeat_after: Option<Duration>,
+    /// A master that yields to another sends one last advertisement first. The winner then
+    /// sees a contention and re-announces, which moves hosts whose neighbour entry still
+    /// points at the loser (after a partition heals, the winner may never have heard the
+    /// loser; without this, hosts stay pointed at it until their ARP entry goes stale).
+    pub yield_notice: bool,
 }
 
 impl Default for AnnounceConfig {
@@ -56,6 +61,7 @@ impl Default for AnnounceConfig {
             repeat_after: Some(Duration::from_secs(5)),
             refresh_every: None,
             contention_repeat_after: Some(Duration::from_millis(100)),
+            yield_notice: true,
         }
     }
 }

@@ -295,6 +295,9 @@ impl VirtualRouter {
         let they_win = advert.priority > self.priority
             || (advert.priority == self.priority && src > self.cfg.primary_address);
         if they_win {
+            if self.cfg.announce.yield_notice {
+                self.send_advert(self.priority, out);
+            }
             if self.cfg.version == Version::V3 {
                 self.master_adver_interval_cs = advert.interval_cs;
             }

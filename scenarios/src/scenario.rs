@@ -1,0 +1,594 @@
+//! Scenario files: a cluster, its CPLB configuration, traffic, a fault schedule and what
+//! must hold. The format is documented in docs/scenarios.md.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use cplb_core::config::scalar::{Plain, resolve};
+use cplb_core::config::yaml::{self, Document, NodeId};
+use cplb_core::config::{LoadOptions, parse_go_duration};
+use cplb_sim::{Fault, HostSpec, Role, SimSpec, TimedFault, TrafficSpec};
+
+/// A parsed scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// What to simulate.
+    pub spec: SimSpec,
+    /// One line on what it shows.
+    pub description: String,
+    /// The default seed.
+    pub seed: u64,
+    /// What must hold.
+    pub expect: Vec<Expectation>,
+}
+
+/// Something a scenario requires. `instance` is the VRRP instance's index, `host` a host's.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)]
+pub enum Expectation {
+    /// Every failover completes (the VIP answers on the new master) within this time of
+    /// the fault before it.
+    MaxFailover(Duration),
+    /// No client sees failures for longer than this.
+    MaxClientOutage(Duration),
+    /// Never two masters of an instance that can hear each other.
+    NoDualMaster,
+    /// At a time, this host is the (only) master of the instance.
+    MasterAt {
+        at: Duration,
+        instance: usize,
+        host: usize,
+    },
+    /// At the end, this host is the only master.
+    FinalMaster { instance: usize, host: usize },
+    /// At the end, this host is not master.
+    FinalMasterNot { instance: usize, host: usize },
+    /// At a time, the master's data plane lists exactly these API servers.
+    RealServersAt {
+        at: Duration,
+        instance: usize,
+        hosts: Vec<usize>,
+    },
+}
+
+/// A scenario file that cannot be used: where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct ScenarioError {
+    /// The file.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Parses a scenario file's text; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
+    let err = |line: usize, message: String| ScenarioError {
+        file: file.to_owned(),
+        line,
+        message,
+    };
+    let docs = yaml::parse(text)
+        .map_err(|e| err(e.mark.line, format!("not valid YAML: {}", e.message)))?;
+    let doc = docs
+        .into_iter()
+        .find(|d| d.root().is_some())
+        .ok_or_else(|| err(1, "empty scenario".into()))?;
+    let mut p = Parser {
+        doc: &doc,
+        file,
+        hosts: Vec::new(),
+    };
+    p.scenario()
+}
+
+struct Parser<'a> {
+    doc: &'a Document,
+    file: &'a str,
+    hosts: Vec<HostSpec>,
+}
+
+type Fields = Vec<(String, NodeId, NodeId)>;
+
+impl Parser<'_> {
+    fn err(&self, id: NodeId, message: String) -> ScenarioError {
+        ScenarioError {
+            file: self.file.to_owned(),
+            line: self.doc.mark(id).line,
+            message,
+        }
+    }
+
+    /// A mapping's fields; unknown keys are errors.
+    fn fields(&self, id: NodeId, what: &str, known: &[&str]) -> Result<Fields, ScenarioError> {
+        let entries = self
+            .doc
+            .entries(id)
+            .ok_or_else(|| self.err(id, format!("{what} must be a mapping")))?;
+        let mut out = Vec::new();
+        for &(k, v) in entries {
+            let key = self
+                .doc
+                .scalar(k)
+                .map(|(s, _)| s.to_owned())
+                .ok_or_else(|| self.err(k, "keys must be names".into()))?;
+            if !known.contains(&key.as_str()) {
+                return Err(self.err(
+                    k,
+                    format!(
+                        "unknown key {key:?} in {what}; expected one of: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+            if out
+                .iter()
+                .any(|(seen, _, _): &(String, NodeId, NodeId)| *seen == key)
+            {
+                return Err(self.err(k, format!("duplicate key {key:?} in {what}")));
+            }
+            out.push((key, k, v));
+        }
+        Ok(out)
+    }
+
+    fn get(fields: &Fields, key: &str) -> Option<NodeId> {
+        fields.iter().find(|(k, _, _)| k == key).map(|(_, _, v)| *v)
+    }
+
+    fn string(&self, id: NodeId, what: &str) -> Result<String, ScenarioError> {
+        self.doc
+            .scalar(id)
+            .map(|(s, _)| s.to_owned())
+            .ok_or_else(|| self.err(id, format!("{what} must be text")))
+    }
+
+    fn number(&self, id: NodeId, what: &str) -> Result<f64, ScenarioError> {
+        match self.doc.scalar(id).map(|(s, plain)| (resolve(s), plain)) {
+            Some((Plain::Int(i), true)) => Ok(i as f64),
+            Some((Plain::Float(f), true)) if f.is_finite() => Ok(f),
+            _ => Err(self.err(id, format!("{what} must be a number"))),
+        }
+    }
+
+    /// Seconds as a number (`12.5`) or a Go duration (`"1m30s"`, `500ms`).
+    fn duration(&self, id: NodeId, what: &str) -> Result<Duration, ScenarioError> {
+        let Some((raw, _)) = self.doc.scalar(id) else {
+            return Err(self.err(id, format!("{what} must be a time")));
+        };
+        if let Ok(n) = self.number(id, what) {
+            return if n >= 0.0 {
+                Ok(Duration::from_secs_f64(n))
+            } else {
+                Err(self.err(id, format!("{what} must not be negative")))
+            };
+        }
+        match parse_go_duration(raw) {
+            Ok(ns) if ns >= 0 => Ok(Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))),
+            Ok(_) => Err(self.err(id, format!("{what} must not be negative"))),
+            Err(e) => Err(self.err(id, format!("{what}: {e}"))),
+        }
+    }
+
+    fn ratio(&self, id: NodeId, what: &str) -> Result<f64, ScenarioError> {
+        let r = self.number(id, what)?;
+        if (0.0..=1.0).contains(&r) {
+            Ok(r)
+        } else {
+            Err(self.err(id, format!("{what} must be between 0 and 1")))
+        }
+    }
+
+    fn list(&self, id: NodeId, what: &str) -> Result<Vec<NodeId>, ScenarioError> {
+        self.doc
+            .items(id)
+            .map(<[NodeId]>::to_vec)
+            .ok_or_else(|| self.err(id, format!("{what} must be a list")))
+    }
+
+    fn host(&self, id: NodeId) -> Result<usize, ScenarioError> {
+        let name = self.string(id, "a host")?;
+        self.hosts
+            .iter()
+            .position(|h| h.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
+                self.err(
+                    id,
+                    format!("unknown host {name:?}; hosts are {}", names.join(", ")),
+                )
+            })
+    }
+
+    fn hosts_list(&self, id: NodeId) -> Result<Vec<usize>, ScenarioError> {
+        self.list(id, "a host list")?
+            .into_iter()
+            .map(|h| self.host(h))
+            .collect()
+    }
+
+    fn scenario(&mut self) -> Result<Scenario, ScenarioError> {
+        let root = self.doc.root().unwrap_or_default();
+        let known = [
+            "name",
+            "description",
+            "duration",
+            "seed",
+            "hosts",
+            "config",
+            "traffic",
+            "faults",
+            "expect",
+        ];
+        let f = self.fields(root, "the scenario", &known)?;
+        let missing = |p: &Self, key: &str| p.err(root, format!("missing {key:?}"));
+        let name = self.string(
+            Self::get(&f, "name").ok_or_else(|| missing(self, "name"))?,
+            "name",
+        )?;
+        let description = Self::get(&f, "description")
+            .map(|d| self.string(d, "description"))
+            .transpose()?
+            .unwrap_or_default();
+        let duration = self.duration(
+            Self::get(&f, "duration").ok_or_else(|| missing(self, "duration"))?,
+            "duration",
+        )?;
+        let seed = match Self::get(&f, "seed") {
+            Some(s) => self.number(s, "seed")? as u64,
+            None => 1,
+        };
+        let hosts_id = Self::get(&f, "hosts").ok_or_else(|| missing(self, "hosts"))?;
+        for h in self.list(hosts_id, "hosts")? {
+            let hf = self.fields(h, "a host", &["name", "role", "address", "up_at", "config"])?;
+            let field = |k: &str| {
+                Self::get(&hf, k).ok_or_else(|| self.err(h, format!("a host needs {k:?}")))
+            };
+            let name = self.string(field("name")?, "name")?;
+            if self.hosts.iter().any(|o| o.name == name) {
+                return Err(self.err(h, format!("host {name:?} is defined twice")));
+            }
+            let role_id = field("role")?;
+            let role = match self.string(role_id, "role")?.as_str() {
+                "controller" => Role::Controller,
+                "worker" => Role::Worker,
+                "client" => Role::Client,
+                other => {
+                    return Err(self.err(
+                        role_id,
+                        format!("role {other:?}: expected controller, worker or client"),
+                    ));
+                }
+            };
+            let addr_id = field("address")?;
+            let text = self.string(addr_id, "address")?;
+            let (addr, prefix) = text
+                .split_once('/')
+                .map_or((text.as_str(), None), |(a, p)| (a, Some(p)));
+            let address: IpAddr = addr
+                .parse()
+                .map_err(|_| self.err(addr_id, format!("{text:?} is not an IP address")))?;
+            let prefix_len = match prefix {
+                Some(p) => p
+                    .parse()
+                    .map_err(|_| self.err(addr_id, format!("bad prefix in {text:?}")))?,
+                None if address.is_ipv4() => 24,
+                None => 64,
+            };
+            let up_at = Self::get(&hf, "up_at")
+                .map(|t| self.duration(t, "up_at"))
+                .transpose()?
+                .unwrap_or_default();
+            let config = Self::get(&hf, "config")
+                .map(|c| self.config(c))
+                .transpose()?;
+            self.hosts.push(HostSpec {
+                name,
+                role,
+                address,
+                prefix_len,
+                up_at,
+                config,
+            });
+        }
+        let config_id = Self::get(&f, "config").ok_or_else(|| missing(self, "config"))?;
+        let config = self.config(config_id)?;
+        let traffic = match Self::get(&f, "traffic") {
+            Some(t) => self.traffic(t)?,
+            None => Vec::new(),
+        };
+        let faults = match Self::get(&f, "faults") {
+            Some(list) => self
+                .list(list, "faults")?
+                .into_iter()
+                .map(|x| self.fault(x))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        let expect = match Self::get(&f, "expect") {
+            Some(e) => self.expect(e)?,
+            None => Vec::new(),
+        };
+        let spec = SimSpec {
+            name,
+            duration,
+            hosts: self.hosts.clone(),
+            config,
+            traffic,
+            faults,
+        };
+        Ok(Scenario {
+            spec,
+            description,
+            seed,
+            expect,
+        })
+    }
+
+    /// The embedded k0s.yaml / k0sctl.yaml / spec: fragment, read like `cplb validate`.
+    fn config(&self, id: NodeId) -> Result<cplb_core::config::ClusterConfig, ScenarioError> {
+        let text = self.string(
+            id,
+            "config (a k0s.yaml, k0sctl.yaml or spec: fragment as a block: config: |)",
+        )?;
+        match cplb_core::config::load(&text, LoadOptions::default()) {
+            Ok(l) => Ok(l.config),
+            Err(r) => {
+                // A block scalar's first line is the line after `config: |`.
+                let base = self.doc.mark(id).line;
+                let first = r
+                    .errors
+                    .first()
+                    .map(|e| (base + e.mark.line, e.to_string()))
+                    .unwrap_or((base, String::new()));
+                Err(ScenarioError {
+                    file: self.file.to_owned(),
+                    line: first.0,
+                    message: format!("config: {}", first.1),
+                })
+            }
+        }
+    }
+
+    fn traffic(&self, id: NodeId) -> Result<Vec<TrafficSpec>, ScenarioError> {
+        let mut out = Vec::new();
+        for t in self.list(id, "traffic")? {
+            let tf = self.fields(t, "a traffic entry", &["from", "rate", "vip", "start"])?;
+            let from_id = Self::get(&tf, "from")
+                .ok_or_else(|| self.err(t, "traffic needs \"from\"".into()))?;
+            let from = self.host(from_id)?;
+            let rate = match Self::get(&tf, "rate") {
+                Some(r) => self.number(r, "rate")?,
+                None => 10.0,
+            };
+            if !(rate > 0.0 && rate <= 10_000.0) {
+                return Err(self.err(
+                    t,
+                    format!("rate {rate} must be in (0, 10000] connections per second"),
+                ));
+            }
+            let vip = match Self::get(&tf, "vip") {
+                Some(v) => Some(
+                    self.string(v, "vip")?
+                        .parse()
+                        .map_err(|_| self.err(v, "vip must be an IP address".into()))?,
+                ),
+                None => None,
+            };
+            let start = Self::get(&tf, "start")
+                .map(|s| self.duration(s, "start"))
+                .transpose()?
+                .unwrap_or_default();
+            out.push(TrafficSpec {
+                from,
+                rate,
+                vip,
+                start,
+            });
+        }
+        Ok(out)
+    }
+
+    fn fault(&self, id: NodeId) -> Result<TimedFault, ScenarioError> {
+        let kinds = [
+            "poweroff",
+            "poweron",
+            "stop",
+            "start",
+            "crash",
+            "restart",
+            "partition",
+            "cut",
+            "heal",
+            "loss",
+            "delay",
+            "duplicate",
+            "link_down",
+            "link_up",
+            "apiserver_down",
+            "apiserver_up",
+            "clock_drift",
+        ];
+        let mut known = vec!["at"];
+        known.extend(kinds);
+        let f = self.fields(id, "a fault", &known)?;
+        let at_id =
+            Self::get(&f, "at").ok_or_else(|| self.err(id, "a fault needs \"at\"".into()))?;
+        let at = self.duration(at_id, "at")?;
+        let given: Vec<&(String, NodeId, NodeId)> =
+            f.iter().filter(|(k, _, _)| k != "at").collect();
+        let [(kind, _, v)] = given.as_slice() else {
+            return Err(self.err(
+                id,
+                format!(
+                    "a fault has \"at\" and exactly one of: {}",
+                    kinds.join(", ")
+                ),
+            ));
+        };
+        let v = *v;
+        let fault = match kind.as_str() {
+            "poweroff" => Fault::PowerOff(self.host(v)?),
+            "poweron" => Fault::PowerOn(self.host(v)?),
+            "stop" => Fault::Stop(self.host(v)?),
+            "start" => Fault::Start(self.host(v)?),
+            "crash" => Fault::Crash(self.host(v)?),
+            "restart" => Fault::Restart(self.host(v)?),
+            "link_down" => Fault::LinkDown(self.host(v)?),
+            "link_up" => Fault::LinkUp(self.host(v)?),
+            "apiserver_down" => Fault::ApiserverDown(self.host(v)?),
+            "apiserver_up" => Fault::ApiserverUp(self.host(v)?),
+            "partition" => {
+                let groups = self
+                    .list(v, "partition")?
+                    .into_iter()
+                    .map(|g| self.hosts_list(g))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Fault::Partition(groups)
+            }
+            "cut" => {
+                let cf = self.fields(v, "cut", &["from", "to"])?;
+                let from = Self::get(&cf, "from")
+                    .ok_or_else(|| self.err(v, "cut needs \"from\"".into()))?;
+                let to =
+                    Self::get(&cf, "to").ok_or_else(|| self.err(v, "cut needs \"to\"".into()))?;
+                Fault::Cut {
+                    from: self.host(from)?,
+                    to: self.host(to)?,
+                }
+            }
+            "heal" => Fault::Heal,
+            "loss" => Fault::Loss(self.ratio(v, "loss")?),
+            "duplicate" => Fault::Duplicate(self.ratio(v, "duplicate")?),
+            "delay" => {
+                let df = self.fields(v, "delay", &["min", "max"])?;
+                let min = Self::get(&df, "min")
+                    .map(|m| self.duration(m, "min"))
+                    .transpose()?
+                    .unwrap_or_default();
+                let max = Self::get(&df, "max")
+                    .map(|m| self.duration(m, "max"))
+                    .transpose()?
+                    .unwrap_or(min);
+                if max < min {
+                    return Err(self.err(v, "delay max is below min".into()));
+                }
+                Fault::Delay(min, max)
+            }
+            "clock_drift" => {
+                let cf = self.fields(v, "clock_drift", &["host", "ppm"])?;
+                let host = Self::get(&cf, "host")
+                    .ok_or_else(|| self.err(v, "clock_drift needs \"host\"".into()))?;
+                let ppm = Self::get(&cf, "ppm")
+                    .ok_or_else(|| self.err(v, "clock_drift needs \"ppm\"".into()))?;
+                let ppm_v = self.number(ppm, "ppm")?;
+                if ppm_v.abs() > 100_000.0 {
+                    return Err(self.err(ppm, "ppm must be within ±100000".into()));
+                }
+                Fault::ClockDrift(self.host(host)?, ppm_v)
+            }
+            _ => return Err(self.err(id, format!("unknown fault {kind:?}"))),
+        };
+        Ok(TimedFault { at, fault })
+    }
+
+    fn expect(&self, id: NodeId) -> Result<Vec<Expectation>, ScenarioError> {
+        let known = [
+            "max_failover",
+            "max_client_outage",
+            "no_dual_master",
+            "master_at",
+            "final_master",
+            "final_master_not",
+            "real_servers_at",
+        ];
+        let f = self.fields(id, "expect", &known)?;
+        let mut out = Vec::new();
+        for (key, _, v) in &f {
+            let v = *v;
+            match key.as_str() {
+                "max_failover" => out.push(Expectation::MaxFailover(self.duration(v, key)?)),
+                "max_client_outage" => {
+                    out.push(Expectation::MaxClientOutage(self.duration(v, key)?))
+                }
+                "no_dual_master" => {
+                    if matches!(
+                        self.doc.scalar(v).map(|(s, _)| resolve(s)),
+                        Some(Plain::Bool(true))
+                    ) {
+                        out.push(Expectation::NoDualMaster);
+                    }
+                }
+                "master_at" => {
+                    for item in self.one_or_many(v) {
+                        let mf = self.fields(item, "master_at", &["time", "host", "instance"])?;
+                        let (at, instance, host) = (
+                            self.req_time(&mf, item)?,
+                            self.instance(&mf)?,
+                            self.req_host(&mf, item)?,
+                        );
+                        out.push(Expectation::MasterAt { at, instance, host });
+                    }
+                }
+                "final_master" | "final_master_not" => {
+                    for item in self.one_or_many(v) {
+                        let (instance, host) = if self.doc.entries(item).is_some() {
+                            let mf = self.fields(item, key, &["host", "instance"])?;
+                            (self.instance(&mf)?, self.req_host(&mf, item)?)
+                        } else {
+                            (0, self.host(item)?)
+                        };
+                        out.push(if key == "final_master" {
+                            Expectation::FinalMaster { instance, host }
+                        } else {
+                            Expectation::FinalMasterNot { instance, host }
+                        });
+                    }
+                }
+                "real_servers_at" => {
+                    for item in self.one_or_many(v) {
+                        let rf =
+                            self.fields(item, "real_servers_at", &["time", "hosts", "instance"])?;
+                        let hosts_id = Self::get(&rf, "hosts").ok_or_else(|| {
+                            self.err(item, "real_servers_at needs \"hosts\"".into())
+                        })?;
+                        let mut hosts = self.hosts_list(hosts_id)?;
+                        hosts.sort_unstable();
+                        out.push(Expectation::RealServersAt {
+                            at: self.req_time(&rf, item)?,
+                            instance: self.instance(&rf)?,
+                            hosts,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    fn one_or_many(&self, id: NodeId) -> Vec<NodeId> {
+        self.doc
+            .items(id)
+            .map_or_else(|| vec![id], <[NodeId]>::to_vec)
+    }
+
+    fn req_time(&self, f: &Fields, at: NodeId) -> Result<Duration, ScenarioError> {
+        let t = Self::get(f, "time").ok_or_else(|| self.err(at, "needs \"time\"".into()))?;
+        self.duration(t, "time")
+    }
+
+    fn req_host(&self, f: &Fields, at: NodeId) -> Result<usize, ScenarioError> {
+        let h = Self::get(f, "host").ok_or_else(|| self.err(at, "needs \"host\"".into()))?;
+        self.host(h)
+    }
+
+    fn instance(&self, f: &Fields) -> Result<usize, ScenarioError> {
+        match Self::get(f, "instance") {
+            Some(i) => Ok(self.number(i, "instance")? as usize),
+            None => Ok(0),
+        }
+    }
+}

@@ -1,0 +1,1413 @@
+//! The discrete-event engine: an event heap ordered by (time, insertion), time jumping from
+//! event to event, one seeded RNG for every random choice, no wall clock.
+
+use core::cmp::Reverse;
+use core::net::{IpAddr, SocketAddr};
+use core::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use cplb_core::config::{Keepalived, LoadBalancerMode};
+use cplb_core::lb::{ProbeId, ServiceKey};
+use cplb_core::time::Instant;
+use cplb_core::vrrp::{Command, Event, Incoming, IpHeader, State};
+use rand_core::{Rng, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+
+use crate::host::{self, ETH0, Host};
+use crate::outcome::{ClientStats, Failover, Outcome, Violation};
+use crate::spec::{Fault, SimSpec};
+use crate::trace::Trace;
+
+/// One-way latency on the segment when no delay fault is active.
+const LATENCY: Duration = Duration::from_micros(100);
+/// A host re-resolves an ARP entry not confirmed for this long (Linux base_reachable_time).
+const ARP_REACHABLE: Duration = Duration::from_secs(30);
+/// Hops a direct-routed packet may take before we call it a forwarding loop.
+const MAX_HOPS: usize = 8;
+/// Steps a run may take (a livelock guard).
+const MAX_STEPS: u64 = 200_000_000;
+
+#[derive(Debug, Clone)]
+enum Frame {
+    Vrrp {
+        src: IpAddr,
+        dst: IpAddr,
+        payload: Vec<u8>,
+    },
+    Garp {
+        mac: u64,
+        ip: IpAddr,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Ev {
+    Deliver {
+        to: usize,
+        frame: Frame,
+    },
+    Wake {
+        host: usize,
+        generation: u64,
+    },
+    ProbeResult {
+        host: usize,
+        incarnation: u64,
+        id: ProbeId,
+        server: SocketAddr,
+        ok: bool,
+    },
+    Connect {
+        traffic: usize,
+    },
+    Fault(usize),
+    Boot(usize),
+    End,
+}
+
+#[derive(Debug)]
+struct Queued {
+    at: Instant,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// Network conditions.
+#[derive(Debug, Clone, Default)]
+struct Net {
+    /// Partition group of each host; equal groups can talk.
+    group: Vec<usize>,
+    cuts: BTreeSet<(usize, usize)>,
+    loss: f64,
+    delay: Option<(Duration, Duration)>,
+    duplicate: f64,
+}
+
+/// Per-instance tracking for reports and invariants.
+#[derive(Debug, Clone, Default)]
+struct InstanceTrack {
+    /// The instance's VIPs (the first identifies it across clusters).
+    vips: Vec<IpAddr>,
+    masters: BTreeSet<usize>,
+    sole: Option<usize>,
+    dual_since: Option<Instant>,
+    master_down: Duration,
+    advert: Duration,
+}
+
+/// A running simulation.
+#[derive(Debug)]
+pub struct Sim {
+    spec: SimSpec,
+    seed: u64,
+    keepalived: Option<Keepalived>,
+    api_port: u16,
+    now: Instant,
+    queue: BinaryHeap<Reverse<Queued>>,
+    seq: u64,
+    rng: Pcg64Mcg,
+    hosts: Vec<Host>,
+    net: Net,
+    incarnations: u64,
+    trace: Trace,
+    instances: Vec<InstanceTrack>,
+    failovers: Vec<Failover>,
+    clients: Vec<ClientStats>,
+    violations: Vec<Violation>,
+    last_fault_at: Option<Instant>,
+    last_scheduled_fault: Option<Instant>,
+    /// Per master host: since when its data plane has disagreed with the truth.
+    dataplane_mismatch: BTreeMap<usize, Instant>,
+    truth_changed_at: Instant,
+    loops: u64,
+    dual_master_episodes: u64,
+    views_before: Option<String>,
+    samples: Vec<(Instant, Vec<Vec<usize>>, Vec<Vec<usize>>)>,
+    steps: u64,
+}
+
+impl Sim {
+    /// Prepares a run of `spec` with `seed`. Every random choice comes from the seed.
+    pub fn new(spec: SimSpec, seed: u64) -> Self {
+        let keepalived = spec
+            .config
+            .spec
+            .network
+            .control_plane_load_balancing
+            .as_ref()
+            .filter(|c| c.enabled)
+            .and_then(|c| c.keepalived.clone());
+        let hosts: Vec<Host> = spec
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Host::new(h.clone(), i))
+            .collect();
+        let mut instances: Vec<InstanceTrack> = Vec::new();
+        let configs = std::iter::once(&spec.config)
+            .chain(spec.hosts.iter().filter_map(|h| h.config.as_ref()));
+        for config in configs {
+            let Some(k) = config
+                .spec
+                .network
+                .control_plane_load_balancing
+                .as_ref()
+                .and_then(|c| c.keepalived.as_ref())
+            else {
+                continue;
+            };
+            for i in &k.vrrp_instances {
+                let vips: Vec<IpAddr> = i.virtual_ips.iter().map(|c| c.addr).collect();
+                if vips.is_empty() || instances.iter().any(|t| t.vips.first() == vips.first()) {
+                    continue;
+                }
+                let advert = Duration::from_secs(u64::from(i.advert_interval_seconds));
+                let skew = Duration::from_nanos(
+                    (256 - u64::from(host::K0S_PRIORITY)) * 1_000_000_000 / 256,
+                );
+                instances.push(InstanceTrack {
+                    vips,
+                    master_down: advert * 3 + skew,
+                    advert,
+                    ..InstanceTrack::default()
+                });
+            }
+        }
+        let clients = spec
+            .traffic
+            .iter()
+            .map(|_| ClientStats::default())
+            .collect();
+        let net = Net {
+            group: vec![0; hosts.len()],
+            ..Net::default()
+        };
+        let api_port = spec.config.spec.api.port;
+        let last_scheduled_fault = spec.faults.iter().map(|f| Instant::ZERO + f.at).max();
+        let mut sim = Self {
+            seed,
+            keepalived,
+            api_port,
+            now: Instant::ZERO,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            rng: Pcg64Mcg::seed_from_u64(seed),
+            hosts,
+            net,
+            incarnations: 0,
+            trace: Trace::default(),
+            instances,
+            failovers: Vec::new(),
+            clients,
+            violations: Vec::new(),
+            last_fault_at: None,
+            last_scheduled_fault,
+            dataplane_mismatch: BTreeMap::new(),
+            truth_changed_at: Instant::ZERO,
+            loops: 0,
+            dual_master_episodes: 0,
+            views_before: None,
+            samples: Vec::new(),
+            steps: 0,
+            spec,
+        };
+        sim.boot();
+        sim
+    }
+
+    fn boot(&mut self) {
+        for i in 0..self.hosts.len() {
+            let up_at = self.hosts[i].spec.up_at;
+            if up_at.is_zero() {
+                if self.hosts[i].is_controller() {
+                    self.start_daemon(i);
+                }
+            } else {
+                self.hosts[i].power_off();
+                self.push(Instant::ZERO + up_at, Ev::Boot(i));
+            }
+        }
+        let faults: Vec<Instant> = self
+            .spec
+            .faults
+            .iter()
+            .map(|f| Instant::ZERO + f.at)
+            .collect();
+        for (i, at) in faults.into_iter().enumerate() {
+            self.push(at, Ev::Fault(i));
+        }
+        let sources = self.spec.traffic.len() as f64;
+        let starts: Vec<(f64, Duration)> = self
+            .spec
+            .traffic
+            .iter()
+            .map(|t| (t.rate, t.start))
+            .collect();
+        for (i, (rate, start)) in starts.into_iter().enumerate() {
+            if rate > 0.0 {
+                // Spread the sources' first attempts over one period.
+                let offset = (i as f64 + 1.0) / (rate * (sources + 1.0));
+                self.push(
+                    Instant::ZERO + start + Duration::from_secs_f64(offset),
+                    Ev::Connect { traffic: i },
+                );
+            }
+        }
+        let end = Instant::ZERO + self.spec.duration;
+        self.push(end, Ev::End);
+    }
+
+    /// Runs to the end and reports.
+    pub fn run(mut self) -> Outcome {
+        while let Some(Reverse(q)) = self.queue.pop() {
+            self.steps += 1;
+            if self.steps > MAX_STEPS {
+                self.violate("livelock", format!("more than {MAX_STEPS} events"));
+                break;
+            }
+            self.now = q.at;
+            if matches!(q.ev, Ev::End) {
+                break;
+            }
+            self.handle(q.ev);
+            self.check_invariants();
+        }
+        self.finish()
+    }
+
+    fn push(&mut self, at: Instant, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse(Queued {
+            at,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    fn random(&mut self) -> f64 {
+        (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver { to, frame } => self.deliver(to, frame),
+            Ev::Wake { host, generation } => {
+                let h = &mut self.hosts[host];
+                if h.wake.map(|(_, g)| g) != Some(generation) {
+                    return;
+                }
+                h.wake = None;
+                let local = h.clock.local(self.now);
+                if let Some(d) = h.daemon.as_mut() {
+                    d.router.handle_timeout(local);
+                    d.health.handle_timeout(local);
+                }
+                self.pump(host);
+            }
+            Ev::ProbeResult {
+                host,
+                incarnation,
+                id,
+                server,
+                ok,
+            } => {
+                let h = &mut self.hosts[host];
+                let local = h.clock.local(self.now);
+                let Some(d) = h.daemon.as_mut().filter(|d| d.incarnation == incarnation) else {
+                    return;
+                };
+                d.health.handle_probe_result(local, id, ok);
+                if server == d.own_api {
+                    d.router.handle_health(local, d.tracker, ok);
+                }
+                self.pump(host);
+            }
+            Ev::Connect { traffic } => self.connect(traffic),
+            Ev::Fault(i) => self.fault(i),
+            Ev::Boot(h) => {
+                let name = self.hosts[h].spec.name.clone();
+                self.trace.push(self.now, format!("{name} boots"));
+                self.power_on(h);
+            }
+            Ev::End => {}
+        }
+    }
+
+    // --- the network --------------------------------------------------------------------
+
+    fn connected(&self, a: usize, b: usize) -> bool {
+        let (ha, hb) = (&self.hosts[a], &self.hosts[b]);
+        a == b
+            || (ha.powered
+                && hb.powered
+                && ha.link_up
+                && hb.link_up
+                && self.net.group[a] == self.net.group[b]
+                && !self.net.cuts.contains(&(a, b)))
+    }
+
+    fn both_ways(&self, a: usize, b: usize) -> bool {
+        self.connected(a, b) && self.connected(b, a)
+    }
+
+    fn send(&mut self, from: usize, to: usize, frame: &Frame) {
+        if !self.connected(from, to) {
+            return;
+        }
+        let copies = if self.net.duplicate > 0.0 && self.random() < self.net.duplicate {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            if self.net.loss > 0.0 && self.random() < self.net.loss {
+                continue;
+            }
+            let latency = match self.net.delay {
+                Some((min, max)) => min + (max - min).mul_f64(self.random()),
+                None => LATENCY,
+            };
+            self.push(
+                self.now + latency,
+                Ev::Deliver {
+                    to,
+                    frame: frame.clone(),
+                },
+            );
+        }
+    }
+
+    fn broadcast(&mut self, from: usize, frame: &Frame) {
+        for to in 0..self.hosts.len() {
+            if to != from {
+                self.send(from, to, frame);
+            }
+        }
+    }
+
+    fn deliver(&mut self, to: usize, frame: Frame) {
+        let h = &mut self.hosts[to];
+        if !h.powered || !h.link_up {
+            return;
+        }
+        match frame {
+            Frame::Garp { mac, ip } => {
+                // Linux (arp_accept=0) updates an existing entry from a gratuitous ARP.
+                if let Some(entry) = h.arp.get_mut(&ip) {
+                    *entry = (mac, self.now);
+                }
+            }
+            Frame::Vrrp { src, dst, payload } => {
+                let local = h.clock.local(self.now);
+                if let Some(d) = h.daemon.as_mut() {
+                    let header = IpHeader { src, dst, ttl: 255 };
+                    d.router.handle_packet(
+                        local,
+                        Incoming {
+                            ifindex: ETH0,
+                            header,
+                            payload: &payload,
+                        },
+                    );
+                    self.pump(to);
+                }
+            }
+        }
+    }
+
+    // --- the daemon driver --------------------------------------------------------------
+
+    fn start_daemon(&mut self, i: usize) {
+        self.incarnations += 1;
+        let local = self.hosts[i].clock.local(self.now);
+        let spec = &self.hosts[i].spec;
+        let config = spec.config.as_ref().unwrap_or(&self.spec.config);
+        // Peers are the controllers of the same cluster (same configuration).
+        let cluster: Vec<IpAddr> = self
+            .hosts
+            .iter()
+            .filter(|h| {
+                h.is_controller() && h.spec.config.as_ref().unwrap_or(&self.spec.config) == config
+            })
+            .map(|h| h.spec.address)
+            .collect();
+        let keepalived = config
+            .spec
+            .network
+            .control_plane_load_balancing
+            .as_ref()
+            .filter(|c| c.enabled)
+            .and_then(|c| c.keepalived.clone());
+        let api_port = config.spec.api.port;
+        let daemon = host::start_daemon(config, spec, &cluster, local, self.incarnations);
+        let h = &mut self.hosts[i];
+        h.daemon = daemon;
+        h.keepalived = keepalived;
+        h.api_port = api_port;
+        h.cluster = cluster;
+        // A new daemon reconciles: addresses it does not own go (it starts as backup).
+        let stale: Vec<IpAddr> = match h.daemon.as_ref() {
+            Some(d) => h
+                .vips_on_eth0
+                .iter()
+                .copied()
+                .filter(|v| !d.is_master_of(*v))
+                .collect(),
+            None => Vec::new(),
+        };
+        for v in stale {
+            h.vips_on_eth0.remove(&v);
+            let name = h.spec.name.clone();
+            self.trace.push(
+                self.now,
+                format!("{name} reconcile: removed stale {v} from eth0"),
+            );
+        }
+        self.pump(i);
+    }
+
+    /// Carries out everything the host's daemon asks for, until it asks nothing more.
+    fn pump(&mut self, i: usize) {
+        loop {
+            let mut busy = false;
+            let name = self.hosts[i].spec.name.clone();
+            let Some(d) = self.hosts[i].daemon.as_mut() else {
+                return;
+            };
+            let mut transmits = Vec::new();
+            while let Some(t) = d.router.poll_transmit() {
+                transmits.push(t);
+            }
+            let mut commands = Vec::new();
+            while let Some(c) = d.router.poll_command() {
+                commands.push(c);
+            }
+            let mut events = Vec::new();
+            while let Some(e) = d.router.poll_event() {
+                events.push(e);
+            }
+            let mut probes = Vec::new();
+            while let Some(p) = d.health.poll_probe() {
+                probes.push(p);
+            }
+            let mut changes = Vec::new();
+            while let Some(c) = d.health.poll_change() {
+                changes.push(c);
+            }
+            let incarnation = d.incarnation;
+            let tracks = &self.instances;
+            let instance_of = |id| {
+                let first = d.instances.iter().find(|x| x.id == id)?.vips.first()?.addr;
+                tracks.iter().position(|t| t.vips.first() == Some(&first))
+            };
+            let resolved: Vec<(Event, Option<usize>)> = events
+                .into_iter()
+                .map(|e| {
+                    let idx = match &e {
+                        Event::StateChanged { instance, .. } => instance_of(*instance),
+                        _ => None,
+                    };
+                    (e, idx)
+                })
+                .collect();
+            busy |= !transmits.is_empty()
+                || !commands.is_empty()
+                || !resolved.is_empty()
+                || !probes.is_empty();
+            for t in transmits {
+                let frame = Frame::Vrrp {
+                    src: t.src,
+                    dst: t.dst,
+                    payload: t.payload,
+                };
+                if t.dst.is_multicast() {
+                    self.broadcast(i, &frame);
+                } else if let Some(to) = self.host_by_addr(t.dst) {
+                    self.send(i, to, &frame);
+                }
+            }
+            for c in commands {
+                match c {
+                    Command::AddAddress { vip, .. } => {
+                        self.hosts[i].vips_on_eth0.insert(vip.addr);
+                    }
+                    Command::RemoveAddress { vip, .. } => {
+                        self.hosts[i].vips_on_eth0.remove(&vip.addr);
+                    }
+                    Command::Announce { addresses, .. } => {
+                        let mac = self.hosts[i].mac;
+                        for ip in addresses {
+                            self.broadcast(i, &Frame::Garp { mac, ip });
+                        }
+                    }
+                }
+            }
+            for (e, idx) in resolved {
+                if let Event::StateChanged {
+                    from, to, cause, ..
+                } = e
+                {
+                    let inst = idx.unwrap_or(0);
+                    self.trace.push(
+                        self.now,
+                        format!(
+                            "{name} k0s-vip-{inst} {from} -> {to} ({})",
+                            cause_text(&cause)
+                        ),
+                    );
+                    self.master_changed(inst, i, to == State::Master);
+                }
+            }
+            for c in changes {
+                let state = if c.healthy { "healthy" } else { "unhealthy" };
+                self.trace
+                    .push(self.now, format!("{name} health {} {state}", c.server.ip()));
+            }
+            for p in probes {
+                self.probe(i, incarnation, p.id, p.server);
+            }
+            if let Some(k) = self.hosts[i].keepalived.clone()
+                && host::reconcile_dataplane(&mut self.hosts[i], &k)
+            {
+                let dp = &self.hosts[i].dataplane;
+                let servers: Vec<String> = match k.mode() {
+                    LoadBalancerMode::Ipvs => dp
+                        .services
+                        .iter()
+                        .map(|s| {
+                            format!(
+                                "{}:{:?}",
+                                s.key.vip,
+                                s.real_servers
+                                    .iter()
+                                    .map(|r| r.addr.ip())
+                                    .collect::<Vec<_>>()
+                            )
+                        })
+                        .collect(),
+                    _ => dp
+                        .proxy_backends
+                        .iter()
+                        .map(|b| b.ip().to_string())
+                        .collect(),
+                };
+                self.trace
+                    .push(self.now, format!("{name} dataplane {}", servers.join(" ")));
+            }
+            if !busy {
+                break;
+            }
+        }
+        self.reschedule(i);
+    }
+
+    fn reschedule(&mut self, i: usize) {
+        let h = &mut self.hosts[i];
+        let Some(local) = h.daemon.as_ref().and_then(host::Daemon::next_timeout) else {
+            h.wake = None;
+            return;
+        };
+        let at = h.clock.sim(local).max(self.now);
+        if h.wake.map(|(t, _)| t) == Some(at) {
+            return;
+        }
+        self.seq += 1;
+        let generation = self.seq;
+        self.hosts[i].wake = Some((at, generation));
+        self.push(
+            at,
+            Ev::Wake {
+                host: i,
+                generation,
+            },
+        );
+    }
+
+    /// A health probe: refused at once by a host whose API server is down, unanswered by a
+    /// host that is off or cut off (the checker times it out).
+    fn probe(&mut self, from: usize, incarnation: u64, id: ProbeId, server: SocketAddr) {
+        let Some(to) = self.host_by_addr(server.ip()) else {
+            return;
+        };
+        if !self.both_ways(from, to) {
+            return;
+        }
+        let ok = self.hosts[to].apiserver_up;
+        let rtt = if from == to {
+            Duration::from_micros(50)
+        } else {
+            LATENCY * 2
+        };
+        self.push(
+            self.now + rtt,
+            Ev::ProbeResult {
+                host: from,
+                incarnation,
+                id,
+                server,
+                ok,
+            },
+        );
+    }
+
+    fn host_by_addr(&self, ip: IpAddr) -> Option<usize> {
+        self.hosts.iter().position(|h| h.spec.address == ip)
+    }
+
+    fn master_changed(&mut self, inst: usize, host: usize, is_master: bool) {
+        let Some(track) = self.instances.get_mut(inst) else {
+            return;
+        };
+        if is_master {
+            track.masters.insert(host);
+        } else {
+            track.masters.remove(&host);
+        }
+        if track.masters.len() == 1 {
+            let new = track.masters.first().copied();
+            if new != track.sole {
+                // A contention between simultaneous takeovers is one failover: a record whose
+                // new master lost before serving anyone is moved to the winner.
+                let pending = self
+                    .failovers
+                    .iter_mut()
+                    .rev()
+                    .find(|f| f.instance == inst)
+                    .filter(|f| {
+                        f.vip_answering_at.is_none()
+                            && Some(f.to) == track.sole
+                            && f.new_master_at + track.master_down >= self.now
+                    });
+                if let (Some(last), Some(to)) = (pending, new) {
+                    if last.from == to {
+                        // The old master is back before anyone noticed: no failover after all.
+                        let idx = self.failovers.iter().rposition(|f| f.instance == inst);
+                        if let Some(i) = idx {
+                            self.failovers.remove(i);
+                        }
+                    } else {
+                        last.to = to;
+                    }
+                } else if let (Some(from), Some(to)) = (track.sole, new) {
+                    self.failovers.push(Failover {
+                        instance: inst,
+                        from,
+                        to,
+                        fault_at: self.last_fault_at,
+                        new_master_at: self.now,
+                        vip_answering_at: None,
+                    });
+                }
+                track.sole = new;
+            }
+        }
+    }
+
+    // --- API traffic ---------------------------------------------------------------------
+
+    fn connect(&mut self, traffic: usize) {
+        let spec = self.spec.traffic[traffic].clone();
+        let period = Duration::from_secs_f64(1.0 / spec.rate);
+        self.push(self.now + period, Ev::Connect { traffic });
+        let from = spec.from;
+        if !self.hosts[from].powered {
+            return;
+        }
+        let Some(vip) = spec.vip.or_else(|| self.first_vip()) else {
+            return;
+        };
+        let result = self.try_connection(from, vip);
+        let stats = &mut self.clients[traffic];
+        stats.attempts += 1;
+        let name = self.hosts[from].spec.name.clone();
+        match result {
+            Ok(via) => {
+                if let Some(start) = stats.outage_start.take() {
+                    let outage = self.now - start;
+                    stats.longest_outage = stats.longest_outage.max(outage);
+                    self.trace.push(
+                        self.now,
+                        format!(
+                            "{name} API via {vip} answers again (outage {:.3}s)",
+                            outage.as_secs_f64()
+                        ),
+                    );
+                }
+                self.hosts[from]
+                    .arp
+                    .entry(vip)
+                    .and_modify(|e| e.1 = self.now);
+                self.answered(vip, via);
+            }
+            Err(why) => {
+                stats.failed += 1;
+                if stats.outage_start.is_none() {
+                    stats.outage_start = Some(self.now);
+                    self.trace
+                        .push(self.now, format!("{name} API via {vip} fails: {why}"));
+                }
+            }
+        }
+    }
+
+    fn first_vip(&self) -> Option<IpAddr> {
+        self.keepalived
+            .as_ref()?
+            .vrrp_instances
+            .first()?
+            .virtual_ips
+            .first()
+            .map(|c| c.addr)
+    }
+
+    /// A TCP connection from host `from` to `vip`:port; returns the host that took it.
+    fn try_connection(&mut self, from: usize, vip: IpAddr) -> Result<usize, &'static str> {
+        let entry = self.hosts[from].arp.get(&vip).copied();
+        let mac = match entry {
+            Some((mac, confirmed))
+                if self.now.saturating_duration_since(confirmed) < ARP_REACHABLE =>
+            {
+                mac
+            }
+            stale => {
+                // Re-resolve: a stale entry is probed first (unicast), then a broadcast asks.
+                let confirmed = stale.and_then(|(mac, _)| {
+                    let t = self.hosts.iter().position(|h| h.mac == mac)?;
+                    (self.both_ways(from, t) && self.hosts[t].vips_on_eth0.contains(&vip))
+                        .then_some(mac)
+                });
+                let mac = match confirmed {
+                    Some(mac) => mac,
+                    None => {
+                        let holders: Vec<usize> = (0..self.hosts.len())
+                            .filter(|&t| {
+                                self.hosts[t].vips_on_eth0.contains(&vip) && self.both_ways(from, t)
+                            })
+                            .collect();
+                        if holders.is_empty() {
+                            self.hosts[from].arp.remove(&vip);
+                            return Err("no ARP answer for the VIP");
+                        }
+                        // Several answers race; the last one to arrive wins.
+                        let pick = (self.random() * holders.len() as f64) as usize;
+                        self.hosts[holders[pick.min(holders.len() - 1)]].mac
+                    }
+                };
+                self.hosts[from].arp.insert(vip, (mac, self.now));
+                mac
+            }
+        };
+        let Some(t) = self.hosts.iter().position(|h| h.mac == mac) else {
+            return Err("unknown MAC");
+        };
+        if !self.both_ways(from, t) {
+            return Err("the ARP entry points at an unreachable host");
+        }
+        if !self.hosts[t].accepts(vip) {
+            return Err("the ARP entry points at a host without the VIP");
+        }
+        let key = ServiceKey {
+            vip,
+            port: self.api_port,
+        };
+        let client = self.hosts[from].spec.address;
+        let h = &self.hosts[t];
+        if h.ipvs.contains_key(&key) {
+            return self.direct_route(from, t, key, client).map(|_| t);
+        }
+        let redirected = h
+            .dataplane
+            .redirects
+            .contains(&SocketAddr::new(vip, self.api_port));
+        if redirected {
+            return self.proxy(t, client).map(|_| t);
+        }
+        if h.apiserver_up {
+            Ok(t)
+        } else {
+            Err("the VIP holder's API server refuses")
+        }
+    }
+
+    /// IPVS direct routing from `at`: schedule, forward to the real server's MAC; a host
+    /// that also has the service schedules again (the k0s #5178 loop).
+    fn direct_route(
+        &mut self,
+        client_host: usize,
+        mut at: usize,
+        key: ServiceKey,
+        client: IpAddr,
+    ) -> Result<(), &'static str> {
+        for _ in 0..MAX_HOPS {
+            let now = self.now;
+            let Some(vs) = self.hosts[at].ipvs.get_mut(&key) else {
+                // No service here: the VIP is local (dummy/lo), the API server answers directly.
+                if !self.hosts[at].apiserver_up {
+                    return Err("real server's API server refuses");
+                }
+                return if self.both_ways(at, client_host) {
+                    Ok(())
+                } else {
+                    Err("reply path cut")
+                };
+            };
+            let Some(server) = vs.schedule(now, client) else {
+                return Err("no real server");
+            };
+            vs.connection_closed(now, client, server);
+            let Some(next) = self.host_by_addr(server.ip()) else {
+                return Err("unknown real server");
+            };
+            if next == at {
+                if !self.hosts[at].apiserver_up {
+                    return Err("real server's API server refuses");
+                }
+                return if self.both_ways(at, client_host) {
+                    Ok(())
+                } else {
+                    Err("reply path cut")
+                };
+            }
+            if !self.both_ways(at, next) || !self.hosts[next].accepts(key.vip) {
+                return Err("real server unreachable");
+            }
+            at = next;
+        }
+        self.loops += 1;
+        if self.loops == 1 {
+            self.violate(
+                "no_forwarding_loop",
+                format!(
+                    "a packet to {}:{} was forwarded {MAX_HOPS} times",
+                    key.vip, key.port
+                ),
+            );
+        }
+        Err("forwarding loop")
+    }
+
+    /// The userspace proxy on `at`: round robin, and a failed dial tries the next server.
+    fn proxy(&mut self, at: usize, client: IpAddr) -> Result<(), &'static str> {
+        let now = self.now;
+        let Some(tries) = self.hosts[at]
+            .daemon
+            .as_ref()
+            .and_then(|d| d.proxy.as_ref())
+            .map(|p| p.destinations().len())
+        else {
+            return Err("connection refused: no proxy behind the redirect");
+        };
+        for _ in 0..tries.max(1) {
+            let Some(server) = self.hosts[at]
+                .daemon
+                .as_mut()
+                .and_then(|d| d.proxy.as_mut())
+                .and_then(|p| p.schedule(now, client))
+            else {
+                return Err("proxy has no backend");
+            };
+            if let Some(p) = self.hosts[at]
+                .daemon
+                .as_mut()
+                .and_then(|d| d.proxy.as_mut())
+            {
+                p.connection_closed(now, client, server);
+            }
+            if let Some(b) = self.host_by_addr(server.ip())
+                && self.both_ways(at, b)
+                && self.hosts[b].apiserver_up
+            {
+                return Ok(());
+            }
+        }
+        Err("proxy: every backend failed")
+    }
+
+    fn answered(&mut self, vip: IpAddr, via: usize) {
+        let Some(inst) = self.instances.iter().position(|t| t.vips.contains(&vip)) else {
+            return;
+        };
+        if let Some(f) = self.failovers.iter_mut().rev().find(|f| f.instance == inst) {
+            if f.to == via && f.vip_answering_at.is_none() && self.now >= f.new_master_at {
+                f.vip_answering_at = Some(self.now);
+            }
+        }
+    }
+
+    // --- faults ---------------------------------------------------------------------------
+
+    fn fault(&mut self, index: usize) {
+        if self.views_before.is_none() {
+            self.views_before = Some(crate::views::render(self));
+        }
+        let fault = self.spec.faults[index].fault.clone();
+        self.last_fault_at = Some(self.now);
+        let text = crate::views::fault_text(&fault, &self.hosts);
+        self.trace.push(self.now, format!("FAULT {text}"));
+        match fault {
+            Fault::PowerOff(h) => {
+                self.hosts[h].power_off();
+                self.forget_masters(h);
+            }
+            Fault::PowerOn(h) => self.power_on(h),
+            Fault::Stop(h) => {
+                let local = self.hosts[h].clock.local(self.now);
+                if let Some(d) = self.hosts[h].daemon.as_mut() {
+                    d.router.shutdown(local);
+                    self.pump(h);
+                }
+                let host = &mut self.hosts[h];
+                host.daemon = None;
+                host.wake = None;
+                // cplbd removes every rule it created on SIGTERM.
+                host.dataplane = cplb_core::lb::DataPlane::default();
+                host.ipvs.clear();
+                self.forget_masters(h);
+            }
+            Fault::Start(h) | Fault::Restart(h) => {
+                if self.hosts[h].powered
+                    && self.hosts[h].daemon.is_none()
+                    && self.hosts[h].is_controller()
+                {
+                    self.start_daemon(h);
+                }
+            }
+            Fault::Crash(h) => {
+                self.hosts[h].daemon = None;
+                self.hosts[h].wake = None;
+                self.forget_masters(h);
+            }
+            Fault::Partition(groups) => {
+                let mut group = vec![0; self.hosts.len()];
+                for (g, members) in groups.iter().enumerate() {
+                    for &m in members {
+                        group[m] = g + 1;
+                    }
+                }
+                self.net.group = group;
+            }
+            Fault::Cut { from, to } => {
+                self.net.cuts.insert((from, to));
+            }
+            Fault::Heal => {
+                self.net = Net {
+                    group: vec![0; self.hosts.len()],
+                    ..Net::default()
+                };
+                for h in &mut self.hosts {
+                    h.link_up = true;
+                }
+                self.relink_all();
+            }
+            Fault::Loss(ratio) => self.net.loss = ratio,
+            Fault::Delay(min, max) => self.net.delay = Some((min, max.max(min))),
+            Fault::Duplicate(ratio) => self.net.duplicate = ratio,
+            Fault::LinkDown(h) => {
+                self.hosts[h].link_up = false;
+                self.link_event(h, false);
+            }
+            Fault::LinkUp(h) => {
+                self.hosts[h].link_up = true;
+                self.link_event(h, true);
+            }
+            Fault::ApiserverDown(h) => self.hosts[h].apiserver_up = false,
+            Fault::ApiserverUp(h) => self.hosts[h].apiserver_up = true,
+            Fault::ClockDrift(h, ppm) => {
+                let now = self.now;
+                self.hosts[h].clock.set_drift(now, ppm);
+                self.reschedule(h);
+            }
+        }
+        self.truth_changed_at = self.now;
+    }
+
+    fn power_on(&mut self, h: usize) {
+        if self.hosts[h].powered {
+            return;
+        }
+        let host = &mut self.hosts[h];
+        host.powered = true;
+        host.clock = host::Clock::exact();
+        host.clock.set_drift(self.now, 0.0);
+        if host.is_controller() {
+            host.apiserver_up = true;
+            self.start_daemon(h);
+        }
+    }
+
+    fn link_event(&mut self, h: usize, up: bool) {
+        let local = self.hosts[h].clock.local(self.now);
+        if let Some(d) = self.hosts[h].daemon.as_mut() {
+            d.router.handle_link(local, ETH0, up);
+            self.pump(h);
+        }
+    }
+
+    fn relink_all(&mut self) {
+        for h in 0..self.hosts.len() {
+            self.link_event(h, true);
+        }
+    }
+
+    fn forget_masters(&mut self, h: usize) {
+        for inst in 0..self.instances.len() {
+            if self.instances[inst].masters.contains(&h) {
+                self.trace.push(
+                    self.now,
+                    format!(
+                        "{} k0s-vip-{inst} gone (daemon not running)",
+                        self.hosts[h].spec.name
+                    ),
+                );
+                self.master_changed(inst, h, false);
+            }
+        }
+    }
+
+    // --- invariants -------------------------------------------------------------------------
+
+    fn violate(&mut self, invariant: &str, detail: String) {
+        if self.violations.len() < 10 {
+            self.violations.push(Violation {
+                at: self.now,
+                invariant: invariant.to_owned(),
+                detail,
+                recent: self.trace.tail(12),
+            });
+        }
+    }
+
+    /// Groups of hosts that can talk both ways, among those in `members`.
+    fn components(&self, members: &[usize]) -> Vec<Vec<usize>> {
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for &m in members {
+            let joined: Vec<usize> = (0..groups.len())
+                .filter(|&g| groups[g].iter().any(|&o| self.both_ways(m, o)))
+                .collect();
+            let mut merged = vec![m];
+            for g in joined.iter().rev() {
+                merged.extend(groups.remove(*g));
+            }
+            merged.sort_unstable();
+            groups.push(merged);
+        }
+        groups
+    }
+
+    fn check_invariants(&mut self) {
+        let slack = self.net.delay.map_or(LATENCY, |(_, max)| max) * 2 + Duration::from_millis(1);
+        for inst in 0..self.instances.len() {
+            let masters: Vec<usize> = self.instances[inst].masters.iter().copied().collect();
+            let dual = masters.len() > 1 && self.components(&masters).iter().any(|g| g.len() > 1);
+            let track = &mut self.instances[inst];
+            match (dual, track.dual_since) {
+                (true, None) => track.dual_since = Some(self.now),
+                (true, Some(since)) if self.now - since > track.master_down + slack => {
+                    track.dual_since = Some(self.now);
+                    let names: Vec<String> = masters
+                        .iter()
+                        .map(|&m| self.hosts[m].spec.name.clone())
+                        .collect();
+                    self.violate("single_master", format!("k0s-vip-{inst}: {} masters in one connected group for over one Master_Down_Interval", names.join(" and ")));
+                }
+                (false, Some(since)) => {
+                    // Simultaneous takeovers settle within a round trip; longer is a real
+                    // dual master.
+                    if self.now - since > slack {
+                        self.dual_master_episodes += 1;
+                    }
+                    track.dual_since = None;
+                }
+                (false, None) => {}
+                _ => {}
+            }
+        }
+        self.check_vip_holders();
+        self.check_convergence();
+        self.check_dataplane();
+    }
+
+    fn check_vip_holders(&mut self) {
+        for h in 0..self.hosts.len() {
+            let Some(d) = self.hosts[h].daemon.as_ref() else {
+                continue;
+            };
+            let bad: Vec<IpAddr> = self.hosts[h]
+                .vips_on_eth0
+                .iter()
+                .copied()
+                .filter(|v| !d.is_master_of(*v))
+                .collect();
+            if let Some(v) = bad.first() {
+                let name = self.hosts[h].spec.name.clone();
+                self.violate(
+                    "vip_only_on_master",
+                    format!("{name} holds {v} on eth0 but is not its master"),
+                );
+            }
+        }
+    }
+
+    fn check_convergence(&mut self) {
+        let Some(last) = self.last_scheduled_fault.or(Some(Instant::ZERO)) else {
+            return;
+        };
+        for inst in 0..self.instances.len() {
+            let bound = self.instances[inst].master_down
+                + self.instances[inst].advert
+                + Duration::from_millis(5);
+            if self.now < last + bound {
+                continue;
+            }
+            let eligible: Vec<usize> = (0..self.hosts.len())
+                .filter(|&h| {
+                    let key = self.instances[inst].vips.first();
+                    self.hosts[h].daemon.as_ref().is_some_and(|d| {
+                        d.instances.iter().any(|i| {
+                            i.vips.first().map(|v| &v.addr) == key
+                                && matches!(
+                                    d.router.state(i.id),
+                                    Some(State::Master | State::Backup)
+                                )
+                        })
+                    })
+                })
+                .collect();
+            for group in self.components(&eligible) {
+                let masters = group
+                    .iter()
+                    .filter(|h| self.instances[inst].masters.contains(h))
+                    .count();
+                if masters != 1 {
+                    let names: Vec<String> = group
+                        .iter()
+                        .map(|&h| self.hosts[h].spec.name.clone())
+                        .collect();
+                    self.violate(
+                        "converged",
+                        format!(
+                            "k0s-vip-{inst}: {masters} masters among {} after the last fault",
+                            names.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_dataplane(&mut self) {
+        for h in 0..self.hosts.len() {
+            let (Some(k), Some(d)) = (
+                self.hosts[h].keepalived.as_ref(),
+                self.hosts[h].daemon.as_ref(),
+            ) else {
+                self.dataplane_mismatch.remove(&h);
+                continue;
+            };
+            let mode = k.mode();
+            let config = *d.health.config();
+            let bound = config.interval
+                + (config.interval + config.timeout) * config.fall
+                + config.interval
+                + Duration::from_millis(10);
+            let masters: Vec<IpAddr> = k
+                .virtual_servers
+                .iter()
+                .map(|vs| vs.ip_address)
+                .filter(|v| d.is_master_of(*v))
+                .collect();
+            let is_master = d
+                .instances
+                .iter()
+                .any(|i| d.router.state(i.id) == Some(State::Master));
+            if mode == LoadBalancerMode::VipOnly || !is_master {
+                self.dataplane_mismatch.remove(&h);
+                continue;
+            }
+            let cluster = self.hosts[h].cluster.clone();
+            let mut truth: Vec<IpAddr> = cluster
+                .iter()
+                .filter_map(|ip| self.host_by_addr(*ip))
+                .filter(|&c| self.hosts[c].apiserver_up && self.both_ways(h, c))
+                .map(|c| self.hosts[c].spec.address)
+                .collect();
+            if truth.is_empty() {
+                truth = cluster; // fail open
+            }
+            truth.sort();
+            let listed: Vec<Vec<IpAddr>> = match mode {
+                LoadBalancerMode::Ipvs => self.hosts[h]
+                    .dataplane
+                    .services
+                    .iter()
+                    .filter(|s| masters.contains(&s.key.vip))
+                    .map(|s| s.real_servers.iter().map(|r| r.addr.ip()).collect())
+                    .collect(),
+                _ => vec![
+                    self.hosts[h]
+                        .dataplane
+                        .proxy_backends
+                        .iter()
+                        .map(SocketAddr::ip)
+                        .collect(),
+                ],
+            };
+            if listed.iter().all(|l| *l == truth) {
+                self.dataplane_mismatch.remove(&h);
+                continue;
+            }
+            let since = *self.dataplane_mismatch.entry(h).or_insert(self.now);
+            let since = since.max(self.truth_changed_at);
+            if self.now - since > bound {
+                let name = self.hosts[h].spec.name.clone();
+                self.violate(
+                    "dataplane_follows_health",
+                    format!(
+                        "{name} lists {listed:?}, the healthy reachable API servers are {truth:?}"
+                    ),
+                );
+                self.dataplane_mismatch.insert(h, self.now);
+            }
+        }
+    }
+
+    // --- results ------------------------------------------------------------------------------
+
+    fn finish(mut self) -> Outcome {
+        let end = self.now;
+        for c in &mut self.clients {
+            if let Some(start) = c.outage_start.take() {
+                c.longest_outage = c.longest_outage.max(end - start);
+            }
+        }
+        let views_after = crate::views::render(&self);
+        let final_masters = self
+            .instances
+            .iter()
+            .map(|t| {
+                t.masters
+                    .iter()
+                    .map(|&h| self.hosts[h].spec.name.clone())
+                    .collect()
+            })
+            .collect();
+        Outcome {
+            scenario: self.spec.name.clone(),
+            seed: self.seed,
+            simulated: end - Instant::ZERO,
+            events: self.steps,
+            violations: self.violations,
+            failovers: self
+                .failovers
+                .iter()
+                .map(|f| f.report(&self.hosts))
+                .collect(),
+            clients: self.clients,
+            final_masters,
+            trace_hash: self.trace.hash(),
+            timeline: self.trace.lines(),
+            views_before: self.views_before.unwrap_or_default(),
+            views_after,
+            samples: std::mem::take(&mut self.samples),
+            forwarding_loops: self.loops,
+            dual_master_episodes: self.dual_master_episodes,
+            host_names: self.hosts.iter().map(|h| h.spec.name.clone()).collect(),
+        }
+    }
+
+    // --- read access for views and expectations ----------------------------------------------
+
+    pub(crate) fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    pub(crate) fn keepalived(&self) -> Option<&Keepalived> {
+        self.keepalived.as_ref()
+    }
+
+    pub(crate) fn api_port(&self) -> u16 {
+        self.api_port
+    }
+
+    pub(crate) fn masters_of(&self, inst: usize) -> Vec<usize> {
+        self.instances
+            .get(inst)
+            .map(|t| t.masters.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Runs until simulated time `t` (events at `t` included) and returns self, for probes
+    /// in the middle of a run (expectations such as `master_at`).
+    pub fn run_until(&mut self, t: Instant) {
+        while let Some(Reverse(q)) = self.queue.peek() {
+            if q.at > t || matches!(q.ev, Ev::End) {
+                break;
+            }
+            let Some(Reverse(q)) = self.queue.pop() else {
+                break;
+            };
+            self.steps += 1;
+            self.now = q.at;
+            self.handle(q.ev);
+            self.check_invariants();
+        }
+        self.now = self.now.max(t);
+        self.sample();
+    }
+
+    fn sample(&mut self) {
+        let masters: Vec<Vec<usize>> = (0..self.instances.len())
+            .map(|i| self.masters_of(i))
+            .collect();
+        let servers: Vec<Vec<usize>> = (0..self.instances.len())
+            .map(|i| {
+                let Some(&m) = self.masters_of(i).first() else {
+                    return Vec::new();
+                };
+                let dp = &self.hosts[m].dataplane;
+                let ips: Vec<IpAddr> = if dp.services.is_empty() {
+                    dp.proxy_backends.iter().map(SocketAddr::ip).collect()
+                } else {
+                    dp.services
+                        .iter()
+                        .flat_map(|s| s.real_servers.iter().map(|r| r.addr.ip()))
+                        .collect()
+                };
+                ips.iter().filter_map(|ip| self.host_by_addr(*ip)).collect()
+            })
+            .collect();
+        self.samples.push((self.now, masters, servers));
+    }
+}
+
+fn cause_text(cause: &cplb_core::vrrp::Cause) -> String {
+    use cplb_core::vrrp::Cause;
+    match cause {
+        Cause::Startup => "startup".into(),
+        Cause::MasterDown => "master down".into(),
+        Cause::MasterResigned => "master resigned".into(),
+        Cause::HigherPriorityMaster { from, priority } => {
+            format!("{from} priority {priority} wins")
+        }
+        Cause::Fault => "fault".into(),
+        Cause::Recovered => "recovered".into(),
+        Cause::Shutdown => "shutdown".into(),
+    }
+}

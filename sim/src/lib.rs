@@ -1,0 +1,18 @@
+//! The deterministic simulator of cplb: controllers running the real core on one simulated
+//! L2 segment, with ARP caches, GARP, the userspace-proxy and IPVS data planes, clients that
+//! open API connections, a fault vocabulary, and invariants checked at every step.
+//!
+//! Time jumps from event to event; every random choice comes from the seed, so the same
+//! spec and seed give the same trace, byte for byte.
+#![forbid(unsafe_code)]
+
+mod engine;
+mod host;
+mod outcome;
+mod spec;
+mod trace;
+mod views;
+
+pub use engine::Sim;
+pub use outcome::{ClientStats, FailoverReport, Outcome, Violation};
+pub use spec::{Fault, HostSpec, Role, SimSpec, TimedFault, TrafficSpec};

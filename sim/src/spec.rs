@@ -1,0 +1,128 @@
+//! What to simulate: hosts, the CPLB configuration, traffic and the fault schedule.
+
+use core::net::IpAddr;
+use core::time::Duration;
+
+use cplb_core::config::ClusterConfig;
+
+/// What a host is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Runs an API server and the cplb daemon.
+    Controller,
+    /// Sends API traffic (kubelet and friends).
+    Worker,
+    /// Sends API traffic (kubectl, CI).
+    Client,
+}
+
+impl Role {
+    /// The name used in scenario files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Controller => "controller",
+            Self::Worker => "worker",
+            Self::Client => "client",
+        }
+    }
+}
+
+/// A host on the segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSpec {
+    /// Unique name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Its address on the segment.
+    pub address: IpAddr,
+    /// Prefix length of that address.
+    pub prefix_len: u8,
+    /// When the host is switched on (from the start by default); before that it is off.
+    pub up_at: Duration,
+    /// A configuration of its own (another cluster on the segment); the scenario's otherwise.
+    pub config: Option<ClusterConfig>,
+}
+
+/// A source of API connections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrafficSpec {
+    /// Index of the host that connects.
+    pub from: usize,
+    /// New connections per second.
+    pub rate: f64,
+    /// The VIP to connect to; the first VIP when `None`.
+    pub vip: Option<IpAddr>,
+    /// When the first connection is made.
+    pub start: Duration,
+}
+
+/// One fault (or repair), at a time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Power loss: all state lost, no goodbye.
+    PowerOff(usize),
+    /// Power back: the host boots and starts its daemon.
+    PowerOn(usize),
+    /// Graceful daemon stop: priority 0, addresses released, rules removed.
+    Stop(usize),
+    /// Start the daemon again.
+    Start(usize),
+    /// The daemon is killed; the host keeps its addresses and data plane.
+    Crash(usize),
+    /// A new daemon starts and reconciles what the old one left.
+    Restart(usize),
+    /// Splits the segment into groups; hosts in no group form one more group.
+    Partition(Vec<Vec<usize>>),
+    /// Frames from one host to another are dropped (one direction only).
+    Cut {
+        /// Sender.
+        from: usize,
+        /// Receiver.
+        to: usize,
+    },
+    /// Removes partitions, cuts, link faults, loss, delay and duplication.
+    Heal,
+    /// Drops this ratio of frames.
+    Loss(f64),
+    /// Delays every frame by a uniform time in min..=max (so frames reorder).
+    Delay(Duration, Duration),
+    /// Duplicates this ratio of frames.
+    Duplicate(f64),
+    /// A host's network link goes down.
+    LinkDown(usize),
+    /// And comes back.
+    LinkUp(usize),
+    /// The host's API server stops answering (connections refused).
+    ApiserverDown(usize),
+    /// It answers again.
+    ApiserverUp(usize),
+    /// The host's clock runs fast (positive) or slow by this many parts per million.
+    ClockDrift(usize, f64),
+}
+
+/// A fault at a time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimedFault {
+    /// When, from the start.
+    pub at: Duration,
+    /// What.
+    pub fault: Fault,
+}
+
+/// Everything the simulator needs.
+#[derive(Debug, Clone)]
+pub struct SimSpec {
+    /// Scenario name (for reports).
+    pub name: String,
+    /// How long to run.
+    pub duration: Duration,
+    /// The hosts.
+    pub hosts: Vec<HostSpec>,
+    /// The CPLB configuration every controller runs (as `cplb validate` reads it).
+    pub config: ClusterConfig,
+    /// API traffic.
+    pub traffic: Vec<TrafficSpec>,
+    /// The fault schedule.
+    pub faults: Vec<TimedFault>,
+}

@@ -1,0 +1,139 @@
+//! The seed document's views of the cluster: each controller's `ip -4 addr`, the master's
+//! IPVS table.
+
+use core::fmt::Write as _;
+
+use cplb_core::config::LbKind;
+
+use crate::engine::Sim;
+use crate::host::Host;
+use crate::spec::Fault;
+
+/// `ip -4 --oneline addr` of every controller, and `ipvsadm -L -n` of every host that has
+/// virtual services (the VIP's master).
+pub(crate) fn render(sim: &Sim) -> String {
+    let mut out = String::new();
+    for h in sim.hosts().iter().filter(|h| h.is_controller()) {
+        let _ = writeln!(out, "{}", h.spec.name);
+        if !h.powered {
+            let _ = writeln!(out, "  (powered off)");
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "2: eth0    inet {}/{} scope global eth0",
+            h.spec.address, h.spec.prefix_len
+        );
+        for vip in &h.vips_on_eth0 {
+            let prefix = sim
+                .keepalived()
+                .and_then(|k| {
+                    k.vrrp_instances
+                        .iter()
+                        .flat_map(|i| &i.virtual_ips)
+                        .find(|c| c.addr == *vip)
+                })
+                .map_or(32, |c| c.prefix_len);
+            let _ = writeln!(
+                out,
+                "2: eth0    inet {vip}/{prefix} scope global secondary eth0"
+            );
+        }
+        for vip in &h.dataplane.local_vips {
+            let _ = writeln!(out, "3: dummyvip0    inet {vip}/32 scope global dummyvip0");
+        }
+    }
+    for h in sim
+        .hosts()
+        .iter()
+        .filter(|h| !h.dataplane.services.is_empty())
+    {
+        let _ = writeln!(out, "{}: ipvsadm -L -n", h.spec.name);
+        let _ = writeln!(
+            out,
+            "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"
+        );
+        for s in &h.dataplane.services {
+            let persistent = if s.persistence_secs > 0 {
+                format!(" persistent {}", s.persistence_secs)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "TCP  {}:{} {}{persistent}",
+                s.key.vip,
+                s.key.port,
+                s.algo.as_str()
+            );
+            let forward = match s.forwarding {
+                LbKind::Dr => "Route",
+                LbKind::Nat => "Masq",
+                LbKind::Tun => "Tunnel",
+            };
+            for r in &s.real_servers {
+                let _ = writeln!(
+                    out,
+                    "  -> {:<28} {forward:<7} {}      0          0",
+                    r.addr.to_string(),
+                    r.weight
+                );
+            }
+        }
+    }
+    if let Some(h) = sim
+        .hosts()
+        .iter()
+        .find(|h| h.dataplane.proxy_port.is_some() && !h.vips_on_eth0.is_empty())
+    {
+        let port = h.dataplane.proxy_port.unwrap_or_default();
+        let backends: Vec<String> = h
+            .dataplane
+            .proxy_backends
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let _ = writeln!(
+            out,
+            "{}: userspace proxy :{port} -> {}",
+            h.spec.name,
+            backends.join(", ")
+        );
+        let _ = sim.api_port();
+    }
+    out
+}
+
+/// A fault in words.
+pub(crate) fn fault_text(fault: &Fault, hosts: &[Host]) -> String {
+    let n = |i: &usize| {
+        hosts
+            .get(*i)
+            .map_or("?".to_owned(), |h| h.spec.name.clone())
+    };
+    match fault {
+        Fault::PowerOff(h) => format!("poweroff {}", n(h)),
+        Fault::PowerOn(h) => format!("poweron {}", n(h)),
+        Fault::Stop(h) => format!("stop {}", n(h)),
+        Fault::Start(h) => format!("start {}", n(h)),
+        Fault::Crash(h) => format!("crash {}", n(h)),
+        Fault::Restart(h) => format!("restart {}", n(h)),
+        Fault::Partition(groups) => {
+            let gs: Vec<String> = groups
+                .iter()
+                .map(|g| g.iter().map(n).collect::<Vec<_>>().join(","))
+                .collect();
+            format!("partition {}", gs.join(" | "))
+        }
+        Fault::Cut { from, to } => format!("cut {} -> {}", n(from), n(to)),
+        Fault::Heal => "heal".into(),
+        Fault::Loss(r) => format!("loss {r}"),
+        Fault::Delay(a, b) => format!("delay {:?}..{:?}", a, b),
+        Fault::Duplicate(r) => format!("duplicate {r}"),
+        Fault::LinkDown(h) => format!("link_down {}", n(h)),
+        Fault::LinkUp(h) => format!("link_up {}", n(h)),
+        Fault::ApiserverDown(h) => format!("apiserver_down {}", n(h)),
+        Fault::ApiserverUp(h) => format!("apiserver_up {}", n(h)),
+        Fault::ClockDrift(h, ppm) => format!("clock_drift {} {ppm} ppm", n(h)),
+    }
+}
