@@ -10,6 +10,7 @@
 //! - [`config`]: the k0s CPLB configuration: reading, defaults, validation.
 //! - [`lb`]: virtual services, IPVS schedulers, persistence, health checks, the desired
 //!   data plane.
+//! - [`node`]: how a controller turns a k0s configuration into VRRP instances.
 //! - [`time`]: the core's `Instant`, in nanoseconds, passed in by drivers.
 //! - [`vrrp`]: the VRRP wire codec (v2 and v3, IPv4 and IPv6, with the receive rules) and
 //!   the virtual router state machine ([`vrrp::Router`]).
@@ -18,5 +19,6 @@
 
 pub mod config;
 pub mod lb;
+pub mod node;
 pub mod time;
 pub mod vrrp;

@@ -70,7 +70,7 @@ fn secs(d: Duration) -> String {
 
 fn verdict(e: &Expectation, o: &Outcome) -> Verdict {
     let name_of = |h: usize| o.host_names.get(h).cloned().unwrap_or_default();
-    let sample = |at: Duration| o.samples.iter().find(|(t, _, _)| *t == Instant::ZERO + at);
+    let sample = |at: Duration| o.samples.iter().find(|s| s.at == Instant::ZERO + at);
     let v = |name: String, ok: bool, detail: String| Verdict { name, ok, detail };
     match e {
         Expectation::MaxFailover(max) => {
@@ -115,7 +115,7 @@ fn verdict(e: &Expectation, o: &Outcome) -> Verdict {
         Expectation::MasterAt { at, instance, host } => {
             // With partitions there may be a master per group: the host must be one of them.
             let got = sample(*at)
-                .and_then(|(_, m, _)| m.get(*instance).cloned())
+                .and_then(|s| s.masters.get(*instance).cloned())
                 .unwrap_or_default();
             let names: Vec<String> = got.iter().map(|&h| name_of(h)).collect();
             let detail = format!("masters at {}: {names:?}", secs(*at));
@@ -147,7 +147,7 @@ fn verdict(e: &Expectation, o: &Outcome) -> Verdict {
             hosts,
         } => {
             let got = sample(*at)
-                .and_then(|(_, _, s)| s.get(*instance).cloned())
+                .and_then(|s| s.real_servers.get(*instance).cloned())
                 .unwrap_or_default();
             let mut sorted = got.clone();
             sorted.sort_unstable();

@@ -336,12 +336,12 @@ impl Parser<'_> {
         match cplb_core::config::load(&text, LoadOptions::default()) {
             Ok(l) => Ok(l.config),
             Err(r) => {
-                // A block scalar's first line is the line after `config: |`.
+                // The block scalar is marked at its first content line.
                 let base = self.doc.mark(id).line;
                 let first = r
                     .errors
                     .first()
-                    .map(|e| (base + e.mark.line, e.to_string()))
+                    .map(|e| (base + e.mark.line - 1, e.to_string()))
                     .unwrap_or((base, String::new()));
                 Err(ScenarioError {
                     file: self.file.to_owned(),

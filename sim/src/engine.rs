@@ -14,7 +14,7 @@ use rand_core::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
 use crate::host::{self, ETH0, Host};
-use crate::outcome::{ClientStats, Failover, Outcome, Violation};
+use crate::outcome::{ClientStats, Failover, Outcome, Sample, Violation};
 use crate::spec::{Fault, SimSpec};
 use crate::trace::Trace;
 
@@ -134,12 +134,16 @@ pub struct Sim {
     last_fault_at: Option<Instant>,
     last_scheduled_fault: Option<Instant>,
     /// Per master host: since when its data plane has disagreed with the truth.
-    dataplane_mismatch: BTreeMap<usize, Instant>,
+    dataplane_mismatch: BTreeMap<usize, (Instant, String)>,
     truth_changed_at: Instant,
     loops: u64,
     dual_master_episodes: u64,
+    /// Something the invariants look at changed since they were last evaluated.
+    dirty: bool,
+    /// The convergence bound after the last fault has been passed.
+    converging: bool,
     views_before: Option<String>,
-    samples: Vec<(Instant, Vec<Vec<usize>>, Vec<Vec<usize>>)>,
+    samples: Vec<Sample>,
     steps: u64,
 }
 
@@ -223,6 +227,8 @@ impl Sim {
             truth_changed_at: Instant::ZERO,
             loops: 0,
             dual_master_episodes: 0,
+            dirty: true,
+            converging: false,
             views_before: None,
             samples: Vec::new(),
             steps: 0,
@@ -485,9 +491,11 @@ impl Sim {
 
     /// Carries out everything the host's daemon asks for, until it asks nothing more.
     fn pump(&mut self, i: usize) {
+        // The data plane follows router states and health; recompute it only when those
+        // may have changed (always on a daemon's first run).
+        let mut reconcile = self.hosts[i].dataplane == cplb_core::lb::DataPlane::default();
         loop {
             let mut busy = false;
-            let name = self.hosts[i].spec.name.clone();
             let Some(d) = self.hosts[i].daemon.as_mut() else {
                 return;
             };
@@ -543,6 +551,9 @@ impl Sim {
                     self.send(i, to, &frame);
                 }
             }
+            if !commands.is_empty() {
+                self.dirty = true;
+            }
             for c in commands {
                 match c {
                     Command::AddAddress { vip, .. } => {
@@ -564,28 +575,39 @@ impl Sim {
                     from, to, cause, ..
                 } = e
                 {
+                    reconcile = true;
+                    self.dirty = true;
                     let inst = idx.unwrap_or(0);
-                    self.trace.push(
-                        self.now,
-                        format!(
-                            "{name} k0s-vip-{inst} {from} -> {to} ({})",
-                            cause_text(&cause)
-                        ),
+                    let name = &self.hosts[i].spec.name;
+                    let line = format!(
+                        "{name} k0s-vip-{inst} {from} -> {to} ({})",
+                        cause_text(&cause)
                     );
+                    self.trace.push(self.now, line);
                     self.master_changed(inst, i, to == State::Master);
                 }
             }
             for c in changes {
+                reconcile = true;
                 let state = if c.healthy { "healthy" } else { "unhealthy" };
-                self.trace
-                    .push(self.now, format!("{name} health {} {state}", c.server.ip()));
+                let line = format!(
+                    "{} health {} {state}",
+                    self.hosts[i].spec.name,
+                    c.server.ip()
+                );
+                self.trace.push(self.now, line);
             }
             for p in probes {
                 self.probe(i, incarnation, p.id, p.server);
             }
-            if let Some(k) = self.hosts[i].keepalived.clone()
-                && host::reconcile_dataplane(&mut self.hosts[i], &k)
-            {
+            let keepalived = self.hosts[i].keepalived.take();
+            let changed = reconcile
+                && keepalived
+                    .as_ref()
+                    .is_some_and(|k| host::reconcile_dataplane(&mut self.hosts[i], k));
+            reconcile = false;
+            if changed && let Some(k) = &keepalived {
+                self.dirty = true;
                 let dp = &self.hosts[i].dataplane;
                 let servers: Vec<String> = match k.mode() {
                     LoadBalancerMode::Ipvs => dp
@@ -608,9 +630,14 @@ impl Sim {
                         .map(|b| b.ip().to_string())
                         .collect(),
                 };
-                self.trace
-                    .push(self.now, format!("{name} dataplane {}", servers.join(" ")));
+                let line = format!(
+                    "{} dataplane {}",
+                    self.hosts[i].spec.name,
+                    servers.join(" ")
+                );
+                self.trace.push(self.now, line);
             }
+            self.hosts[i].keepalived = keepalived;
             if !busy {
                 break;
             }
@@ -736,7 +763,7 @@ impl Sim {
         let result = self.try_connection(from, vip);
         let stats = &mut self.clients[traffic];
         stats.attempts += 1;
-        let name = self.hosts[from].spec.name.clone();
+        let name = &self.hosts[from].spec.name;
         match result {
             Ok(via) => {
                 if let Some(start) = stats.outage_start.take() {
@@ -944,10 +971,12 @@ impl Sim {
         let Some(inst) = self.instances.iter().position(|t| t.vips.contains(&vip)) else {
             return;
         };
-        if let Some(f) = self.failovers.iter_mut().rev().find(|f| f.instance == inst) {
-            if f.to == via && f.vip_answering_at.is_none() && self.now >= f.new_master_at {
-                f.vip_answering_at = Some(self.now);
-            }
+        if let Some(f) = self.failovers.iter_mut().rev().find(|f| f.instance == inst)
+            && f.to == via
+            && f.vip_answering_at.is_none()
+            && self.now >= f.new_master_at
+        {
+            f.vip_answering_at = Some(self.now);
         }
     }
 
@@ -1036,6 +1065,7 @@ impl Sim {
             }
         }
         self.truth_changed_at = self.now;
+        self.dirty = true;
     }
 
     fn power_on(&mut self, h: usize) {
@@ -1111,17 +1141,40 @@ impl Sim {
         groups
     }
 
+    /// Evaluates the invariants. The state predicates are recomputed when something they
+    /// read changed; the time limits (how long a dual master or a stale data plane has
+    /// lasted) are checked after every event.
     fn check_invariants(&mut self) {
         let slack = self.net.delay.map_or(LATENCY, |(_, max)| max) * 2 + Duration::from_millis(1);
+        let bound_passed = self.instances.iter().any(|t| {
+            self.last_scheduled_fault.unwrap_or(Instant::ZERO)
+                + t.master_down
+                + t.advert
+                + Duration::from_millis(5)
+                <= self.now
+        });
+        if bound_passed && !self.converging {
+            self.converging = true;
+            self.dirty = true;
+        }
+        let dirty = std::mem::take(&mut self.dirty);
         for inst in 0..self.instances.len() {
-            let masters: Vec<usize> = self.instances[inst].masters.iter().copied().collect();
-            let dual = masters.len() > 1 && self.components(&masters).iter().any(|g| g.len() > 1);
+            let dual = if dirty {
+                let track = &self.instances[inst];
+                track.masters.len() > 1 && {
+                    let masters: Vec<usize> = track.masters.iter().copied().collect();
+                    self.components(&masters).iter().any(|g| g.len() > 1)
+                }
+            } else {
+                self.instances[inst].dual_since.is_some()
+            };
             let track = &mut self.instances[inst];
             match (dual, track.dual_since) {
                 (true, None) => track.dual_since = Some(self.now),
                 (true, Some(since)) if self.now - since > track.master_down + slack => {
                     track.dual_since = Some(self.now);
-                    let names: Vec<String> = masters
+                    let names: Vec<String> = track
+                        .masters
                         .iter()
                         .map(|&m| self.hosts[m].spec.name.clone())
                         .collect();
@@ -1135,13 +1188,16 @@ impl Sim {
                     }
                     track.dual_since = None;
                 }
-                (false, None) => {}
                 _ => {}
             }
         }
-        self.check_vip_holders();
-        self.check_convergence();
-        self.check_dataplane();
+        if dirty {
+            self.check_vip_holders();
+            self.check_convergence();
+            self.check_dataplane();
+        } else {
+            self.check_dataplane_deadlines();
+        }
     }
 
     fn check_vip_holders(&mut self) {
@@ -1222,11 +1278,6 @@ impl Sim {
                 continue;
             };
             let mode = k.mode();
-            let config = *d.health.config();
-            let bound = config.interval
-                + (config.interval + config.timeout) * config.fall
-                + config.interval
-                + Duration::from_millis(10);
             let masters: Vec<IpAddr> = k
                 .virtual_servers
                 .iter()
@@ -1273,18 +1324,36 @@ impl Sim {
                 self.dataplane_mismatch.remove(&h);
                 continue;
             }
-            let since = *self.dataplane_mismatch.entry(h).or_insert(self.now);
-            let since = since.max(self.truth_changed_at);
-            if self.now - since > bound {
-                let name = self.hosts[h].spec.name.clone();
-                self.violate(
-                    "dataplane_follows_health",
-                    format!(
-                        "{name} lists {listed:?}, the healthy reachable API servers are {truth:?}"
-                    ),
-                );
-                self.dataplane_mismatch.insert(h, self.now);
-            }
+            self.dataplane_mismatch.entry(h).or_insert((
+                self.now,
+                format!("lists {listed:?}, the healthy reachable API servers are {truth:?}"),
+            ));
+        }
+        self.check_dataplane_deadlines();
+    }
+
+    fn check_dataplane_deadlines(&mut self) {
+        let late: Vec<(usize, String)> = self
+            .dataplane_mismatch
+            .iter()
+            .filter(|(h, (since, _))| {
+                let bound = self.hosts[**h].daemon.as_ref().map_or(Duration::MAX, |d| {
+                    let c = d.health.config();
+                    c.interval
+                        + (c.interval + c.timeout) * c.fall
+                        + c.interval
+                        + Duration::from_millis(10)
+                });
+                self.now
+                    .saturating_duration_since((*since).max(self.truth_changed_at))
+                    > bound
+            })
+            .map(|(h, (_, what))| (*h, what.clone()))
+            .collect();
+        for (h, what) in late {
+            let name = self.hosts[h].spec.name.clone();
+            self.violate("dataplane_follows_health", format!("{name} {what}"));
+            self.dataplane_mismatch.insert(h, (self.now, what));
         }
     }
 
@@ -1393,7 +1462,11 @@ impl Sim {
                 ips.iter().filter_map(|ip| self.host_by_addr(*ip)).collect()
             })
             .collect();
-        self.samples.push((self.now, masters, servers));
+        self.samples.push(Sample {
+            at: self.now,
+            masters,
+            real_servers: servers,
+        });
     }
 }
 

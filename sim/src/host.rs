@@ -8,19 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use cplb_core::config::{ClusterConfig, Keepalived};
 use cplb_core::lb::{self, DataPlane, HealthChecker, RealServer, ServiceKey, VirtualService};
 use cplb_core::time::Instant;
-use cplb_core::vrrp::{
-    AuthPass, Authentication, IfIndex, InstanceConfig, InstanceId, Priority, Router, Track,
-    TrackerConfig, TrackerId, V3Ipv4Checksum, Version, VirtualIp, Vrid,
-};
+use cplb_core::vrrp::{IfIndex, InstanceId, Router, TrackerConfig, TrackerId, VirtualIp};
 
 use crate::spec::{HostSpec, Role};
 
 /// The simulated interface every host has on the segment.
 pub(crate) const ETH0: IfIndex = IfIndex(2);
-/// How much a tracked local API server failure lowers the priority.
-pub(crate) const API_TRACK_WEIGHT: i16 = -50;
-/// k0s gives every node this priority.
-pub(crate) const K0S_PRIORITY: u8 = 200;
+pub(crate) use cplb_core::node::K0S_PRIORITY;
 
 /// A host's clock, which may drift from simulated time.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -183,51 +177,10 @@ pub(crate) fn start_daemon(
     let mut router = Router::new(now);
     let tracker = router.add_tracker(TrackerConfig::default()).ok()?;
     let mut instances = Vec::new();
-    for (index, inst) in keepalived.vrrp_instances.iter().enumerate() {
-        let vips: Vec<VirtualIp> = inst
-            .virtual_ips
-            .iter()
-            .filter(|c| c.addr.is_ipv4() == host.address.is_ipv4())
-            .map(|c| VirtualIp {
-                addr: c.addr,
-                prefix_len: c.prefix_len,
-            })
-            .collect();
-        let Some(vrid) = Vrid::new(inst.virtual_router_id) else {
-            continue;
-        };
-        if vips.is_empty() {
-            continue;
-        }
-        let mut cfg = InstanceConfig::new(
-            &format!("k0s-vip-{index}"),
-            ETH0,
-            vrid,
-            host.address,
-            vips.clone(),
-        );
-        cfg.priority = Priority(K0S_PRIORITY);
-        cfg.advert_interval_cs = u16::from(inst.advert_interval_seconds) * 100;
-        if host.address.is_ipv4() {
-            cfg.version = Version::V2;
-            cfg.auth = AuthPass::new(inst.auth_pass.as_bytes())
-                .map_or(Authentication::None, Authentication::SimpleText);
-        } else {
-            cfg.version = Version::V3;
-            cfg.v3_ipv4_checksum = V3Ipv4Checksum::Rfc9568;
-        }
-        if !inst.unicast_peers.is_empty() {
-            // Each node's file names its own source and the others as peers.
-            cfg.unicast_peers = controllers
-                .iter()
-                .copied()
-                .filter(|a| *a != host.address)
-                .collect();
-        }
-        cfg.tracking = vec![Track {
-            tracker,
-            weight: API_TRACK_WEIGHT,
-        }];
+    for (_, cfg) in
+        cplb_core::node::vrrp_instances(keepalived, host.address, controllers, ETH0, Some(tracker))
+    {
+        let vips = cfg.virtual_ips.clone();
         let id = router.add_instance(now, cfg).ok()?;
         instances.push(InstanceInfo { id, vips });
     }

@@ -14,5 +14,5 @@ mod trace;
 mod views;
 
 pub use engine::Sim;
-pub use outcome::{ClientStats, FailoverReport, Outcome, Violation};
+pub use outcome::{ClientStats, FailoverReport, Outcome, Sample, Violation};
 pub use spec::{Fault, HostSpec, Role, SimSpec, TimedFault, TrafficSpec};

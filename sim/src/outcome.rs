@@ -83,6 +83,17 @@ pub struct Violation {
     pub recent: Vec<String>,
 }
 
+/// The state at a time asked for with `Sim::run_until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// When.
+    pub at: Instant,
+    /// Masters of each instance (host indexes; several when partitioned).
+    pub masters: Vec<Vec<usize>>,
+    /// The real servers (or proxy backends) the first master of each instance lists.
+    pub real_servers: Vec<Vec<usize>>,
+}
+
 /// Everything a run produced.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -110,9 +121,8 @@ pub struct Outcome {
     pub views_before: String,
     /// The same at the end.
     pub views_after: String,
-    /// States sampled with `run_until`: (time, masters per instance, the master's real
-    /// servers per instance).
-    pub samples: Vec<(Instant, Vec<Vec<usize>>, Vec<Vec<usize>>)>,
+    /// States sampled with `run_until`.
+    pub samples: Vec<Sample>,
     /// Packets that looped between directors.
     pub forwarding_loops: u64,
     /// Times two masters of an instance could hear each other.

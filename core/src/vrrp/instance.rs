@@ -46,7 +46,18 @@ pub(crate) struct VirtualRouter {
 
 impl VirtualRouter {
     pub(crate) fn new(id: InstanceId, cfg: InstanceConfig) -> Self {
-        let addrs: Vec<IpAddr> = cfg.virtual_ips.iter().map(|v| v.addr).collect();
+        let mut addrs: Vec<IpAddr> = cfg.virtual_ips.iter().map(|v| v.addr).collect();
+        // RFC 9568 §5.2.9: an IPv6 advert lists the router's link-local address first. When
+        // the configured VIPs do not start with one (k0s configs never do), the interface's
+        // link-local source address takes that place in the advert; it is not installed.
+        if let IpAddr::V6(primary) = cfg.primary_address
+            && primary.is_unicast_link_local()
+            && !addrs
+                .first()
+                .is_some_and(|a| matches!(a, IpAddr::V6(v) if v.is_unicast_link_local()))
+        {
+            addrs.insert(0, cfg.primary_address);
+        }
         let template = Advertisement {
             version: cfg.version,
             vrid: cfg.vrid,
@@ -177,7 +188,7 @@ impl VirtualRouter {
         }
         self.stats.adverts_received += 1;
         *self.stats.checksum_forms.entry(form).or_default() += 1;
-        if advert.addresses != self.template.addresses {
+        if !same_virtual_addresses(&advert.addresses, &self.template.addresses) {
             // RFC 3768 §7.1 says drop unless from the owner; keepalived counts and goes on,
             // and so does RFC 9568 §7.1 (MAY log). Dropping would split the cluster on a
             // harmless VIP-order difference.
@@ -525,4 +536,14 @@ impl VirtualRouter {
             }
         }
     }
+}
+
+/// Address lists agree, ignoring IPv6 link-local entries (each router lists its own).
+fn same_virtual_addresses(a: &VirtualAddresses, b: &VirtualAddresses) -> bool {
+    let global = |x: &VirtualAddresses| -> Vec<IpAddr> {
+        x.iter()
+            .filter(|ip| !matches!(ip, IpAddr::V6(v) if v.is_unicast_link_local()))
+            .collect()
+    };
+    a.family() == b.family() && global(a) == global(b)
 }
