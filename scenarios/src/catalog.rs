@@ -48,6 +48,7 @@ pub const CATALOG: &[(&str, &str)] = &[
         "foreign-cluster-same-vrid",
         include_str!("../catalog/foreign-cluster-same-vrid.yaml"),
     ),
+    ("clock-drift", include_str!("../catalog/clock-drift.yaml")),
     (
         "ipvs-dr-two-instances",
         include_str!("../catalog/ipvs-dr-two-instances.yaml"),

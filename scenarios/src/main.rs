@@ -180,7 +180,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help and --version
-            print!("{e}");
+            emit(&e.to_string());
             return ExitCode::SUCCESS;
         }
         Err(e) => {
@@ -195,10 +195,23 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(out) => {
-            println!("{out}");
+            emit(&format!("{out}\n"));
             ExitCode::SUCCESS
         }
         Err(message) => fail(&message),
+    }
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error worth a panic.
+fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
+        std::process::exit(0);
     }
 }
 
@@ -265,7 +278,7 @@ fn sim_run(args: SimRunArgs) -> Result<String, String> {
     if report.ok {
         Ok(out)
     } else {
-        println!("{out}");
+        emit(&format!("{out}\n"));
         if !report.outcome.violations.is_empty() {
             eprintln!(
                 "seed {seed}: invariant violated; replay with: cplb sim run {} --seed {seed}",

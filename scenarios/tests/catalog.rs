@@ -70,6 +70,7 @@ catalog_tests! {
     crash_leaves_vip => "crash-leaves-vip",
     foreign_cluster_same_vrid => "foreign-cluster-same-vrid",
     ipvs_dr_two_instances => "ipvs-dr-two-instances",
+    clock_drift => "clock-drift",
 }
 
 fn timeline(name: &str) -> String {

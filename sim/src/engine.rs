@@ -138,6 +138,8 @@ pub struct Sim {
     truth_changed_at: Instant,
     loops: u64,
     dual_master_episodes: u64,
+    /// The switch's MAC table: MAC → the host (port) it was last seen from.
+    switch: BTreeMap<u64, usize>,
     /// Something the invariants look at changed since they were last evaluated.
     dirty: bool,
     /// The convergence bound after the last fault has been passed.
@@ -227,6 +229,7 @@ impl Sim {
             truth_changed_at: Instant::ZERO,
             loops: 0,
             dual_master_episodes: 0,
+            switch: BTreeMap::new(),
             dirty: true,
             converging: false,
             views_before: None,
@@ -374,6 +377,14 @@ impl Sim {
     }
 
     fn send(&mut self, from: usize, to: usize, frame: &Frame) {
+        if !self.hosts[from].link_up {
+            return;
+        }
+        // The switch learns the sender's port from every frame it forwards.
+        let mac = self.hosts[from].mac;
+        if self.switch.get(&mac) != Some(&from) {
+            self.switch.insert(mac, from);
+        }
         if !self.connected(from, to) {
             return;
         }
@@ -841,7 +852,14 @@ impl Sim {
                 mac
             }
         };
-        let Some(t) = self.hosts.iter().position(|h| h.mac == mac) else {
+        // The switch forwards to the port it learned the MAC on, or floods (every port,
+        // where only the owner of the MAC takes the frame) when it has not seen it.
+        let learned = self
+            .switch
+            .get(&mac)
+            .copied()
+            .filter(|&p| self.hosts[p].mac == mac);
+        let Some(t) = learned.or_else(|| self.hosts.iter().position(|h| h.mac == mac)) else {
             return Err("unknown MAC");
         };
         if !self.both_ways(from, t) {

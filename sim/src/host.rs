@@ -272,3 +272,20 @@ pub(crate) fn reconcile_dataplane(host: &mut Host, keepalived: &Keepalived) -> b
     });
     !changes.is_empty()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drifting_clock_converts_both_ways() {
+        let mut c = Clock::exact();
+        c.set_drift(Instant::from_secs(10), 100_000.0); // 10% fast
+        assert_eq!(c.local(Instant::from_secs(10)), Instant::from_secs(10));
+        assert_eq!(c.local(Instant::from_secs(20)), Instant::from_secs(21));
+        let wake = c.sim(Instant::from_secs(21));
+        assert!(c.local(wake) >= Instant::from_secs(21) && wake <= Instant::from_secs(20));
+        c.set_drift(Instant::from_secs(20), -100_000.0); // then 10% slow
+        assert_eq!(c.local(Instant::from_secs(30)), Instant::from_secs(30));
+    }
+}
