@@ -29,30 +29,36 @@ pub const ANNOUNCE_REFRESH: Duration = Duration::from_secs(5);
 /// The VRRP instances this controller runs, with the index of each in `vrrpInstances`.
 ///
 /// `address` is this node's address on the instances' interface (its unicast source and
-/// tie-breaker); `controllers` are every controller's addresses (the unicast peers are the
-/// others); `tracker` is the local API server's health input. VIPs of the other address
-/// family than `address` are left out of an instance (one family per instance).
+/// tie-breaker); `link_local` its IPv6 link-local address there, the source of multicast
+/// IPv6 adverts (RFC 9568 §5.1.2.1); `controllers` are every controller's addresses (the
+/// unicast peers are the others); `tracker` is the local API server's health input. VIPs of
+/// the other address family than `address` are left out of an instance.
 pub fn vrrp_instances(
     keepalived: &Keepalived,
     address: IpAddr,
+    link_local: Option<IpAddr>,
     controllers: &[IpAddr],
     ifindex: IfIndex,
     tracker: Option<TrackerId>,
 ) -> Vec<(usize, InstanceConfig)> {
-    keepalived
-        .vrrp_instances
-        .iter()
-        .enumerate()
-        .filter_map(|(index, inst)| {
-            instance(index, inst, address, controllers, ifindex, tracker).map(|c| (index, c))
-        })
-        .collect()
+    let mut out = Vec::new();
+    for (index, inst) in keepalived.vrrp_instances.iter().enumerate() {
+        let source = match link_local {
+            Some(ll) if address.is_ipv6() && inst.unicast_peers.is_empty() => ll,
+            _ => address,
+        };
+        if let Some(cfg) = instance(index, inst, address, source, controllers, ifindex, tracker) {
+            out.push((index, cfg));
+        }
+    }
+    out
 }
 
 fn instance(
     index: usize,
     inst: &VrrpInstance,
     address: IpAddr,
+    source: IpAddr,
     controllers: &[IpAddr],
     ifindex: IfIndex,
     tracker: Option<TrackerId>,
@@ -70,7 +76,7 @@ fn instance(
         return None;
     }
     let vrid = Vrid::new(inst.virtual_router_id)?;
-    let mut cfg = InstanceConfig::new(&format!("k0s-vip-{index}"), ifindex, vrid, address, vips);
+    let mut cfg = InstanceConfig::new(&format!("k0s-vip-{index}"), ifindex, vrid, source, vips);
     cfg.priority = Priority(K0S_PRIORITY);
     cfg.advert_interval_cs = u16::from(inst.advert_interval_seconds) * 100;
     if address.is_ipv4() {

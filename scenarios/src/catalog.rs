@@ -50,6 +50,10 @@ pub const CATALOG: &[(&str, &str)] = &[
     ),
     ("clock-drift", include_str!("../catalog/clock-drift.yaml")),
     (
+        "ipv6-poweroff",
+        include_str!("../catalog/ipv6-poweroff.yaml"),
+    ),
+    (
         "ipvs-dr-two-instances",
         include_str!("../catalog/ipvs-dr-two-instances.yaml"),
     ),

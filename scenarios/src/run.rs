@@ -77,7 +77,9 @@ fn verdict(e: &Expectation, o: &Outcome) -> Verdict {
             let relevant: Vec<_> = o
                 .failovers
                 .iter()
-                .filter(|f| f.fault_at_s.is_some())
+                .filter(|f| {
+                    f.fault_at_s.is_some() && o.served.get(f.instance).copied().unwrap_or(false)
+                })
                 .collect();
             let worst = relevant
                 .iter()

@@ -71,6 +71,7 @@ catalog_tests! {
     foreign_cluster_same_vrid => "foreign-cluster-same-vrid",
     ipvs_dr_two_instances => "ipvs-dr-two-instances",
     clock_drift => "clock-drift",
+    ipv6_poweroff => "ipv6-poweroff",
 }
 
 fn timeline(name: &str) -> String {

@@ -103,6 +103,10 @@ struct Net {
 /// Per-instance tracking for reports and invariants.
 #[derive(Debug, Clone, Default)]
 struct InstanceTrack {
+    /// When the current sole master became one.
+    sole_at: Instant,
+    /// The last master that held for a Master_Down_Interval or served a client.
+    settled: Option<usize>,
     /// The instance's VIPs (the first identifies it across clusters).
     vips: Vec<IpAddr>,
     masters: BTreeSet<usize>,
@@ -140,6 +144,8 @@ pub struct Sim {
     dual_master_episodes: u64,
     /// The switch's MAC table: MAC → the host (port) it was last seen from.
     switch: BTreeMap<u64, usize>,
+    /// Instances whose VIP answered a client at least once.
+    served: Vec<bool>,
     /// Something the invariants look at changed since they were last evaluated.
     dirty: bool,
     /// The convergence bound after the last fault has been passed.
@@ -185,9 +191,10 @@ impl Sim {
                     continue;
                 }
                 let advert = Duration::from_secs(u64::from(i.advert_interval_seconds));
-                let skew = Duration::from_nanos(
-                    (256 - u64::from(host::K0S_PRIORITY)) * 1_000_000_000 / 256,
-                );
+                // v2 (IPv4): (256 - p) / 256 s; v3 (IPv6): that fraction of the interval.
+                let v3 = vips.first().is_some_and(IpAddr::is_ipv6);
+                let unit = if v3 { advert } else { Duration::from_secs(1) };
+                let skew = unit * (256 - u32::from(host::K0S_PRIORITY)) / 256;
                 instances.push(InstanceTrack {
                     vips,
                     master_down: advert * 3 + skew,
@@ -196,6 +203,7 @@ impl Sim {
                 });
             }
         }
+        let served = vec![false; instances.len()];
         let clients = spec
             .traffic
             .iter()
@@ -230,6 +238,7 @@ impl Sim {
             loops: 0,
             dual_master_episodes: 0,
             switch: BTreeMap::new(),
+            served,
             dirty: true,
             converging: false,
             views_before: None,
@@ -709,6 +718,9 @@ impl Sim {
         self.hosts.iter().position(|h| h.spec.address == ip)
     }
 
+    /// Tracks an instance's masters and records failovers: a change from the settled master
+    /// (one that held for a Master_Down_Interval or served a client) to a new sole master.
+    /// Simultaneous takeovers that resolve by contention count as one failover, to the winner.
     fn master_changed(&mut self, inst: usize, host: usize, is_master: bool) {
         let Some(track) = self.instances.get_mut(inst) else {
             return;
@@ -718,43 +730,37 @@ impl Sim {
         } else {
             track.masters.remove(&host);
         }
-        if track.masters.len() == 1 {
-            let new = track.masters.first().copied();
-            if new != track.sole {
-                // A contention between simultaneous takeovers is one failover: a record whose
-                // new master lost before serving anyone is moved to the winner.
-                let pending = self
-                    .failovers
-                    .iter_mut()
-                    .rev()
-                    .find(|f| f.instance == inst)
-                    .filter(|f| {
-                        f.vip_answering_at.is_none()
-                            && Some(f.to) == track.sole
-                            && f.new_master_at + track.master_down >= self.now
-                    });
-                if let (Some(last), Some(to)) = (pending, new) {
-                    if last.from == to {
-                        // The old master is back before anyone noticed: no failover after all.
-                        let idx = self.failovers.iter().rposition(|f| f.instance == inst);
-                        if let Some(i) = idx {
-                            self.failovers.remove(i);
-                        }
-                    } else {
-                        last.to = to;
-                    }
-                } else if let (Some(from), Some(to)) = (track.sole, new) {
-                    self.failovers.push(Failover {
-                        instance: inst,
-                        from,
-                        to,
-                        fault_at: self.last_fault_at,
-                        new_master_at: self.now,
-                        vip_answering_at: None,
-                    });
-                }
-                track.sole = new;
+        let [new] = track.masters.iter().copied().collect::<Vec<_>>()[..] else {
+            return;
+        };
+        if Some(new) == track.sole {
+            return;
+        }
+        track.sole = Some(new);
+        track.sole_at = self.now;
+        let pending = self.failovers.iter().rposition(|f| {
+            f.instance == inst && f.vip_answering_at.is_none() && track.settled != Some(f.to)
+        });
+        match (pending, track.settled) {
+            (Some(i), Some(settled)) if settled == new => {
+                // The old master is back before the new one served anyone: no failover.
+                self.failovers.remove(i);
             }
+            (Some(i), _) => {
+                if let Some(f) = self.failovers.get_mut(i) {
+                    f.to = new;
+                    f.new_master_at = self.now;
+                }
+            }
+            (None, Some(from)) if from != new => self.failovers.push(Failover {
+                instance: inst,
+                from,
+                to: new,
+                fault_at: self.last_fault_at,
+                new_master_at: self.now,
+                vip_answering_at: None,
+            }),
+            _ => {}
         }
     }
 
@@ -989,12 +995,18 @@ impl Sim {
         let Some(inst) = self.instances.iter().position(|t| t.vips.contains(&vip)) else {
             return;
         };
+        if let Some(s) = self.served.get_mut(inst) {
+            *s = true;
+        }
         if let Some(f) = self.failovers.iter_mut().rev().find(|f| f.instance == inst)
             && f.to == via
             && f.vip_answering_at.is_none()
             && self.now >= f.new_master_at
         {
             f.vip_answering_at = Some(self.now);
+            if let Some(t) = self.instances.get_mut(inst) {
+                t.settled = Some(via);
+            }
         }
     }
 
@@ -1176,6 +1188,11 @@ impl Sim {
             self.dirty = true;
         }
         let dirty = std::mem::take(&mut self.dirty);
+        for t in &mut self.instances {
+            if t.masters.len() == 1 && t.sole.is_some() && self.now >= t.sole_at + t.master_down {
+                t.settled = t.sole;
+            }
+        }
         for inst in 0..self.instances.len() {
             let dual = if dirty {
                 let track = &self.instances[inst];
@@ -1415,6 +1432,7 @@ impl Sim {
             samples: std::mem::take(&mut self.samples),
             forwarding_loops: self.loops,
             dual_master_episodes: self.dual_master_episodes,
+            served: self.served.clone(),
             host_names: self.hosts.iter().map(|h| h.spec.name.clone()).collect(),
         }
     }

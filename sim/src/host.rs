@@ -161,6 +161,16 @@ impl Host {
     }
 }
 
+/// The link-local address of an IPv6 host: fe80:: with the low 64 bits of its address.
+pub(crate) fn link_local(address: IpAddr) -> Option<IpAddr> {
+    match address {
+        IpAddr::V6(a) => Some(IpAddr::V6(
+            (0xfe80_u128 << 112 | (a.to_bits() & u128::from(u64::MAX))).into(),
+        )),
+        IpAddr::V4(_) => None,
+    }
+}
+
 /// Builds a daemon for a controller, started at local time `now`.
 pub(crate) fn start_daemon(
     config: &ClusterConfig,
@@ -177,9 +187,14 @@ pub(crate) fn start_daemon(
     let mut router = Router::new(now);
     let tracker = router.add_tracker(TrackerConfig::default()).ok()?;
     let mut instances = Vec::new();
-    for (_, cfg) in
-        cplb_core::node::vrrp_instances(keepalived, host.address, controllers, ETH0, Some(tracker))
-    {
+    for (_, cfg) in cplb_core::node::vrrp_instances(
+        keepalived,
+        host.address,
+        link_local(host.address),
+        controllers,
+        ETH0,
+        Some(tracker),
+    ) {
         let vips = cfg.virtual_ips.clone();
         let id = router.add_instance(now, cfg).ok()?;
         instances.push(InstanceInfo { id, vips });

@@ -127,6 +127,9 @@ pub struct Outcome {
     pub forwarding_loops: u64,
     /// Times two masters of an instance could hear each other.
     pub dual_master_episodes: u64,
+    /// Per instance: whether its VIP answered any client (failovers of the others cannot be
+    /// timed to the VIP answering).
+    pub served: Vec<bool>,
     /// Host names by index.
     pub host_names: Vec<String>,
 }
