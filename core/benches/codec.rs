@@ -37,35 +37,18 @@ fn v3_ipv6() -> (Advertisement, IpParams) {
             "fd00:200::200".parse().expect("ula"),
         ]),
     };
-    (
-        advert,
-        IpParams::new(
-            "fe80::b".parse().expect("ll"),
-            "ff02::12".parse().expect("group"),
-        ),
-    )
+    (advert, IpParams::new("fe80::b".parse().expect("ll"), "ff02::12".parse().expect("group")))
 }
 
 fn v3_ipv4_pseudo() -> (Advertisement, IpParams) {
     let (v2, ip) = k0s_v2();
-    (
-        Advertisement {
-            version: Version::V3,
-            auth: Authentication::None,
-            ..v2
-        },
-        ip,
-    )
+    (Advertisement { version: Version::V3, auth: Authentication::None, ..v2 }, ip)
 }
 
 fn codec(c: &mut Criterion) {
     let cases = [
         ("v2_ipv4_simple_auth", k0s_v2(), V3Ipv4Checksum::Rfc9568),
-        (
-            "v3_ipv4_pseudo_header",
-            v3_ipv4_pseudo(),
-            V3Ipv4Checksum::PseudoHeader,
-        ),
+        ("v3_ipv4_pseudo_header", v3_ipv4_pseudo(), V3Ipv4Checksum::PseudoHeader),
         ("v3_ipv6", v3_ipv6(), V3Ipv4Checksum::Rfc9568),
     ];
     let rules = ReceiveRules::default();

@@ -67,10 +67,7 @@ fn instance(
         .virtual_ips
         .iter()
         .filter(|c| c.addr.is_ipv4() == address.is_ipv4())
-        .map(|c| VirtualIp {
-            addr: c.addr,
-            prefix_len: c.prefix_len,
-        })
+        .map(|c| VirtualIp { addr: c.addr, prefix_len: c.prefix_len })
         .collect();
     if vips.is_empty() {
         return None;
@@ -90,20 +87,11 @@ fn instance(
         cfg.allow_global_first_ipv6 = true;
     }
     if !inst.unicast_peers.is_empty() {
-        cfg.unicast_peers = controllers
-            .iter()
-            .copied()
-            .filter(|a| *a != address)
-            .collect();
+        cfg.unicast_peers = controllers.iter().copied().filter(|a| *a != address).collect();
     }
     cfg.announce.refresh_every = Some(ANNOUNCE_REFRESH);
     cfg.tracking = tracker
-        .map(|tracker| {
-            vec![Track {
-                tracker,
-                weight: API_TRACK_WEIGHT,
-            }]
-        })
+        .map(|tracker| vec![Track { tracker, weight: API_TRACK_WEIGHT }])
         .unwrap_or_default();
     Some(cfg)
 }

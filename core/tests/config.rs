@@ -11,9 +11,7 @@ use cplb_core::config::{
 use proptest::prelude::*;
 
 fn file(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/configs")
-        .join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/configs").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -31,11 +29,7 @@ fn errors(text: &str) -> Vec<String> {
 }
 
 fn warnings(text: &str) -> Vec<String> {
-    ok(text)
-        .warnings
-        .iter()
-        .map(Diagnostic::to_string)
-        .collect()
+    ok(text).warnings.iter().map(Diagnostic::to_string).collect()
 }
 
 /// A `spec:` fragment with one VRRP instance whose body is `instance` (indented lines).
@@ -51,8 +45,7 @@ const BASE: &str = "virtualIPs: [\"10.0.0.200/24\"]\nauthPass: secret\n";
 fn assert_one_error(text: &str, path_end: &str, contains: &str) {
     let errs = errors(text);
     assert!(
-        errs.iter()
-            .any(|e| e.contains(&format!("{path_end} (line")) && e.contains(contains)),
+        errs.iter().any(|e| e.contains(&format!("{path_end} (line")) && e.contains(contains)),
         "no error at {path_end} containing {contains:?} in {errs:#?}"
     );
 }
@@ -66,18 +59,10 @@ fn reads_the_three_file_shapes_of_the_seed_document() {
     ] {
         let loaded = ok(&file(name));
         assert_eq!(loaded.source, source, "{name}");
-        let cplb = loaded
-            .config
-            .spec
-            .network
-            .control_plane_load_balancing
-            .expect("cplb");
+        let cplb = loaded.config.spec.network.control_plane_load_balancing.expect("cplb");
         let k = cplb.keepalived.expect("keepalived");
         assert!(cplb.enabled);
-        assert_eq!(
-            k.vrrp_instances[0].virtual_ips[0].to_string(),
-            "192.168.122.200/24"
-        );
+        assert_eq!(k.vrrp_instances[0].virtual_ips[0].to_string(), "192.168.122.200/24");
         assert_eq!(k.vrrp_instances[0].auth_pass, "Example");
     }
 }
@@ -94,18 +79,8 @@ fn every_k0s_default_is_filled_in() {
         .and_then(|c| c.keepalived.as_ref())
         .expect("k");
     let i = &k.vrrp_instances[0];
-    assert_eq!(
-        (
-            i.virtual_router_id,
-            i.advert_interval_seconds,
-            i.address_label
-        ),
-        (51, 1, 10_000)
-    );
-    assert_eq!(
-        i.interface, "",
-        "empty: the default route's interface, found on the node"
-    );
+    assert_eq!((i.virtual_router_id, i.advert_interval_seconds, i.address_label), (51, 1, 10_000));
+    assert_eq!(i.interface, "", "empty: the default route's interface, found on the node");
     assert!(i.unicast_peers.is_empty() && i.unicast_source_ip.is_none());
     assert_eq!(k.user_space_proxy_bind_port, 6444);
     assert!(!k.disable_load_balancer);
@@ -132,17 +107,10 @@ fn every_field_is_read() {
     assert_eq!(k.user_space_proxy_bind_port, 7444);
     let a = &k.vrrp_instances[0];
     assert_eq!(
-        (
-            a.virtual_router_id,
-            a.advert_interval_seconds,
-            a.interface.as_str()
-        ),
+        (a.virtual_router_id, a.advert_interval_seconds, a.interface.as_str()),
         (10, 2, "eth0")
     );
-    assert_eq!(
-        a.unicast_source_ip,
-        Some("10.200.0.10".parse().expect("ip"))
-    );
+    assert_eq!(a.unicast_source_ip, Some("10.200.0.10".parse().expect("ip")));
     assert_eq!(a.unicast_peers.len(), 2);
     let b = &k.vrrp_instances[1];
     assert_eq!(
@@ -171,10 +139,7 @@ fn the_three_load_balancing_modes() {
             .map(|k| k.mode())
     };
     assert_eq!(mode(""), Some(LoadBalancerMode::UserspaceProxy));
-    assert_eq!(
-        mode("        disableLoadBalancer: true\n"),
-        Some(LoadBalancerMode::VipOnly)
-    );
+    assert_eq!(mode("        disableLoadBalancer: true\n"), Some(LoadBalancerMode::VipOnly));
     assert_eq!(
         mode("        virtualServers: [{ipAddress: 10.0.0.200}]\n"),
         Some(LoadBalancerMode::Ipvs)
@@ -219,16 +184,12 @@ fn k0s_rules_are_enforced_with_path_and_position() {
         "require a valid UnicastSourceIP",
     );
     assert_one_error(
-        &instance(&format!(
-            "{BASE}unicastSourceIP: 10.0.0.2\nunicastPeers: [10.0.0.2]\n"
-        )),
+        &instance(&format!("{BASE}unicastSourceIP: 10.0.0.2\nunicastPeers: [10.0.0.2]\n")),
         "unicastPeers",
         "must not contain the UnicastSourceIP",
     );
     assert_one_error(
-        &instance(&format!(
-            "{BASE}unicastSourceIP: 10.0.0.1\nunicastPeers: [example.com]\n"
-        )),
+        &instance(&format!("{BASE}unicastSourceIP: 10.0.0.1\nunicastPeers: [example.com]\n")),
         "unicastPeers[0]",
         "valid IP",
     );
@@ -239,32 +200,15 @@ fn k0s_rules_are_enforced_with_path_and_position() {
     );
     let proxy = format!("{}        userSpaceProxyBindPort: 70000\n", instance(BASE));
     assert_one_error(&proxy, "userSpaceProxyBindPort", "range of 1-65535");
-    let vs = |body: &str| {
-        format!(
-            "{}        virtualServers:\n        - {body}\n",
-            instance(BASE)
-        )
-    };
+    let vs = |body: &str| format!("{}        virtualServers:\n        - {body}\n", instance(BASE));
     assert_one_error(
         &vs("{delayLoop: 1m}"),
         "virtualServers[0].ipAddress",
         "IPAddress must be defined",
     );
-    assert_one_error(
-        &vs("{ipAddress: not-an-ip}"),
-        "ipAddress",
-        "invalid IP address",
-    );
-    assert_one_error(
-        &vs("{ipAddress: 10.0.0.200, lbAlgo: fifo}"),
-        "lbAlgo",
-        "invalid LBAlgo",
-    );
-    assert_one_error(
-        &vs("{ipAddress: 10.0.0.200, lbKind: ROUTE}"),
-        "lbKind",
-        "invalid LBKind",
-    );
+    assert_one_error(&vs("{ipAddress: not-an-ip}"), "ipAddress", "invalid IP address");
+    assert_one_error(&vs("{ipAddress: 10.0.0.200, lbAlgo: fifo}"), "lbAlgo", "invalid LBAlgo");
+    assert_one_error(&vs("{ipAddress: 10.0.0.200, lbKind: ROUTE}"), "lbKind", "invalid LBKind");
     assert_one_error(
         &vs("{ipAddress: 10.0.0.200, persistenceTimeoutSeconds: -1}"),
         "persistenceTimeoutSeconds",
@@ -280,17 +224,9 @@ fn k0s_rules_are_enforced_with_path_and_position() {
         "delayLoop",
         "must be positive",
     );
-    assert_one_error(
-        &vs("{ipAddress: 10.0.0.200, delayLoop: 1d}"),
-        "delayLoop",
-        "unknown unit",
-    );
+    assert_one_error(&vs("{ipAddress: 10.0.0.200, delayLoop: 1d}"), "delayLoop", "unknown unit");
     let typed = "spec:\n  network:\n    controlPlaneLoadBalancing:\n      type: HAProxy\n";
-    assert_one_error(
-        typed,
-        "controlPlaneLoadBalancing.type",
-        "unsupported CPLB type: HAProxy",
-    );
+    assert_one_error(typed, "controlPlaneLoadBalancing.type", "unsupported CPLB type: HAProxy");
 }
 
 #[test]
@@ -319,26 +255,20 @@ fn rules_outside_the_schema() {
     let single =
         load(&file("seed-fragment.yaml"), LoadOptions { single: true }).expect_err("refused");
     assert!(
-        single.errors[0]
-            .to_string()
-            .contains("cannot be used in a single-node cluster"),
+        single.errors[0].to_string().contains("cannot be used in a single-node cluster"),
         "{:?}",
         single.errors
     );
-    let text = file("seed-k0s.yaml").replace(
-        "    address: 192.168.122.37\n",
-        "    externalAddress: 192.168.122.200\n",
-    );
+    let text = file("seed-k0s.yaml")
+        .replace("    address: 192.168.122.37\n", "    externalAddress: 192.168.122.200\n");
     assert_one_error(
         &text,
         "keepalived.virtualServers",
         "externalAddress (192.168.122.200) and virtual servers cannot be used together",
     );
     // externalAddress without virtual servers is fine.
-    ok(&file("seed-fragment.yaml").replace(
-        "spec:\n",
-        "spec:\n  api:\n    externalAddress: 192.168.122.200\n",
-    ));
+    ok(&file("seed-fragment.yaml")
+        .replace("spec:\n", "spec:\n  api:\n    externalAddress: 192.168.122.200\n"));
 }
 
 #[test]
@@ -357,10 +287,7 @@ fn stricter_than_k0s_duplicate_router_ids_and_vips_and_foreign_virtual_servers()
         "vrrpInstances[1].virtualIPs",
         "VIP 10.0.0.200 is also in vrrpInstances[0]",
     );
-    let foreign = format!(
-        "{}        virtualServers: [{{ipAddress: 10.0.0.99}}]\n",
-        instance(BASE)
-    );
+    let foreign = format!("{}        virtualServers: [{{ipAddress: 10.0.0.99}}]\n", instance(BASE));
     assert_one_error(
         &foreign,
         "virtualServers[0].ipAddress",
@@ -378,9 +305,8 @@ fn unknown_keys_inside_the_block_are_errors_elsewhere_ignored() {
     let text = instance(&format!("{BASE}virtualRouterId: 7\nauthPas: x\n"));
     let errs = errors(&text);
     assert!(
-        errs.iter()
-            .any(|e| e.contains("vrrpInstances[0].authPas (line")
-                && e.contains("did you mean \"authPass\"")),
+        errs.iter().any(|e| e.contains("vrrpInstances[0].authPas (line")
+            && e.contains("did you mean \"authPass\"")),
         "{errs:#?}"
     );
     // A case-only difference is read, as k0s (Go's JSON) does, with a warning.
@@ -394,12 +320,7 @@ fn unknown_keys_inside_the_block_are_errors_elsewhere_ignored() {
         .and_then(|c| c.keepalived)
         .expect("k");
     assert_eq!(k.vrrp_instances[0].virtual_router_id, 7);
-    assert!(
-        loaded
-            .warnings
-            .iter()
-            .any(|w| w.message.contains("ignoring case"))
-    );
+    assert!(loaded.warnings.iter().any(|w| w.message.contains("ignoring case")));
     // Keys outside controlPlaneLoadBalancing are k0s's business.
     ok(
         "spec:\n  storage: {type: kine}\n  network:\n    provider: calico\n    controlPlaneLoadBalancing: {enabled: false}\n",
@@ -430,27 +351,14 @@ fn all_errors_are_collected() {
 #[test]
 fn warnings_for_yaml_surprises_mixed_families_and_truncation() {
     let w = warnings(&instance("virtualIPs: [\"10.0.0.1/24\"]\nauthPass: 0123\n"));
-    assert!(
-        w.iter()
-            .any(|w| w.contains("authPass") && w.contains("\"83\"")),
-        "{w:#?}"
-    );
-    let w = warnings(&instance(
-        "virtualIPs: [\"10.0.0.1/24\", \"fd00::1/64\"]\nauthPass: x\n",
-    ));
-    assert!(
-        w.iter().any(|w| w.contains("mixes IPv4 and IPv6")),
-        "{w:#?}"
-    );
+    assert!(w.iter().any(|w| w.contains("authPass") && w.contains("\"83\"")), "{w:#?}");
+    let w = warnings(&instance("virtualIPs: [\"10.0.0.1/24\", \"fd00::1/64\"]\nauthPass: x\n"));
+    assert!(w.iter().any(|w| w.contains("mixes IPv4 and IPv6")), "{w:#?}");
     let w = warnings(&format!(
         "{}        virtualServers: [{{ipAddress: 10.0.0.200, delayLoop: 1234567ns}}]\n",
         instance(BASE)
     ));
-    assert!(
-        w.iter()
-            .any(|w| w.contains("truncated") && w.contains("1234µs")),
-        "{w:#?}"
-    );
+    assert!(w.iter().any(|w| w.contains("truncated") && w.contains("1234µs")), "{w:#?}");
     let quoted = errors(&instance(&format!("{BASE}virtualRouterID: \"51\"\n")));
     assert!(quoted[0].contains("quoted string \"51\""), "{quoted:?}");
 }
@@ -469,10 +377,7 @@ fn garbage_and_truncated_files_are_errors_not_panics() {
         "- 1\n- 2\n",
         "spec: {}\n---\nspec: {}\n",
     ] {
-        assert!(
-            load(text, LoadOptions::default()).is_err(),
-            "{text:?} accepted"
-        );
+        assert!(load(text, LoadOptions::default()).is_err(), "{text:?} accepted");
     }
     let full = file("full.yaml");
     for cut in (0..full.len()).filter(|i| full.is_char_boundary(*i)) {

@@ -19,21 +19,10 @@ fn addr(i: u8) -> IpAddr {
 
 #[derive(Debug, Clone)]
 enum Input {
-    Advert {
-        from: u8,
-        priority: u8,
-        interval_cs: u16,
-        ttl: u8,
-        unicast: bool,
-        flip: Option<usize>,
-    },
+    Advert { from: u8, priority: u8, interval_cs: u16, ttl: u8, unicast: bool, flip: Option<usize> },
     Garbage(Vec<u8>),
-    Timeout {
-        after_ms: u64,
-    },
-    Late {
-        before_ms: u64,
-    },
+    Timeout { after_ms: u64 },
+    Late { before_ms: u64 },
     Health(bool),
     Link(bool),
     Shutdown,
@@ -63,39 +52,33 @@ fn config() -> impl Strategy<Value = (InstanceConfig, i16, bool)> {
         prop_oneof![Just(0i16), -100i16..0],
         any::<bool>(),
     )
-        .prop_map(
-            |(v3, priority, interval, preempt, delay, unicast, weight, refresh)| {
-                let mut cfg = InstanceConfig::new(
-                    "fuzz",
-                    IF,
-                    Vrid::new(51).expect("vrid"),
-                    addr(0),
-                    vec![VirtualIp {
-                        addr: IpAddr::V4(Ipv4Addr::new(10, 200, 0, 200)),
-                        prefix_len: 24,
-                    }],
-                );
-                cfg.version = if v3 { Version::V3 } else { Version::V2 };
-                cfg.priority = Priority(priority);
-                cfg.advert_interval_cs = if v3 {
-                    interval * 10
-                } else {
-                    interval.min(5) * 100
-                };
-                cfg.preempt = preempt;
-                cfg.preempt_delay = Duration::from_secs(delay);
-                if !v3 {
-                    cfg.auth = Authentication::SimpleText(AuthPass::new(b"k0s").expect("pass"));
-                }
-                if unicast {
-                    cfg.unicast_peers = vec![addr(1), addr(2), addr(3)];
-                }
-                if refresh {
-                    cfg.announce.refresh_every = Some(Duration::from_millis(700));
-                }
-                (cfg, weight, unicast)
-            },
-        )
+        .prop_map(|(v3, priority, interval, preempt, delay, unicast, weight, refresh)| {
+            let mut cfg = InstanceConfig::new(
+                "fuzz",
+                IF,
+                Vrid::new(51).expect("vrid"),
+                addr(0),
+                vec![VirtualIp {
+                    addr: IpAddr::V4(Ipv4Addr::new(10, 200, 0, 200)),
+                    prefix_len: 24,
+                }],
+            );
+            cfg.version = if v3 { Version::V3 } else { Version::V2 };
+            cfg.priority = Priority(priority);
+            cfg.advert_interval_cs = if v3 { interval * 10 } else { interval.min(5) * 100 };
+            cfg.preempt = preempt;
+            cfg.preempt_delay = Duration::from_secs(delay);
+            if !v3 {
+                cfg.auth = Authentication::SimpleText(AuthPass::new(b"k0s").expect("pass"));
+            }
+            if unicast {
+                cfg.unicast_peers = vec![addr(1), addr(2), addr(3)];
+            }
+            if refresh {
+                cfg.announce.refresh_every = Some(Duration::from_millis(700));
+            }
+            (cfg, weight, unicast)
+        })
 }
 
 proptest! {

@@ -36,41 +36,33 @@ fn v4_case() -> impl Strategy<Value = Case> {
         1u16..=4095,
         1u16..=255,
         proptest::option::of(proptest::collection::vec(1u8..=255, 0..=8)),
-        prop_oneof![
-            Just(V3Ipv4Checksum::Rfc9568),
-            Just(V3Ipv4Checksum::PseudoHeader)
-        ],
+        prop_oneof![Just(V3Ipv4Checksum::Rfc9568), Just(V3Ipv4Checksum::PseudoHeader)],
         any::<u16>(),
     )
-        .prop_map(
-            |(version, vrid, prio, addrs, src, peer, cs, secs, pass, form, ident)| {
-                let (interval_cs, auth) = match version {
-                    Version::V2 => (
-                        secs * 100,
-                        pass.map_or(Authentication::None, |p| {
-                            Authentication::SimpleText(AuthPass::new(&p).expect("at most 8 bytes"))
-                        }),
-                    ),
-                    Version::V3 => (cs, Authentication::None),
-                };
-                let dst = peer.map_or(IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18)), IpAddr::V4);
-                Case {
-                    advert: Advertisement {
-                        version,
-                        vrid: Vrid::new(vrid).expect("non-zero"),
-                        priority: Priority(prio),
-                        interval_cs,
-                        auth,
-                        addresses: VirtualAddresses::V4(addrs),
-                    },
-                    ip: IpParams {
-                        identification: ident,
-                        ..IpParams::new(IpAddr::V4(src), dst)
-                    },
-                    form,
-                }
-            },
-        )
+        .prop_map(|(version, vrid, prio, addrs, src, peer, cs, secs, pass, form, ident)| {
+            let (interval_cs, auth) = match version {
+                Version::V2 => (
+                    secs * 100,
+                    pass.map_or(Authentication::None, |p| {
+                        Authentication::SimpleText(AuthPass::new(&p).expect("at most 8 bytes"))
+                    }),
+                ),
+                Version::V3 => (cs, Authentication::None),
+            };
+            let dst = peer.map_or(IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18)), IpAddr::V4);
+            Case {
+                advert: Advertisement {
+                    version,
+                    vrid: Vrid::new(vrid).expect("non-zero"),
+                    priority: Priority(prio),
+                    interval_cs,
+                    auth,
+                    addresses: VirtualAddresses::V4(addrs),
+                },
+                ip: IpParams { identification: ident, ..IpParams::new(IpAddr::V4(src), dst) },
+                form,
+            }
+        })
 }
 
 fn v6_case() -> impl Strategy<Value = Case> {

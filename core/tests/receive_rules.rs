@@ -25,11 +25,7 @@ fn v2() -> Advertisement {
 }
 
 fn v3() -> Advertisement {
-    Advertisement {
-        version: Version::V3,
-        auth: Authentication::None,
-        ..v2()
-    }
+    Advertisement { version: Version::V3, auth: Authentication::None, ..v2() }
 }
 
 fn v3_ipv6() -> (Advertisement, IpParams) {
@@ -38,20 +34,12 @@ fn v3_ipv6() -> (Advertisement, IpParams) {
         addresses: VirtualAddresses::V6(vec![ll, "fd00:200::200".parse().expect("addr")]),
         ..v3()
     };
-    let ip = IpParams::new(
-        "fe80::b".parse().expect("addr"),
-        "ff02::12".parse().expect("addr"),
-    );
+    let ip = IpParams::new("fe80::b".parse().expect("addr"), "ff02::12".parse().expect("addr"));
     (advert, ip)
 }
 
 fn packet(advert: &Advertisement) -> Vec<u8> {
-    encode_packet(
-        advert,
-        &IpParams::new(SRC4, GROUP4),
-        V3Ipv4Checksum::Rfc9568,
-    )
-    .expect("valid")
+    encode_packet(advert, &IpParams::new(SRC4, GROUP4), V3Ipv4Checksum::Rfc9568).expect("valid")
 }
 
 fn decode(bytes: &[u8]) -> Result<cplb_core::vrrp::Received, DecodeError> {
@@ -105,26 +93,14 @@ fn valid_templates_decode() {
 fn rfc9568_7_1_ttl_other_than_255_is_dropped() {
     let mut bytes = packet(&v3());
     patch_ipv4_header(&mut bytes, 8, 254);
-    assert_eq!(
-        decode(&bytes),
-        Err(DecodeError::TtlNot255 {
-            field: "TTL",
-            value: 254
-        })
-    );
+    assert_eq!(decode(&bytes), Err(DecodeError::TtlNot255 { field: "TTL", value: 254 }));
 }
 
 #[test]
 fn rfc9568_7_1_hop_limit_other_than_255_is_dropped() {
     let (a, ip) = v3_ipv6();
     let bytes = encode_packet(&a, &IpParams { ttl: 1, ..ip }, V3Ipv4Checksum::Rfc9568).expect("v6");
-    assert_eq!(
-        decode(&bytes),
-        Err(DecodeError::TtlNot255 {
-            field: "hop limit",
-            value: 1
-        })
-    );
+    assert_eq!(decode(&bytes), Err(DecodeError::TtlNot255 { field: "hop limit", value: 1 }));
 }
 
 #[test]
@@ -132,36 +108,18 @@ fn rfc9568_5_1_destination_must_be_the_group_or_a_configured_peer() {
     let peer = IpAddr::V4(Ipv4Addr::new(10, 200, 0, 12));
     let bytes =
         encode_packet(&v3(), &IpParams::new(SRC4, peer), V3Ipv4Checksum::Rfc9568).expect("ok");
-    assert_eq!(
-        decode(&bytes),
-        Err(DecodeError::BadDestination {
-            dst: peer,
-            group: GROUP4
-        })
-    );
-    let rules = ReceiveRules {
-        unicast_peers: vec![peer],
-        ..ReceiveRules::default()
-    };
+    assert_eq!(decode(&bytes), Err(DecodeError::BadDestination { dst: peer, group: GROUP4 }));
+    let rules = ReceiveRules { unicast_peers: vec![peer], ..ReceiveRules::default() };
     assert!(decode_packet(&bytes, &rules).is_ok());
     // The sender as the configured peer (the receiver's view) is accepted as well.
-    let rules = ReceiveRules {
-        unicast_peers: vec![SRC4],
-        ..ReceiveRules::default()
-    };
+    let rules = ReceiveRules { unicast_peers: vec![SRC4], ..ReceiveRules::default() };
     assert!(decode_packet(&bytes, &rules).is_ok());
     // Another multicast group is never VRRP, peers or not.
     let other = IpAddr::V4(Ipv4Addr::new(224, 0, 0, 5));
     let bytes =
         encode_packet(&v3(), &IpParams::new(SRC4, other), V3Ipv4Checksum::Rfc9568).expect("ok");
-    let rules = ReceiveRules {
-        unicast_peers: vec![SRC4, other],
-        ..ReceiveRules::default()
-    };
-    assert!(matches!(
-        decode_packet(&bytes, &rules),
-        Err(DecodeError::BadDestination { .. })
-    ));
+    let rules = ReceiveRules { unicast_peers: vec![SRC4, other], ..ReceiveRules::default() };
+    assert!(matches!(decode_packet(&bytes, &rules), Err(DecodeError::BadDestination { .. })));
 }
 
 #[test]
@@ -175,10 +133,7 @@ fn protocol_other_than_112_is_not_vrrp() {
 fn ipv4_header_checksum_is_verified() {
     let mut bytes = packet(&v3());
     bytes[11] ^= 0x01;
-    assert!(matches!(
-        decode(&bytes),
-        Err(DecodeError::BadIpHeaderChecksum { .. })
-    ));
+    assert!(matches!(decode(&bytes), Err(DecodeError::BadIpHeaderChecksum { .. })));
 }
 
 #[test]
@@ -269,10 +224,7 @@ fn truncated_packets_name_what_is_missing() {
     let bytes = packet(&v3());
     assert!(matches!(
         decode(&bytes[..10]),
-        Err(DecodeError::Truncated {
-            what: "IPv4 packet",
-            ..
-        })
+        Err(DecodeError::Truncated { what: "IPv4 packet", .. })
     ));
     assert!(matches!(decode(&[]), Err(DecodeError::Truncated { .. })));
     // An IPv4 total length beyond the captured bytes.
@@ -287,13 +239,7 @@ fn truncated_packets_name_what_is_missing() {
 fn rfc3768_7_1_checksum_is_verified() {
     let mut bytes = packet(&v2());
     bytes[27] ^= 0x80;
-    assert!(matches!(
-        decode(&bytes),
-        Err(DecodeError::BadChecksum {
-            form: ChecksumForm::V2,
-            ..
-        })
-    ));
+    assert!(matches!(decode(&bytes), Err(DecodeError::BadChecksum { form: ChecksumForm::V2, .. })));
 }
 
 #[test]
@@ -301,30 +247,18 @@ fn rfc9568_5_2_8_ipv4_checksum_forms_follow_the_policy() {
     let ip = IpParams::new(SRC4, GROUP4);
     let pseudo = encode_packet(&v3(), &ip, V3Ipv4Checksum::PseudoHeader).expect("ok");
     let plain = encode_packet(&v3(), &ip, V3Ipv4Checksum::Rfc9568).expect("ok");
-    assert_eq!(
-        decode(&pseudo).expect("both").checksum_form,
-        ChecksumForm::PseudoHeader
-    );
-    assert_eq!(
-        decode(&plain).expect("both").checksum_form,
-        ChecksumForm::Rfc9568
-    );
+    assert_eq!(decode(&pseudo).expect("both").checksum_form, ChecksumForm::PseudoHeader);
+    assert_eq!(decode(&plain).expect("both").checksum_form, ChecksumForm::Rfc9568);
     let only_rfc = ReceiveRules {
         checksum: ChecksumPolicy::Only(V3Ipv4Checksum::Rfc9568),
         ..Default::default()
     };
-    assert!(matches!(
-        decode_packet(&pseudo, &only_rfc),
-        Err(DecodeError::BadChecksum { .. })
-    ));
+    assert!(matches!(decode_packet(&pseudo, &only_rfc), Err(DecodeError::BadChecksum { .. })));
     let only_pseudo = ReceiveRules {
         checksum: ChecksumPolicy::Only(V3Ipv4Checksum::PseudoHeader),
         ..Default::default()
     };
-    assert!(matches!(
-        decode_packet(&plain, &only_pseudo),
-        Err(DecodeError::BadChecksum { .. })
-    ));
+    assert!(matches!(decode_packet(&plain, &only_pseudo), Err(DecodeError::BadChecksum { .. })));
 }
 
 #[test]
@@ -332,18 +266,12 @@ fn rfc9568_5_2_8_ipv6_checksum_covers_the_pseudo_header() {
     let (a, ip) = v3_ipv6();
     let bytes = encode_packet(&a, &ip, V3Ipv4Checksum::Rfc9568).expect("v6");
     // Same message, other source address: only the pseudo-header differs.
-    let other = IpParams {
-        src: "fe80::c".parse().expect("addr"),
-        ..ip
-    };
+    let other = IpParams { src: "fe80::c".parse().expect("addr"), ..ip };
     let mut moved = encode_packet(&a, &other, V3Ipv4Checksum::Rfc9568).expect("v6");
     moved[40..].copy_from_slice(&bytes[40..]);
     assert!(matches!(
         decode(&moved),
-        Err(DecodeError::BadChecksum {
-            form: ChecksumForm::Ipv6,
-            ..
-        })
+        Err(DecodeError::BadChecksum { form: ChecksumForm::Ipv6, .. })
     ));
 }
 
@@ -377,10 +305,7 @@ fn rfc3768_7_1_unknown_auth_type_is_dropped() {
 
 #[test]
 fn rfc3768_5_3_10_auth_data_is_ignored_with_auth_type_none() {
-    let none = Advertisement {
-        auth: Authentication::None,
-        ..v2()
-    };
+    let none = Advertisement { auth: Authentication::None, ..v2() };
     let mut bytes = packet(&none);
     patch_message(&mut bytes, 12, b'x'); // junk in the (unused) auth data
     assert_eq!(decode(&bytes).expect("decodes").advertisement, none);
@@ -397,14 +322,8 @@ fn erratum_8300_first_ipv6_address_must_be_link_local() {
     bytes[64..80].copy_from_slice(&first);
     // Swapping 16-byte words leaves the one's-complement sum unchanged.
     let swapped: Ipv6Addr = "fd00:200::200".parse().expect("addr");
-    assert_eq!(
-        decode(&bytes),
-        Err(DecodeError::FirstAddressNotLinkLocal(swapped))
-    );
-    let bad = Advertisement {
-        addresses: VirtualAddresses::V6(vec![swapped]),
-        ..a
-    };
+    assert_eq!(decode(&bytes), Err(DecodeError::FirstAddressNotLinkLocal(swapped)));
+    let bad = Advertisement { addresses: VirtualAddresses::V6(vec![swapped]), ..a };
     assert_eq!(
         encode_packet(&bad, &ip, V3Ipv4Checksum::Rfc9568),
         Err(EncodeError::FirstAddressNotLinkLocal(swapped))
@@ -414,43 +333,25 @@ fn erratum_8300_first_ipv6_address_must_be_link_local() {
 #[test]
 fn encoder_refuses_what_the_wire_cannot_carry() {
     let ip = IpParams::new(SRC4, GROUP4);
-    let odd = Advertisement {
-        interval_cs: 150,
-        ..v2()
-    };
+    let odd = Advertisement { interval_cs: 150, ..v2() };
     assert_eq!(
         encode_packet(&odd, &ip, V3Ipv4Checksum::Rfc9568),
         Err(EncodeError::V2Interval(150))
     );
-    let long = Advertisement {
-        interval_cs: 4096,
-        ..v3()
-    };
+    let long = Advertisement { interval_cs: 4096, ..v3() };
     assert_eq!(
         encode_packet(&long, &ip, V3Ipv4Checksum::Rfc9568),
         Err(EncodeError::IntervalOutOfRange(4096))
     );
-    let auth_v3 = Advertisement {
-        version: Version::V3,
-        ..v2()
-    };
-    assert_eq!(
-        encode_packet(&auth_v3, &ip, V3Ipv4Checksum::Rfc9568),
-        Err(EncodeError::AuthOnV3)
-    );
-    let empty = Advertisement {
-        addresses: VirtualAddresses::V4(vec![]),
-        ..v3()
-    };
+    let auth_v3 = Advertisement { version: Version::V3, ..v2() };
+    assert_eq!(encode_packet(&auth_v3, &ip, V3Ipv4Checksum::Rfc9568), Err(EncodeError::AuthOnV3));
+    let empty = Advertisement { addresses: VirtualAddresses::V4(vec![]), ..v3() };
     assert_eq!(
         encode_packet(&empty, &ip, V3Ipv4Checksum::Rfc9568),
         Err(EncodeError::AddressCount(0))
     );
     let (a6, ip6) = v3_ipv6();
-    let v2_on_v6 = Advertisement {
-        version: Version::V2,
-        ..a6.clone()
-    };
+    let v2_on_v6 = Advertisement { version: Version::V2, ..a6.clone() };
     assert_eq!(
         encode_packet(&v2_on_v6, &ip6, V3Ipv4Checksum::Rfc9568),
         Err(EncodeError::V2OverIpv6)
@@ -464,13 +365,7 @@ fn encoder_refuses_what_the_wire_cannot_carry() {
 #[test]
 fn priority_zero_and_owner_decode_as_sent() {
     for p in [Priority::RESIGN, Priority::OWNER, Priority::DEFAULT] {
-        let a = Advertisement {
-            priority: p,
-            ..v2()
-        };
-        assert_eq!(
-            decode(&packet(&a)).expect("decodes").advertisement.priority,
-            p
-        );
+        let a = Advertisement { priority: p, ..v2() };
+        assert_eq!(decode(&packet(&a)).expect("decodes").advertisement.priority, p);
     }
 }

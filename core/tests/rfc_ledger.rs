@@ -21,12 +21,7 @@ fn the_rfc_ledger_names_only_tests_that_exist() {
         .flat_map(|cell| cell.split('`').skip(1).step_by(2))
         .collect();
     assert!(named.len() >= 40, "the ledger lists {} tests", named.len());
-    let missing: Vec<&&str> = named
-        .iter()
-        .filter(|n| !sources.contains(&format!("fn {n}(")))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "named in docs/rfc-ledger.md but not defined: {missing:?}"
-    );
+    let missing: Vec<&&str> =
+        named.iter().filter(|n| !sources.contains(&format!("fn {n}("))).collect();
+    assert!(missing.is_empty(), "named in docs/rfc-ledger.md but not defined: {missing:?}");
 }

@@ -29,8 +29,7 @@ fn advert_bytes(cfg: &InstanceConfig, change: impl FnOnce(&mut Advertisement)) -
         addresses: VirtualAddresses::V4(vec![Ipv4Addr::new(10, 200, 0, 200)]),
     };
     change(&mut a);
-    a.encode(cfg.primary_address, group(), V3Ipv4Checksum::Rfc9568)
-        .expect("encodes")
+    a.encode(cfg.primary_address, group(), V3Ipv4Checksum::Rfc9568).expect("encodes")
 }
 
 fn group() -> IpAddr {
@@ -64,19 +63,13 @@ fn rfc9568_6_1_skew_time_v3_is_exact_to_the_nanosecond() {
 
 #[test]
 fn rfc9568_6_1_v3_10cs_priority_100_takes_over_360_9375_ms_after_last_advert() {
-    let mut lan = Lan::new(vec![
-        vec![v3_instance(0, 200, 10)],
-        vec![v3_instance(1, 100, 10)],
-    ]);
+    let mut lan = Lan::new(vec![vec![v3_instance(0, 200, 10)], vec![v3_instance(1, 100, 10)]]);
     lan.drive_for(secs_f(2.0));
     assert_eq!(lan.masters(), vec![0]);
     lan.power_off(0);
     lan.drive_for(secs_f(1.0));
     let became = lan.entered(1, State::Master).expect("took over");
-    assert_eq!(
-        became - last_heard_before(&lan, 1, became),
-        Duration::from_nanos(360_937_500)
-    );
+    assert_eq!(became - last_heard_before(&lan, 1, became), Duration::from_nanos(360_937_500));
 }
 
 #[test]
@@ -87,10 +80,7 @@ fn rfc3768_6_1_skew_time_is_in_seconds_whatever_the_interval() {
     cfg.advert_interval_cs = 300;
     let lan = Lan::new(vec![vec![cfg]]);
     let id = lan.nodes[0].instances[0];
-    assert_eq!(
-        lan.nodes[0].router.master_down_interval(id),
-        Some(secs_f(9.609375))
-    );
+    assert_eq!(lan.nodes[0].router.master_down_interval(id), Some(secs_f(9.609375)));
 }
 
 #[test]
@@ -101,20 +91,10 @@ fn rfc3768_k0s_defaults_backup_takes_over_3_21875_s_after_the_last_advert() {
     lan.power_off(master);
     lan.drive_for(secs_f(5.0));
     for i in (0..3).filter(|&i| i != master) {
-        let became = lan
-            .entered(i, State::Master)
-            .expect("each backup's timer fired");
-        assert_eq!(
-            became - last_heard_before(&lan, i, became),
-            secs_f(3.21875),
-            "node {i}"
-        );
+        let became = lan.entered(i, State::Master).expect("each backup's timer fired");
+        assert_eq!(became - last_heard_before(&lan, i, became), secs_f(3.21875), "node {i}");
     }
-    assert_eq!(
-        lan.masters().len(),
-        1,
-        "the equal-priority contention resolved"
-    );
+    assert_eq!(lan.masters().len(), 1, "the equal-priority contention resolved");
 }
 
 #[test]
@@ -127,10 +107,7 @@ fn rfc3768_k0s_defaults_priority_zero_takeover_after_0_21875_s() {
     lan.drive_for(secs_f(2.0));
     let new = lan.masters();
     assert_eq!(new.len(), 1);
-    assert_eq!(
-        lan.entered(new[0], State::Master).expect("master") - stop_at,
-        secs_f(0.21875)
-    );
+    assert_eq!(lan.entered(new[0], State::Master).expect("master") - stop_at, secs_f(0.21875));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -144,11 +121,7 @@ fn rfc9568_6_4_1_owner_goes_straight_to_master() {
     assert_eq!(lan.transcript(0), ["Master"]);
     assert!(lan.nodes[0].held.contains(&VIP));
     assert_eq!(lan.wire.len(), 1, "an advert at once");
-    assert_eq!(
-        lan.nodes[0].announces.len(),
-        5,
-        "and the announcement burst"
-    );
+    assert_eq!(lan.nodes[0].announces.len(), 5, "and the announcement burst");
 }
 
 #[test]
@@ -158,10 +131,7 @@ fn rfc9568_6_4_1_non_owner_starts_as_backup_for_one_master_down_interval() {
     lan.drive_for(secs_f(3.2));
     assert_eq!(lan.state(0), State::Backup);
     lan.drive_for(secs_f(0.02));
-    assert_eq!(
-        lan.entered(0, State::Master),
-        Some(Instant::ZERO + secs_f(3.21875))
-    );
+    assert_eq!(lan.entered(0, State::Master), Some(Instant::ZERO + secs_f(3.21875)));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -169,21 +139,14 @@ fn rfc9568_6_4_1_non_owner_starts_as_backup_for_one_master_down_interval() {
 
 #[test]
 fn rfc9568_6_4_2_backup_takes_over_when_the_master_down_timer_fires() {
-    let mut lan = Lan::new(vec![
-        vec![v3_instance(0, 200, 100)],
-        vec![v3_instance(1, 100, 100)],
-    ]);
+    let mut lan = Lan::new(vec![vec![v3_instance(0, 200, 100)], vec![v3_instance(1, 100, 100)]]);
     lan.drive_for(secs_f(5.0));
     lan.power_off(0);
     lan.drive_for(secs_f(5.0));
     assert_eq!(lan.transcript(1), ["Backup", "Master"]);
     assert!(lan.nodes[1].held.contains(&VIP));
     let cause = lan.nodes[1].events.iter().find_map(|(_, e)| match e {
-        Event::StateChanged {
-            to: State::Master,
-            cause,
-            ..
-        } => Some(*cause),
+        Event::StateChanged { to: State::Master, cause, .. } => Some(*cause),
         _ => None,
     });
     assert_eq!(cause, Some(Cause::MasterDown));
@@ -191,19 +154,13 @@ fn rfc9568_6_4_2_backup_takes_over_when_the_master_down_timer_fires() {
 
 #[test]
 fn rfc9568_6_4_2_priority_zero_makes_the_backup_wait_only_skew_time() {
-    let mut lan = Lan::new(vec![
-        vec![v3_instance(0, 200, 100)],
-        vec![v3_instance(1, 100, 100)],
-    ]);
+    let mut lan = Lan::new(vec![vec![v3_instance(0, 200, 100)], vec![v3_instance(1, 100, 100)]]);
     lan.drive_for(secs_f(5.0));
     let t = lan.now;
     lan.shutdown(0);
     lan.drive_for(secs_f(2.0));
     // (256 - 100) × 100 cs / 256 = 0.609375 s
-    assert_eq!(
-        lan.entered(1, State::Master).expect("took over") - t,
-        secs_f(0.609375)
-    );
+    assert_eq!(lan.entered(1, State::Master).expect("took over") - t, secs_f(0.609375));
 }
 
 #[test]
@@ -222,19 +179,13 @@ fn rfc9568_6_4_2_backup_accepts_an_equal_or_higher_priority_master() {
 fn rfc9568_6_4_2_backup_adopts_the_masters_interval() {
     // The backup is configured for 100 cs but the master sends every 50 cs: the backup
     // takes over 3 × 50 cs + skew after the master's last advert, not 3 × 100 cs.
-    let mut lan = Lan::new(vec![
-        vec![v3_instance(0, 200, 50)],
-        vec![v3_instance(1, 100, 100)],
-    ]);
+    let mut lan = Lan::new(vec![vec![v3_instance(0, 200, 50)], vec![v3_instance(1, 100, 100)]]);
     lan.drive_for(secs_f(5.0));
     lan.power_off(0);
     lan.drive_for(secs_f(5.0));
     let became = lan.entered(1, State::Master).expect("took over");
     // skew = (256-100) × 50 / 256 cs = 30.46875 cs
-    assert_eq!(
-        became - last_heard_before(&lan, 1, became),
-        secs_f(1.5 + 0.3046875)
-    );
+    assert_eq!(became - last_heard_before(&lan, 1, became), secs_f(1.5 + 0.3046875));
 }
 
 #[test]
@@ -247,10 +198,7 @@ fn rfc9568_6_4_2_higher_priority_backup_preempts_a_lower_master() {
     lan.drive_for(secs_f(10.0));
     assert_eq!(lan.masters(), vec![1]);
     // The lower master's adverts are ignored, so the start-up down timer runs out.
-    assert_eq!(
-        lan.entered(1, State::Master).expect("preempted") - joined,
-        secs_f(3.21875)
-    );
+    assert_eq!(lan.entered(1, State::Master).expect("preempted") - joined, secs_f(3.21875));
     assert_eq!(lan.transcript(0), ["Backup", "Master", "Backup"]);
 }
 
@@ -272,9 +220,7 @@ fn rfc9568_6_4_2_no_preempt_keeps_a_lower_priority_master() {
 fn rfc9568_6_4_2_backup_shutdown_goes_to_initialize() {
     let mut lan = Lan::k0s(2);
     lan.drive_for(secs_f(10.0));
-    let backup = (0..2)
-        .find(|&i| lan.state(i) == State::Backup)
-        .expect("a backup");
+    let backup = (0..2).find(|&i| lan.state(i) == State::Backup).expect("a backup");
     let sent = lan.wire.len();
     lan.shutdown(backup);
     assert_eq!(lan.state(backup), State::Initialize);
@@ -297,20 +243,11 @@ fn rfc9568_6_4_3_master_advertises_every_interval() {
 
 #[test]
 fn rfc9568_6_4_3_master_answers_priority_zero_at_once() {
-    let mut lan = Lan::new(vec![
-        vec![v3_instance(0, 200, 100)],
-        vec![v3_instance(1, 100, 100)],
-    ]);
+    let mut lan = Lan::new(vec![vec![v3_instance(0, 200, 100)], vec![v3_instance(1, 100, 100)]]);
     lan.drive_for(secs_f(5.5));
     let cfg = v3_instance(1, 100, 100);
     let before = lan.wire.len();
-    lan.inject(
-        0,
-        addr(1),
-        group(),
-        255,
-        &advert_bytes(&cfg, |a| a.priority = Priority::RESIGN),
-    );
+    lan.inject(0, addr(1), group(), 255, &advert_bytes(&cfg, |a| a.priority = Priority::RESIGN));
     assert_eq!(lan.wire.len(), before + 1, "an advert went out at once");
     assert_eq!(lan.state(0), State::Master);
 }
@@ -335,10 +272,7 @@ fn rfc9568_6_4_3_equal_priority_tie_break_on_the_higher_primary_address() {
     assert_eq!(lan.masters(), vec![2]);
     assert_eq!(lan.transcript(0), ["Backup", "Master", "Backup"]);
     assert_eq!(lan.transcript(2), ["Backup", "Master"]);
-    assert_eq!(
-        lan.nodes.iter().filter(|n| n.held.contains(&VIP)).count(),
-        1
-    );
+    assert_eq!(lan.nodes.iter().filter(|n| n.held.contains(&VIP)).count(), 1);
 }
 
 #[test]
@@ -376,11 +310,7 @@ fn drop_test(inject: impl FnOnce(&mut Lan), reason: &str) {
     assert_eq!(stats.dropped(reason), 1, "{reason}: {:?}", stats.dropped);
     assert_eq!(stats.adverts_received, 0);
     assert_eq!(lan.transcript(0), ["Backup"]);
-    assert_eq!(
-        lan.nodes[0].router.poll_timeout(),
-        deadline,
-        "the down timer was not touched"
-    );
+    assert_eq!(lan.nodes[0].router.poll_timeout(), deadline, "the down timer was not touched");
 }
 
 #[test]
@@ -399,10 +329,7 @@ fn rfc3768_7_1_version_mismatch_is_dropped() {
         a.version = cplb_core::vrrp::Version::V3;
         a.auth = Authentication::None;
     });
-    drop_test(
-        |lan| lan.inject(0, addr(1), group(), 255, &bytes),
-        "version_mismatch",
-    );
+    drop_test(|lan| lan.inject(0, addr(1), group(), 255, &bytes), "version_mismatch");
 }
 
 #[test]
@@ -411,30 +338,16 @@ fn rfc3768_7_1_auth_mismatch_is_dropped_and_counted() {
     let bytes = advert_bytes(&cfg, |a| {
         a.auth = Authentication::SimpleText(AuthPass::new(b"wrong").expect("pass"))
     });
-    drop_test(
-        |lan| lan.inject(0, addr(1), group(), 255, &bytes),
-        "auth_failure",
-    );
+    drop_test(|lan| lan.inject(0, addr(1), group(), 255, &bytes), "auth_failure");
     let bytes = advert_bytes(&cfg, |a| a.auth = Authentication::None);
-    drop_test(
-        |lan| lan.inject(0, addr(1), group(), 255, &bytes),
-        "auth_type_mismatch",
-    );
+    drop_test(|lan| lan.inject(0, addr(1), group(), 255, &bytes), "auth_type_mismatch");
 }
 
 #[test]
 fn rfc3768_7_1_interval_mismatch_is_dropped_and_counted() {
     let cfg = k0s_instance(1);
     drop_test(
-        |lan| {
-            lan.inject(
-                0,
-                addr(1),
-                group(),
-                255,
-                &advert_bytes(&cfg, |a| a.interval_cs = 200),
-            )
-        },
+        |lan| lan.inject(0, addr(1), group(), 255, &advert_bytes(&cfg, |a| a.interval_cs = 200)),
         "interval_mismatch",
     );
 }
@@ -444,20 +357,14 @@ fn rfc9568_7_1_bad_checksum_is_dropped_and_counted() {
     let cfg = k0s_instance(1);
     let mut bytes = advert_bytes(&cfg, |_| {});
     bytes[7] ^= 1;
-    drop_test(
-        |lan| lan.inject(0, addr(1), group(), 255, &bytes),
-        "bad_checksum",
-    );
+    drop_test(|lan| lan.inject(0, addr(1), group(), 255, &bytes), "bad_checksum");
 }
 
 #[test]
 fn rfc9568_7_1_zero_address_count_is_dropped() {
     let mut bytes = advert_bytes(&k0s_instance(1), |_| {});
     bytes[3] = 0;
-    drop_test(
-        |lan| lan.inject(0, addr(1), group(), 255, &bytes),
-        "zero_address_count",
-    );
+    drop_test(|lan| lan.inject(0, addr(1), group(), 255, &bytes), "zero_address_count");
 }
 
 #[test]
@@ -465,13 +372,7 @@ fn rfc9568_7_1_unconfigured_vrid_is_dropped_and_counted() {
     let mut lan = Lan::k0s(1);
     let bytes = advert_bytes(&k0s_instance(1), |a| a.vrid = Vrid::new(52).expect("vrid"));
     lan.inject(0, addr(1), group(), 255, &bytes);
-    assert_eq!(
-        lan.nodes[0]
-            .router
-            .unrouted_stats()
-            .dropped("vrid_not_configured"),
-        1
-    );
+    assert_eq!(lan.nodes[0].router.unrouted_stats().dropped("vrid_not_configured"), 1);
     assert_eq!(lan.transcript(0), ["Backup"]);
 }
 
@@ -482,16 +383,9 @@ fn address_list_mismatch_is_counted_not_dropped() {
         a.addresses = VirtualAddresses::V4(vec![Ipv4Addr::new(10, 200, 0, 201)])
     });
     lan.inject(0, addr(1), group(), 255, &bytes);
-    let stats = lan.nodes[0]
-        .router
-        .stats(lan.nodes[0].instances[0])
-        .expect("stats");
+    let stats = lan.nodes[0].router.stats(lan.nodes[0].instances[0]).expect("stats");
     assert_eq!(
-        (
-            stats.address_list_mismatch,
-            stats.adverts_received,
-            stats.dropped_total()
-        ),
+        (stats.address_list_mismatch, stats.adverts_received, stats.dropped_total()),
         (1, 1, 0)
     );
 }
@@ -537,10 +431,7 @@ fn preempt_delay_defers_preemption_by_the_delay() {
     assert_eq!(lan.masters(), vec![1]);
     let took = lan.entered(1, State::Master).expect("preempted") - joined;
     // The delay, then the down interval after the last accepted advert.
-    assert!(
-        took > secs_f(10.0) && took <= secs_f(10.0 + 3.21875 + 1.0),
-        "{took:?}"
-    );
+    assert!(took > secs_f(10.0) && took <= secs_f(10.0 + 3.21875 + 1.0), "{took:?}");
 }
 
 #[test]
@@ -549,12 +440,7 @@ fn becoming_master_announces_a_burst_and_a_second_burst_5_s_later() {
     lan.drive_for(secs_f(20.0));
     let t0 = lan.entered(0, State::Master).expect("master");
     let at = tally(lan.nodes[0].announces.iter().map(|(t, _)| *t - t0));
-    assert_eq!(
-        at,
-        [(Duration::ZERO, 5), (secs_f(5.0), 5)]
-            .into_iter()
-            .collect()
-    );
+    assert_eq!(at, [(Duration::ZERO, 5), (secs_f(5.0), 5)].into_iter().collect());
     assert!(lan.nodes[0].announces.iter().all(|(_, a)| a == &vec![VIP]));
 }
 
@@ -565,12 +451,8 @@ fn periodic_announcement_refresh_while_master() {
     let mut lan = Lan::new(vec![vec![cfg]]);
     lan.drive_for(secs_f(100.0));
     let t0 = lan.entered(0, State::Master).expect("master");
-    let refreshes: Vec<Duration> = lan.nodes[0]
-        .announces
-        .iter()
-        .map(|(t, _)| *t - t0)
-        .filter(|d| *d > secs_f(5.0))
-        .collect();
+    let refreshes: Vec<Duration> =
+        lan.nodes[0].announces.iter().map(|(t, _)| *t - t0).filter(|d| *d > secs_f(5.0)).collect();
     assert_eq!(refreshes, [secs_f(30.0), secs_f(60.0), secs_f(90.0)]);
 }
 
@@ -580,30 +462,12 @@ fn contention_winner_announces_again_and_later_than_the_loser() {
     lan.latency = Duration::from_micros(50);
     lan.drive_for(secs_f(4.0));
     assert_eq!(lan.masters(), vec![1]);
-    let loser_last = lan.nodes[0]
-        .announces
-        .iter()
-        .map(|(t, _)| *t)
-        .max()
-        .expect("loser announced");
-    let winner_after: Vec<Instant> = lan.nodes[1]
-        .announces
-        .iter()
-        .map(|(t, _)| *t)
-        .filter(|t| *t > loser_last)
-        .collect();
-    assert_eq!(
-        winner_after.len(),
-        10,
-        "a burst on winning and a follow-up burst"
-    );
+    let loser_last = lan.nodes[0].announces.iter().map(|(t, _)| *t).max().expect("loser announced");
+    let winner_after: Vec<Instant> =
+        lan.nodes[1].announces.iter().map(|(t, _)| *t).filter(|t| *t > loser_last).collect();
+    assert_eq!(winner_after.len(), 10, "a burst on winning and a follow-up burst");
     assert!(winner_after.iter().any(|t| *t - loser_last >= secs_f(0.1)));
-    assert!(
-        lan.nodes[1]
-            .events
-            .iter()
-            .any(|(_, e)| matches!(e, Event::ContentionWon { .. }))
-    );
+    assert!(lan.nodes[1].events.iter().any(|(_, e)| matches!(e, Event::ContentionWon { .. })));
 }
 
 #[test]
@@ -612,11 +476,7 @@ fn a_yielding_master_stops_its_pending_announcements() {
     lan.drive_for(secs_f(20.0));
     // Node 0 lost the start-up contention: its 5 s repeat burst must not have gone out.
     let t0 = lan.entered(0, State::Master).expect("was master");
-    assert!(
-        lan.nodes[0].announces.iter().all(|(t, _)| *t == t0),
-        "{:?}",
-        lan.nodes[0].announces
-    );
+    assert!(lan.nodes[0].announces.iter().all(|(t, _)| *t == t0), "{:?}", lan.nodes[0].announces);
 }
 
 #[test]
@@ -638,9 +498,7 @@ fn unicast_sends_to_each_peer_and_accepts_only_configured_peers() {
         c.unicast_peers = peers(2);
         c.priority = Priority::OWNER;
         r.add_instance(Instant::ZERO, c).expect("ok");
-        std::iter::from_fn(|| r.poll_transmit())
-            .map(|t| t.dst)
-            .collect()
+        std::iter::from_fn(|| r.poll_transmit()).map(|t| t.dst).collect()
     };
     assert_eq!(master_sent, peers(2));
     // A stranger's unicast advert is dropped; so is multicast in unicast mode.
@@ -649,17 +507,8 @@ fn unicast_sends_to_each_peer_and_accepts_only_configured_peers() {
     from_stranger.primary_address = stranger;
     let bytes = advert_bytes(&from_stranger, |a| a.priority = Priority(250));
     lan.inject(0, stranger, addr(0), 255, &bytes);
-    lan.inject(
-        0,
-        addr(1),
-        group(),
-        255,
-        &advert_bytes(&k0s_instance(1), |_| {}),
-    );
-    let stats = lan.nodes[0]
-        .router
-        .stats(lan.nodes[0].instances[0])
-        .expect("stats");
+    lan.inject(0, addr(1), group(), 255, &advert_bytes(&k0s_instance(1), |_| {}));
+    let stats = lan.nodes[0].router.stats(lan.nodes[0].instances[0]).expect("stats");
     assert_eq!(stats.dropped("unicast_peer_unknown"), 1);
     assert_eq!(stats.dropped("multicast_in_unicast_mode"), 1);
     assert_eq!(lan.masters(), vec![2]);
@@ -672,26 +521,20 @@ fn several_instances_on_one_node_are_independent() {
         c.name = "k0s-vip-1".into();
         c.vrid = Vrid::new(52).expect("vrid");
         c.priority = Priority(prio);
-        c.virtual_ips = vec![VirtualIp {
-            addr: IpAddr::V4(Ipv4Addr::new(10, 200, 0, 201)),
-            prefix_len: 24,
-        }];
+        c.virtual_ips =
+            vec![VirtualIp { addr: IpAddr::V4(Ipv4Addr::new(10, 200, 0, 201)), prefix_len: 24 }];
         c
     };
     let mut a0 = k0s_instance(0);
     a0.priority = Priority(250);
-    let mut lan = Lan::new(vec![
-        vec![a0, second(0, 100)],
-        vec![k0s_instance(1), second(1, 250)],
-    ]);
+    let mut lan = Lan::new(vec![vec![a0, second(0, 100)], vec![k0s_instance(1), second(1, 250)]]);
     lan.drive_for(secs_f(10.0));
     let vip2 = IpAddr::V4(Ipv4Addr::new(10, 200, 0, 201));
     assert!(lan.nodes[0].held.contains(&VIP) && !lan.nodes[0].held.contains(&vip2));
     assert!(lan.nodes[1].held.contains(&vip2) && !lan.nodes[1].held.contains(&VIP));
     // The same VRID twice on one interface and family is refused.
     let mut r = Router::new(Instant::ZERO);
-    r.add_instance(Instant::ZERO, k0s_instance(0))
-        .expect("first");
+    r.add_instance(Instant::ZERO, k0s_instance(0)).expect("first");
     assert!(r.add_instance(Instant::ZERO, k0s_instance(0)).is_err());
 }
 
@@ -704,21 +547,13 @@ fn tracked_lan(weight: i16, fall: u32) -> Lan {
     for i in 0..3 {
         let mut router = Router::new(Instant::ZERO);
         let tracker = router
-            .add_tracker(TrackerConfig {
-                rise: 1,
-                fall,
-                initially_up: true,
-            })
+            .add_tracker(TrackerConfig { rise: 1, fall, initially_up: true })
             .expect("tracker");
         let mut cfg = k0s_instance(i);
         cfg.tracking = vec![Track { tracker, weight }];
         lan.nodes[i].router = router;
-        lan.nodes[i].instances = vec![
-            lan.nodes[i]
-                .router
-                .add_instance(Instant::ZERO, cfg)
-                .expect("ok"),
-        ];
+        lan.nodes[i].instances =
+            vec![lan.nodes[i].router.add_instance(Instant::ZERO, cfg).expect("ok")];
         lan.nodes[i].powered = true;
         lan.settle(i);
     }
@@ -810,23 +645,14 @@ fn k0s_power_off_transcript() {
     let mut lines = Vec::new();
     for (i, node) in lan.nodes.iter().enumerate() {
         for (t, e) in &node.events {
-            if let Event::StateChanged {
-                from, to, cause, ..
-            } = e
-            {
+            if let Event::StateChanged { from, to, cause, .. } = e {
                 lines.push((*t, format!("{t} node{i} {from} -> {to} ({cause:?})")));
             }
         }
     }
     lines.sort();
-    let holders: Vec<usize> = (0..3)
-        .filter(|&i| lan.nodes[i].held.contains(&VIP))
-        .collect();
-    let text = lines
-        .into_iter()
-        .map(|(_, l)| l)
-        .collect::<Vec<_>>()
-        .join("\n");
+    let holders: Vec<usize> = (0..3).filter(|&i| lan.nodes[i].held.contains(&VIP)).collect();
+    let text = lines.into_iter().map(|(_, l)| l).collect::<Vec<_>>().join("\n");
     insta::assert_snapshot!(format!("{text}\nVIP held by {holders:?}"));
 }
 
@@ -849,15 +675,9 @@ fn a_yielding_master_notifies_so_the_winner_re_announces() {
     lan.cut.clear();
     lan.drive_for(secs_f(3.0));
     assert_eq!(lan.masters(), vec![2]);
-    let after: Vec<_> = lan.nodes[2].announces[before..]
-        .iter()
-        .filter(|(t, _)| *t >= healed)
-        .collect();
-    assert_eq!(
-        after.len(),
-        10,
-        "the winner re-announced: a burst and the follow-up burst"
-    );
+    let after: Vec<_> =
+        lan.nodes[2].announces[before..].iter().filter(|(t, _)| *t >= healed).collect();
+    assert_eq!(after.len(), 10, "the winner re-announced: a burst and the follow-up burst");
     assert!(
         lan.nodes[2]
             .events

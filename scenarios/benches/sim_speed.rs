@@ -19,11 +19,8 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (rounds, turmoil_secs) = if quick { (2, 60) } else { (20, 600) };
 
-    let mut scenario = parse(
-        "seed-poweroff",
-        catalog::get("seed-poweroff").expect("catalog"),
-    )
-    .expect("parses");
+    let mut scenario =
+        parse("seed-poweroff", catalog::get("seed-poweroff").expect("catalog")).expect("parses");
     scenario.spec.duration = Duration::from_secs(3600);
     // Warm up, then measure.
     let _ = run(&scenario, 1);

@@ -60,10 +60,7 @@ fn plain_digits(text: &str) -> Result<String, HexError> {
         } else if c.is_ascii_hexdigit() {
             digits.push(c);
         } else if !(c.is_whitespace() || c == ':' || c == '-') {
-            return Err(HexError::BadDigit {
-                found: c,
-                position: i + 1,
-            });
+            return Err(HexError::BadDigit { found: c, position: i + 1 });
         }
     }
     Ok(digits)
@@ -122,26 +119,14 @@ mod tests {
 
     #[test]
     fn plain_hex_ignores_spaces_and_prefixes() {
-        assert_eq!(
-            parse("0x45 c0\n00-28").unwrap(),
-            vec![0x45, 0xc0, 0x00, 0x28]
-        );
+        assert_eq!(parse("0x45 c0\n00-28").unwrap(), vec![0x45, 0xc0, 0x00, 0x28]);
         assert_eq!(parse("0X4500").unwrap(), vec![0x45, 0x00]);
-        assert_eq!(
-            parse("# a comment: ff\n45 # more\n00").unwrap(),
-            vec![0x45, 0x00]
-        );
+        assert_eq!(parse("# a comment: ff\n45 # more\n00").unwrap(), vec![0x45, 0x00]);
     }
 
     #[test]
     fn bad_input_is_named() {
-        assert_eq!(
-            parse("45zz"),
-            Err(HexError::BadDigit {
-                found: 'z',
-                position: 3
-            })
-        );
+        assert_eq!(parse("45zz"), Err(HexError::BadDigit { found: 'z', position: 3 }));
         assert_eq!(parse("450"), Err(HexError::OddLength(3)));
         assert_eq!(parse("  \n"), Err(HexError::Empty));
     }

@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod catalog;
+pub mod fuzz;
 pub mod hex_input;
 pub mod packet;
 pub mod run;

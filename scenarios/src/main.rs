@@ -12,11 +12,7 @@ use cplb_core::vrrp::{ChecksumPolicy, ReceiveRules, V3Ipv4Checksum};
 use cplb_scenarios::packet::{self, DecodeOptions, EncodeOptions, Framing};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "cplb",
-    version,
-    about = "Control-plane load balancing: VRRP and virtual servers"
-)]
+#[command(name = "cplb", version, about = "Control-plane load balancing: VRRP and virtual servers")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,6 +37,37 @@ enum SimCommand {
     Run(SimRunArgs),
     /// List the catalog.
     List,
+    /// Generate random clusters and fault schedules, run them, shrink failures to the
+    /// smallest scenario that still fails and write it out.
+    Fuzz(SimFuzzArgs),
+}
+
+#[derive(Debug, Args)]
+struct SimFuzzArgs {
+    /// Cases to run.
+    #[arg(long, default_value_t = 1000)]
+    cases: u64,
+    /// Campaign seed (case i is generated from it and i).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Run every case twice and compare the traces (determinism self-check).
+    #[arg(long)]
+    check_determinism: bool,
+    /// Where failing scenarios are written.
+    #[arg(long, default_value = "fuzz-failures")]
+    out: std::path::PathBuf,
+    /// Generate exactly this many controllers (1 to 7 otherwise).
+    #[arg(long)]
+    controllers: Option<u8>,
+    /// Simulate exactly this many seconds per case (faults in the first 45 %).
+    #[arg(long)]
+    duration: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -132,11 +159,7 @@ struct EncodeArgs {
     #[arg(long, default_value_t = 100)]
     priority: u8,
     /// Advertisement interval in centiseconds (whole seconds × 100 for v2).
-    #[arg(
-        long = "advert-interval-cs",
-        visible_alias = "interval-cs",
-        default_value_t = 100
-    )]
+    #[arg(long = "advert-interval-cs", visible_alias = "interval-cs", default_value_t = 100)]
     advert_interval_cs: u16,
     /// v2 authentication: none or simple (default: simple when --auth-data is given).
     #[arg(long)]
@@ -145,12 +168,7 @@ struct EncodeArgs {
     #[arg(long, visible_alias = "auth-pass")]
     auth_data: Option<String>,
     /// A virtual address (repeatable, or comma separated); IPv6 starts with the link-local one.
-    #[arg(
-        long = "address",
-        visible_alias = "addresses",
-        value_delimiter = ',',
-        required = true
-    )]
+    #[arg(long = "address", visible_alias = "addresses", value_delimiter = ',', required = true)]
     addresses: Vec<IpAddr>,
     /// IP source: the primary IPv4 address, or the IPv6 link-local address.
     #[arg(long)]
@@ -206,11 +224,7 @@ fn main() -> ExitCode {
 fn emit(text: &str) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
-    if out
-        .write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .is_err()
-    {
+    if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
         std::process::exit(0);
     }
 }
@@ -229,14 +243,12 @@ fn run(cli: Cli) -> Result<String, String> {
                 let about = cplb_scenarios::scenario::parse(name, text)
                     .map(|s| s.description)
                     .unwrap_or_default();
-                format!(
-                    "{name:<28} {}",
-                    about.split(". ").next().unwrap_or_default()
-                )
+                format!("{name:<28} {}", about.split(". ").next().unwrap_or_default())
             })
             .collect::<Vec<_>>()
             .join("\n")),
         Command::Sim(SimCommand::Run(args)) => sim_run(args),
+        Command::Sim(SimCommand::Fuzz(args)) => sim_fuzz(args),
         Command::Packet(PacketCommand::Decode(args)) => decode(args),
         Command::Packet(PacketCommand::Encode(args)) => encode(args),
     }
@@ -270,11 +282,7 @@ fn sim_run(args: SimRunArgs) -> Result<String, String> {
         write("story.txt", story.clone())?;
         write("trace.txt", report.outcome.timeline.join("\n") + "\n")?;
     }
-    let out = if args.json {
-        json.to_string()
-    } else {
-        story.trim_end().to_owned()
-    };
+    let out = if args.json { json.to_string() } else { story.trim_end().to_owned() };
     if report.ok {
         Ok(out)
     } else {
@@ -289,12 +297,79 @@ fn sim_run(args: SimRunArgs) -> Result<String, String> {
     }
 }
 
+fn sim_fuzz(args: SimFuzzArgs) -> Result<String, String> {
+    use cplb_scenarios::fuzz;
+    if args.controllers.is_some_and(|c| !(1..=7).contains(&c)) {
+        return Err("--controllers takes 1 to 7".into());
+    }
+    if args.duration.is_some_and(|d| !(30..=86_400).contains(&d)) {
+        return Err("--duration takes 30 to 86400 seconds".into());
+    }
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+        .max(1);
+    let campaign = fuzz::Campaign {
+        cases: args.cases,
+        seed: args.seed,
+        jobs,
+        determinism: args.check_determinism,
+        out_dir: args.out.clone(),
+        shape: fuzz::Shape { controllers: args.controllers, duration_s: args.duration },
+        max_shrink: 500,
+    };
+    let bar = indicatif::ProgressBar::new(args.cases);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} cases, {per_sec}, eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let summary = fuzz::campaign(&campaign, &|_| bar.inc(1));
+    bar.finish_and_clear();
+    let out = if args.json {
+        serde_json::json!({
+            "cases": summary.cases,
+            "failures": summary.failures.len(),
+            "cases_per_sec": summary.cases_per_sec(),
+            "simulated_s": summary.simulated_s,
+            "seed": args.seed,
+            "failed_cases": summary.failures.iter().map(|f| serde_json::json!({
+                "case": f.case, "seed": f.seed, "path": f.path.display().to_string(), "reason": f.reason,
+            })).collect::<Vec<_>>(),
+        })
+        .to_string()
+    } else {
+        let mut s = format!(
+            "{} cases, {} failed, {:.1} simulated hours, {:.0} cases/s ({} threads, seed {})",
+            summary.cases,
+            summary.failures.len(),
+            summary.simulated_s / 3600.0,
+            summary.cases_per_sec(),
+            jobs,
+            args.seed
+        );
+        for f in &summary.failures {
+            s.push_str(&format!(
+                "\nFAILED case {} (scenario seed {}): {}\n  replay: cplb sim run {}",
+                f.case,
+                f.seed,
+                f.reason,
+                f.path.display()
+            ));
+        }
+        s
+    };
+    if summary.failures.is_empty() {
+        Ok(out)
+    } else {
+        emit(&format!("{out}\n"));
+        std::process::exit(1);
+    }
+}
+
 fn validate(args: ValidateArgs) -> Result<String, String> {
     let text = if args.file.as_os_str() == "-" {
         let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| format!("reading stdin: {e}"))?;
+        std::io::stdin().read_to_string(&mut text).map_err(|e| format!("reading stdin: {e}"))?;
         text
     } else {
         let bytes =
@@ -322,9 +397,7 @@ fn validate(args: ValidateArgs) -> Result<String, String> {
 fn decode(args: DecodeArgs) -> Result<String, String> {
     let text = if args.hex == "-" {
         let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| format!("reading stdin: {e}"))?;
+        std::io::stdin().read_to_string(&mut text).map_err(|e| format!("reading stdin: {e}"))?;
         text
     } else {
         args.hex

@@ -131,13 +131,7 @@ fn decode_ip(
     let (received, ok): (Received, bool) =
         with_checksum_override(message, opts, |m| vrrp::decode_received(header, m, rules))?;
     let checksum = checksum_field(message);
-    Ok(report(
-        &received.advertisement,
-        received.checksum_form,
-        Some(header),
-        ok,
-        checksum,
-    ))
+    Ok(report(&received.advertisement, received.checksum_form, Some(header), ok, checksum))
 }
 
 fn decode_payload(
@@ -150,16 +144,9 @@ fn decode_payload(
         (Some(src), Some(dst)) => {
             let ((advert, form), ok) =
                 with_checksum_override(bytes, opts, |m| Advertisement::decode(m, src, dst, rules))?;
-            let header = IpHeader {
-                src,
-                dst,
-                ttl: vrrp::TTL,
-            };
+            let header = IpHeader { src, dst, ttl: vrrp::TTL };
             // The TTL of a bare payload is unknown.
-            Ok(DecodeReport {
-                ttl: None,
-                ..report(&advert, form, Some(header), ok, checksum)
-            })
+            Ok(DecodeReport { ttl: None, ..report(&advert, form, Some(header), ok, checksum) })
         }
         (None, None) => {
             let ((advert, form), ok) =
@@ -227,9 +214,7 @@ fn report(
 }
 
 fn checksum_field(message: &[u8]) -> u16 {
-    message
-        .get(6..8)
-        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+    message.get(6..8).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
 }
 
 /// Options of `cplb packet encode`.
@@ -271,18 +256,14 @@ pub fn encode(opts: &EncodeOptions) -> Result<String, PacketError> {
         2 => Version::V2,
         3 => Version::V3,
         v => {
-            return Err(PacketError::Usage(format!(
-                "--version {v}: VRRP versions are 2 and 3"
-            )));
+            return Err(PacketError::Usage(format!("--version {v}: VRRP versions are 2 and 3")));
         }
     };
     let vrid = Vrid::new(opts.vrid).ok_or(EncodeError::ZeroVrid)?;
     let auth = match (opts.auth_type.as_deref(), opts.auth_data.as_deref()) {
         (None | Some("none"), None) => Authentication::None,
         (Some("none"), Some(_)) => {
-            return Err(PacketError::Usage(
-                "--auth-data needs --auth-type simple".into(),
-            ));
+            return Err(PacketError::Usage("--auth-data needs --auth-type simple".into()));
         }
         (None | Some("simple"), Some(pass)) => {
             Authentication::SimpleText(AuthPass::new(pass.as_bytes()).ok_or_else(|| {
@@ -293,9 +274,7 @@ pub fn encode(opts: &EncodeOptions) -> Result<String, PacketError> {
             })?)
         }
         (Some("simple"), None) => {
-            return Err(PacketError::Usage(
-                "--auth-type simple needs --auth-data".into(),
-            ));
+            return Err(PacketError::Usage("--auth-type simple needs --auth-data".into()));
         }
         (Some(other), _) => {
             return Err(PacketError::Usage(format!(

@@ -50,18 +50,9 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
         sim.run_until(Instant::ZERO + t);
     }
     let outcome = sim.run();
-    let verdicts: Vec<Verdict> = scenario
-        .expect
-        .iter()
-        .map(|e| verdict(e, &outcome))
-        .collect();
+    let verdicts: Vec<Verdict> = scenario.expect.iter().map(|e| verdict(e, &outcome)).collect();
     let ok = outcome.violations.is_empty() && verdicts.iter().all(|v| v.ok);
-    RunReport {
-        outcome,
-        verdicts,
-        ok,
-        description: scenario.description.clone(),
-    }
+    RunReport { outcome, verdicts, ok, description: scenario.description.clone() }
 }
 
 fn secs(d: Duration) -> String {
@@ -81,25 +72,16 @@ fn verdict(e: &Expectation, o: &Outcome) -> Verdict {
                     f.fault_at_s.is_some() && o.served.get(f.instance).copied().unwrap_or(false)
                 })
                 .collect();
-            let worst = relevant
-                .iter()
-                .map(|f| f.failover_s.unwrap_or(f64::INFINITY))
-                .fold(0.0, f64::max);
+            let worst =
+                relevant.iter().map(|f| f.failover_s.unwrap_or(f64::INFINITY)).fold(0.0, f64::max);
             let detail = if relevant.is_empty() {
                 "no failover happened".to_owned()
             } else if worst.is_infinite() {
                 "the VIP never answered on a new master".to_owned()
             } else {
-                format!(
-                    "worst failover {worst:.3}s over {} failover(s)",
-                    relevant.len()
-                )
+                format!("worst failover {worst:.3}s over {} failover(s)", relevant.len())
             };
-            v(
-                format!("max_failover {}", secs(*max)),
-                worst <= max.as_secs_f64(),
-                detail,
-            )
+            v(format!("max_failover {}", secs(*max)), worst <= max.as_secs_f64(), detail)
         }
         Expectation::MaxClientOutage(max) => {
             let t = o.client_totals();
@@ -109,6 +91,22 @@ fn verdict(e: &Expectation, o: &Outcome) -> Verdict {
                 format!("longest outage {}", secs(t.longest_outage)),
             )
         }
+        Expectation::ClientsRecover => {
+            let since = o.last_fault_at.unwrap_or(Instant::ZERO);
+            let deadline = since + o.recovery_bound;
+            let late =
+                o.clients.iter().filter_map(|c| c.last_failure).filter(|t| *t > deadline).max();
+            let detail = match late {
+                Some(t) => format!(
+                    "a client still failed at {t}, after the last fault at {since} + bound {}",
+                    secs(o.recovery_bound)
+                ),
+                None => {
+                    format!("every client succeeds from {since} + {} on", secs(o.recovery_bound))
+                }
+            };
+            v("clients_recover".into(), late.is_none(), detail)
+        }
         Expectation::NoDualMaster => v(
             "no_dual_master".into(),
             o.dual_master_episodes == 0,
@@ -116,16 +114,11 @@ fn verdict(e: &Expectation, o: &Outcome) -> Verdict {
         ),
         Expectation::MasterAt { at, instance, host } => {
             // With partitions there may be a master per group: the host must be one of them.
-            let got = sample(*at)
-                .and_then(|s| s.masters.get(*instance).cloned())
-                .unwrap_or_default();
+            let got =
+                sample(*at).and_then(|s| s.masters.get(*instance).cloned()).unwrap_or_default();
             let names: Vec<String> = got.iter().map(|&h| name_of(h)).collect();
             let detail = format!("masters at {}: {names:?}", secs(*at));
-            v(
-                format!("master_at {} {}", secs(*at), name_of(*host)),
-                got.contains(host),
-                detail,
-            )
+            v(format!("master_at {} {}", secs(*at), name_of(*host)), got.contains(host), detail)
         }
         Expectation::FinalMaster { instance, host } => {
             let got = o.final_masters.get(*instance).cloned().unwrap_or_default();
@@ -143,11 +136,7 @@ fn verdict(e: &Expectation, o: &Outcome) -> Verdict {
                 format!("final masters {got:?}"),
             )
         }
-        Expectation::RealServersAt {
-            at,
-            instance,
-            hosts,
-        } => {
+        Expectation::RealServersAt { at, instance, hosts } => {
             let got = sample(*at)
                 .and_then(|s| s.real_servers.get(*instance).cloned())
                 .unwrap_or_default();
@@ -262,20 +251,11 @@ pub fn story(r: &RunReport) -> String {
         t.longest_outage.as_secs_f64()
     );
     for v in &r.verdicts {
-        let _ = writeln!(
-            s,
-            "expect {}: {} ({})",
-            v.name,
-            if v.ok { "ok" } else { "FAILED" },
-            v.detail
-        );
+        let _ =
+            writeln!(s, "expect {}: {} ({})", v.name, if v.ok { "ok" } else { "FAILED" }, v.detail);
     }
     for v in &o.violations {
-        let _ = writeln!(
-            s,
-            "INVARIANT {} violated at {}: {}",
-            v.invariant, v.at, v.detail
-        );
+        let _ = writeln!(s, "INVARIANT {} violated at {}: {}", v.invariant, v.at, v.detail);
         for line in &v.recent {
             let _ = writeln!(s, "    {line}");
         }

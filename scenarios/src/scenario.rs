@@ -33,22 +33,17 @@ pub enum Expectation {
     MaxClientOutage(Duration),
     /// Never two masters of an instance that can hear each other.
     NoDualMaster,
-    /// At a time, this host is the (only) master of the instance.
-    MasterAt {
-        at: Duration,
-        instance: usize,
-        host: usize,
-    },
+    /// At a time, this host is a master of the instance (one per partition).
+    MasterAt { at: Duration, instance: usize, host: usize },
     /// At the end, this host is the only master.
     FinalMaster { instance: usize, host: usize },
     /// At the end, this host is not master.
     FinalMasterNot { instance: usize, host: usize },
     /// At a time, the master's data plane lists exactly these API servers.
-    RealServersAt {
-        at: Duration,
-        instance: usize,
-        hosts: Vec<usize>,
-    },
+    RealServersAt { at: Duration, instance: usize, hosts: Vec<usize> },
+    /// After the last fault, every client's connections succeed again within the bound the
+    /// configuration implies (and keep succeeding).
+    ClientsRecover,
 }
 
 /// A scenario file that cannot be used: where and why.
@@ -65,22 +60,14 @@ pub struct ScenarioError {
 
 /// Parses a scenario file's text; `file` names it in errors.
 pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
-    let err = |line: usize, message: String| ScenarioError {
-        file: file.to_owned(),
-        line,
-        message,
-    };
+    let err = |line: usize, message: String| ScenarioError { file: file.to_owned(), line, message };
     let docs = yaml::parse(text)
         .map_err(|e| err(e.mark.line, format!("not valid YAML: {}", e.message)))?;
     let doc = docs
         .into_iter()
         .find(|d| d.root().is_some())
         .ok_or_else(|| err(1, "empty scenario".into()))?;
-    let mut p = Parser {
-        doc: &doc,
-        file,
-        hosts: Vec::new(),
-    };
+    let mut p = Parser { doc: &doc, file, hosts: Vec::new() };
     p.scenario()
 }
 
@@ -94,11 +81,7 @@ type Fields = Vec<(String, NodeId, NodeId)>;
 
 impl Parser<'_> {
     fn err(&self, id: NodeId, message: String) -> ScenarioError {
-        ScenarioError {
-            file: self.file.to_owned(),
-            line: self.doc.mark(id).line,
-            message,
-        }
+        ScenarioError { file: self.file.to_owned(), line: self.doc.mark(id).line, message }
     }
 
     /// A mapping's fields; unknown keys are errors.
@@ -117,16 +100,10 @@ impl Parser<'_> {
             if !known.contains(&key.as_str()) {
                 return Err(self.err(
                     k,
-                    format!(
-                        "unknown key {key:?} in {what}; expected one of: {}",
-                        known.join(", ")
-                    ),
+                    format!("unknown key {key:?} in {what}; expected one of: {}", known.join(", ")),
                 ));
             }
-            if out
-                .iter()
-                .any(|(seen, _, _): &(String, NodeId, NodeId)| *seen == key)
-            {
+            if out.iter().any(|(seen, _, _): &(String, NodeId, NodeId)| *seen == key) {
                 return Err(self.err(k, format!("duplicate key {key:?} in {what}")));
             }
             out.push((key, k, v));
@@ -190,23 +167,14 @@ impl Parser<'_> {
 
     fn host(&self, id: NodeId) -> Result<usize, ScenarioError> {
         let name = self.string(id, "a host")?;
-        self.hosts
-            .iter()
-            .position(|h| h.name == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
-                self.err(
-                    id,
-                    format!("unknown host {name:?}; hosts are {}", names.join(", ")),
-                )
-            })
+        self.hosts.iter().position(|h| h.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
+            self.err(id, format!("unknown host {name:?}; hosts are {}", names.join(", ")))
+        })
     }
 
     fn hosts_list(&self, id: NodeId) -> Result<Vec<usize>, ScenarioError> {
-        self.list(id, "a host list")?
-            .into_iter()
-            .map(|h| self.host(h))
-            .collect()
+        self.list(id, "a host list")?.into_iter().map(|h| self.host(h)).collect()
     }
 
     fn scenario(&mut self) -> Result<Scenario, ScenarioError> {
@@ -218,16 +186,15 @@ impl Parser<'_> {
             "seed",
             "hosts",
             "config",
+            "vrrp",
             "traffic",
             "faults",
             "expect",
         ];
         let f = self.fields(root, "the scenario", &known)?;
         let missing = |p: &Self, key: &str| p.err(root, format!("missing {key:?}"));
-        let name = self.string(
-            Self::get(&f, "name").ok_or_else(|| missing(self, "name"))?,
-            "name",
-        )?;
+        let name =
+            self.string(Self::get(&f, "name").ok_or_else(|| missing(self, "name"))?, "name")?;
         let description = Self::get(&f, "description")
             .map(|d| self.string(d, "description"))
             .transpose()?
@@ -242,7 +209,11 @@ impl Parser<'_> {
         };
         let hosts_id = Self::get(&f, "hosts").ok_or_else(|| missing(self, "hosts"))?;
         for h in self.list(hosts_id, "hosts")? {
-            let hf = self.fields(h, "a host", &["name", "role", "address", "up_at", "config"])?;
+            let hf = self.fields(
+                h,
+                "a host",
+                &["name", "role", "address", "up_at", "config", "priority", "preempt"],
+            )?;
             let field = |k: &str| {
                 Self::get(&hf, k).ok_or_else(|| self.err(h, format!("a host needs {k:?}")))
             };
@@ -264,16 +235,15 @@ impl Parser<'_> {
             };
             let addr_id = field("address")?;
             let text = self.string(addr_id, "address")?;
-            let (addr, prefix) = text
-                .split_once('/')
-                .map_or((text.as_str(), None), |(a, p)| (a, Some(p)));
+            let (addr, prefix) =
+                text.split_once('/').map_or((text.as_str(), None), |(a, p)| (a, Some(p)));
             let address: IpAddr = addr
                 .parse()
                 .map_err(|_| self.err(addr_id, format!("{text:?} is not an IP address")))?;
             let prefix_len = match prefix {
-                Some(p) => p
-                    .parse()
-                    .map_err(|_| self.err(addr_id, format!("bad prefix in {text:?}")))?,
+                Some(p) => {
+                    p.parse().map_err(|_| self.err(addr_id, format!("bad prefix in {text:?}")))?
+                }
                 None if address.is_ipv4() => 24,
                 None => 64,
             };
@@ -281,10 +251,21 @@ impl Parser<'_> {
                 .map(|t| self.duration(t, "up_at"))
                 .transpose()?
                 .unwrap_or_default();
-            let config = Self::get(&hf, "config")
-                .map(|c| self.config(c))
-                .transpose()?;
+            let config = Self::get(&hf, "config").map(|c| self.config(c)).transpose()?;
+            let priority = match Self::get(&hf, "priority") {
+                Some(p) => {
+                    let v = self.number(p, "priority")?;
+                    if !(1.0..=255.0).contains(&v) {
+                        return Err(self.err(p, "priority must be 1 to 255".into()));
+                    }
+                    Some(v as u8)
+                }
+                None => None,
+            };
+            let preempt =
+                Self::get(&hf, "preempt").map(|p| self.boolean(p, "preempt")).transpose()?;
             self.hosts.push(HostSpec {
+                vrrp: cplb_sim::HostVrrp { priority, preempt },
                 name,
                 role,
                 address,
@@ -311,20 +292,13 @@ impl Parser<'_> {
             Some(e) => self.expect(e)?,
             None => Vec::new(),
         };
-        let spec = SimSpec {
-            name,
-            duration,
-            hosts: self.hosts.clone(),
-            config,
-            traffic,
-            faults,
+        let vrrp = match Self::get(&f, "vrrp") {
+            Some(v) => self.vrrp(v)?,
+            None => cplb_sim::VrrpTuning::default(),
         };
-        Ok(Scenario {
-            spec,
-            description,
-            seed,
-            expect,
-        })
+        let spec =
+            SimSpec { vrrp, name, duration, hosts: self.hosts.clone(), config, traffic, faults };
+        Ok(Scenario { spec, description, seed, expect })
     }
 
     /// The embedded k0s.yaml / k0sctl.yaml / spec: fragment, read like `cplb validate`.
@@ -352,6 +326,41 @@ impl Parser<'_> {
         }
     }
 
+    fn boolean(&self, id: NodeId, what: &str) -> Result<bool, ScenarioError> {
+        match self.doc.scalar(id).map(|(s, _)| resolve(s)) {
+            Some(Plain::Bool(b)) => Ok(b),
+            _ => Err(self.err(id, format!("{what} must be true or false"))),
+        }
+    }
+
+    /// VRRP settings beyond k0s's configuration: `{version: 2|3, advert_interval: TIME}`.
+    fn vrrp(&self, id: NodeId) -> Result<cplb_sim::VrrpTuning, ScenarioError> {
+        let f = self.fields(id, "vrrp", &["version", "advert_interval"])?;
+        let v3 = match Self::get(&f, "version") {
+            Some(v) => match self.number(v, "version")? as u8 {
+                2 => false,
+                3 => true,
+                other => return Err(self.err(v, format!("VRRP version {other}: 2 or 3"))),
+            },
+            None => false,
+        };
+        let advert_interval_cs = match Self::get(&f, "advert_interval") {
+            Some(a) => {
+                let d = self.duration(a, "advert_interval")?;
+                let cs = d.as_millis() / 10;
+                if !(1..=4095).contains(&cs) || d.as_millis() % 10 != 0 {
+                    return Err(self.err(
+                        a,
+                        "advert_interval must be whole centiseconds from 10ms to 40.95s".into(),
+                    ));
+                }
+                Some(cs as u16)
+            }
+            None => None,
+        };
+        Ok(cplb_sim::VrrpTuning { v3, advert_interval_cs })
+    }
+
     fn traffic(&self, id: NodeId) -> Result<Vec<TrafficSpec>, ScenarioError> {
         let mut out = Vec::new();
         for t in self.list(id, "traffic")? {
@@ -364,10 +373,8 @@ impl Parser<'_> {
                 None => 10.0,
             };
             if !(rate > 0.0 && rate <= 10_000.0) {
-                return Err(self.err(
-                    t,
-                    format!("rate {rate} must be in (0, 10000] connections per second"),
-                ));
+                return Err(self
+                    .err(t, format!("rate {rate} must be in (0, 10000] connections per second")));
             }
             let vip = match Self::get(&tf, "vip") {
                 Some(v) => Some(
@@ -381,12 +388,7 @@ impl Parser<'_> {
                 .map(|s| self.duration(s, "start"))
                 .transpose()?
                 .unwrap_or_default();
-            out.push(TrafficSpec {
-                from,
-                rate,
-                vip,
-                start,
-            });
+            out.push(TrafficSpec { from, rate, vip, start });
         }
         Ok(out)
     }
@@ -420,13 +422,8 @@ impl Parser<'_> {
         let given: Vec<&(String, NodeId, NodeId)> =
             f.iter().filter(|(k, _, _)| k != "at").collect();
         let [(kind, _, v)] = given.as_slice() else {
-            return Err(self.err(
-                id,
-                format!(
-                    "a fault has \"at\" and exactly one of: {}",
-                    kinds.join(", ")
-                ),
-            ));
+            return Err(self
+                .err(id, format!("a fault has \"at\" and exactly one of: {}", kinds.join(", "))));
         };
         let v = *v;
         let fault = match kind.as_str() {
@@ -454,10 +451,7 @@ impl Parser<'_> {
                     .ok_or_else(|| self.err(v, "cut needs \"from\"".into()))?;
                 let to =
                     Self::get(&cf, "to").ok_or_else(|| self.err(v, "cut needs \"to\"".into()))?;
-                Fault::Cut {
-                    from: self.host(from)?,
-                    to: self.host(to)?,
-                }
+                Fault::Cut { from: self.host(from)?, to: self.host(to)? }
             }
             "heal" => Fault::Heal,
             "loss" => Fault::Loss(self.ratio(v, "loss")?),
@@ -503,6 +497,7 @@ impl Parser<'_> {
             "final_master",
             "final_master_not",
             "real_servers_at",
+            "clients_recover",
         ];
         let f = self.fields(id, "expect", &known)?;
         let mut out = Vec::new();
@@ -513,6 +508,8 @@ impl Parser<'_> {
                 "max_client_outage" => {
                     out.push(Expectation::MaxClientOutage(self.duration(v, key)?))
                 }
+                "clients_recover" if self.boolean(v, key)? => out.push(Expectation::ClientsRecover),
+                "clients_recover" => {}
                 "no_dual_master" => {
                     if matches!(
                         self.doc.scalar(v).map(|(s, _)| resolve(s)),
@@ -570,9 +567,7 @@ impl Parser<'_> {
     }
 
     fn one_or_many(&self, id: NodeId) -> Vec<NodeId> {
-        self.doc
-            .items(id)
-            .map_or_else(|| vec![id], <[NodeId]>::to_vec)
+        self.doc.items(id).map_or_else(|| vec![id], <[NodeId]>::to_vec)
     }
 
     fn req_time(&self, f: &Fields, at: NodeId) -> Result<Duration, ScenarioError> {

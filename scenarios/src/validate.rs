@@ -25,16 +25,8 @@ pub fn validate(text: &str, single: bool, json: bool) -> Outcome {
                     return failure(vec![format!("error: writing the configuration: {e}")], &[]);
                 }
             };
-            let stdout = if json {
-                format!("{value:#}")
-            } else {
-                to_yaml(&value)
-            };
-            Outcome {
-                stdout,
-                stderr: lines(&loaded.warnings),
-                exit_code: 0,
-            }
+            let stdout = if json { format!("{value:#}") } else { to_yaml(&value) };
+            Outcome { stdout, stderr: lines(&loaded.warnings), exit_code: 0 }
         }
         Err(rejected) => failure(lines(&rejected.errors), &rejected.warnings),
     }
@@ -43,11 +35,7 @@ pub fn validate(text: &str, single: bool, json: bool) -> Outcome {
 fn failure(errors: Vec<String>, warnings: &[Diagnostic]) -> Outcome {
     let mut stderr = lines(warnings);
     stderr.extend(errors);
-    Outcome {
-        stdout: String::new(),
-        stderr,
-        exit_code: 2,
-    }
+    Outcome { stdout: String::new(), stderr, exit_code: 2 }
 }
 
 fn lines(diags: &[Diagnostic]) -> Vec<String> {

@@ -10,15 +10,8 @@ fn encode(args: &[&str]) -> String {
     let mut all = vec!["packet", "encode"];
     all.extend_from_slice(args);
     let out = cplb(&all, None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
 }
 
 /// Runs a decode that must fail: exit 2, nothing on stdout, one line on stderr.
@@ -29,11 +22,7 @@ fn decode_error(args: &[&str]) -> String {
     assert_eq!(out.status.code(), Some(2), "cplb {all:?}");
     assert!(out.stdout.is_empty(), "stdout must be empty on error");
     let stderr = String::from_utf8(out.stderr).expect("utf-8");
-    assert_eq!(
-        stderr.lines().count(),
-        1,
-        "one line on stderr, got {stderr:?}"
-    );
+    assert_eq!(stderr.lines().count(), 1, "one line on stderr, got {stderr:?}");
     assert!(stderr.starts_with("error: "), "{stderr}");
     stderr
 }
@@ -55,10 +44,7 @@ fn decode_prints_every_contract_field() {
 #[test]
 fn decode_reads_stdin_and_0x_prefixes() {
     let with_prefix = format!("0x{}", KEEPALIVED_ADVERT.replace(' ', ""));
-    assert_eq!(
-        decode_json(&["-"], Some(&with_prefix)),
-        decode_json(&[KEEPALIVED_ADVERT], None)
-    );
+    assert_eq!(decode_json(&["-"], Some(&with_prefix)), decode_json(&[KEEPALIVED_ADVERT], None));
 }
 
 #[test]
@@ -85,21 +71,10 @@ fn errors_exit_2_with_one_line_naming_the_rule() {
     assert!(decode_error(&["zz"]).contains("not a hex digit"));
     assert!(decode_error(&["--no-such-flag", "00"]).contains("--no-such-flag"));
     // Unicast without a configured peer.
-    let unicast = encode(&[
-        "--vrid",
-        "1",
-        "--address",
-        "10.0.0.1",
-        "--src",
-        "10.0.0.2",
-        "--dst",
-        "10.0.0.3",
-    ]);
+    let unicast =
+        encode(&["--vrid", "1", "--address", "10.0.0.1", "--src", "10.0.0.2", "--dst", "10.0.0.3"]);
     assert!(decode_error(&[&unicast]).contains("bad_destination"));
-    assert_eq!(
-        decode_json(&["--peer", "10.0.0.3", &unicast], None)["dst"],
-        "10.0.0.3"
-    );
+    assert_eq!(decode_json(&["--peer", "10.0.0.3", &unicast], None)["dst"], "10.0.0.3");
 }
 
 #[test]
@@ -165,29 +140,10 @@ fn encode_then_decode_round_trips_through_the_cli() {
 
 #[test]
 fn payload_mode_decodes_the_bare_message() {
-    let args = [
-        "--version",
-        "3",
-        "--vrid",
-        "4",
-        "--address",
-        "fe80::1",
-        "--src",
-        "fe80::2",
-        "--payload",
-    ];
+    let args =
+        ["--version", "3", "--vrid", "4", "--address", "fe80::1", "--src", "fe80::2", "--payload"];
     let payload = encode(&args);
-    let j = decode_json(
-        &[
-            "--payload",
-            "--src",
-            "fe80::2",
-            "--dst",
-            "ff02::12",
-            &payload,
-        ],
-        None,
-    );
+    let j = decode_json(&["--payload", "--src", "fe80::2", "--dst", "ff02::12", &payload], None);
     assert_eq!(j["checksum_form"], "ipv6");
     assert_eq!(j["ip_version"], 6);
     assert!(j["ttl"].is_null());
@@ -206,10 +162,7 @@ fn payload_mode_decodes_the_bare_message() {
         "--payload",
     ]);
     let j = decode_json(&["--payload", &v2], None);
-    assert_eq!(
-        (j["version"].as_u64(), j["checksum_form"].as_str()),
-        (Some(2), Some("v2"))
-    );
+    assert_eq!((j["version"].as_u64(), j["checksum_form"].as_str()), (Some(2), Some("v2")));
 }
 
 #[test]
@@ -234,32 +187,18 @@ fn encode_refuses_bad_requests_with_exit_2() {
         all.extend(args.split_whitespace());
         let out = cplb(&all, None);
         assert_eq!(out.status.code(), Some(2), "{args}");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stderr).lines().count(),
-            1,
-            "{args}"
-        );
+        assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1, "{args}");
         assert!(out.stdout.is_empty(), "{args}");
     }
 }
 
 #[test]
 fn non_link_local_first_ipv6_address_is_refused_unless_allowed() {
-    let args = [
-        "--vrid",
-        "5",
-        "--address",
-        "fe80::1,fd00:200::1",
-        "--src",
-        "fe80::2",
-    ];
+    let args = ["--vrid", "5", "--address", "fe80::1,fd00:200::1", "--src", "fe80::2"];
     let hex = encode(&args);
     // Swap the two addresses: the one's-complement sum is unchanged, the order is not.
     let swapped = format!("{}{}{}", &hex[..96], &hex[128..160], &hex[96..128]);
     assert!(decode_error(&[&swapped]).contains("first_address_not_link_local"));
     let j = decode_json(&["--allow-global-first-ipv6", &swapped], None);
-    assert_eq!(
-        j["addresses"],
-        serde_json::json!(["fd00:200::1", "fe80::1"])
-    );
+    assert_eq!(j["addresses"], serde_json::json!(["fd00:200::1", "fe80::1"]));
 }

@@ -23,52 +23,29 @@ fn unknown_keys_are_errors_with_file_and_line() {
     let text = format!("{MINIMAL}expect:\n  final_mastr: a\n");
     let e = parse("bad.yaml", &text).expect_err("refused");
     assert_eq!(e.line, 14);
-    let e = parse(
-        "bad.yaml",
-        &MINIMAL.replace("duration: 10s", "duration: 10s\nseeed: 3"),
-    )
-    .expect_err("refused");
+    let e = parse("bad.yaml", &MINIMAL.replace("duration: 10s", "duration: 10s\nseeed: 3"))
+        .expect_err("refused");
     assert_eq!(e.line, 3);
 }
 
 #[test]
 fn bad_references_and_values_are_named() {
-    let e = parse(
-        "x",
-        &format!("{MINIMAL}faults:\n  - {{at: 1s, poweroff: nobody}}\n"),
-    )
-    .expect_err("refused");
+    let e = parse("x", &format!("{MINIMAL}faults:\n  - {{at: 1s, poweroff: nobody}}\n"))
+        .expect_err("refused");
     assert!(e.message.contains("unknown host \"nobody\""), "{e}");
-    let e = parse(
-        "x",
-        &format!("{MINIMAL}faults:\n  - {{at: 1s, loss: 1.5}}\n"),
-    )
-    .expect_err("refused");
+    let e =
+        parse("x", &format!("{MINIMAL}faults:\n  - {{at: 1s, loss: 1.5}}\n")).expect_err("refused");
     assert!(e.message.contains("between 0 and 1"), "{e}");
-    let e = parse(
-        "x",
-        &MINIMAL.replace("authPass: x", "authPass: toolongpass"),
-    )
-    .expect_err("refused");
-    assert!(
-        e.message.contains("config:") && e.message.contains("authPass"),
-        "{e}"
-    );
-    assert_eq!(
-        e.line, 12,
-        "the line inside the embedded config, counted in the scenario file"
-    );
+    let e =
+        parse("x", &MINIMAL.replace("authPass: x", "authPass: toolongpass")).expect_err("refused");
+    assert!(e.message.contains("config:") && e.message.contains("authPass"), "{e}");
+    assert_eq!(e.line, 12, "the line inside the embedded config, counted in the scenario file");
 }
 
 #[test]
 fn sim_run_cli_contract() {
     let out = cplb(&["sim", "run", "graceful-stop", "--json"], None);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     for key in [
         "scenario",
@@ -107,18 +84,9 @@ fn sim_run_exit_codes() {
     std::fs::create_dir_all(&dir).expect("dir");
     let bad = dir.join("bad.yaml");
     std::fs::write(&bad, "name: x\n").expect("write");
-    assert_eq!(
-        cplb(&["sim", "run", bad.to_str().expect("path")], None)
-            .status
-            .code(),
-        Some(2)
-    );
+    assert_eq!(cplb(&["sim", "run", bad.to_str().expect("path")], None).status.code(), Some(2));
     let failing = dir.join("failing.yaml");
-    std::fs::write(
-        &failing,
-        format!("{MINIMAL}expect:\n  final_master_not: a\n"),
-    )
-    .expect("write");
+    std::fs::write(&failing, format!("{MINIMAL}expect:\n  final_master_not: a\n")).expect("write");
     let out = cplb(
         &[
             "sim",
@@ -131,12 +99,7 @@ fn sim_run_exit_codes() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(dir.join("out/report.json").exists() && dir.join("out/story.txt").exists());
-    assert_eq!(
-        cplb(&["sim", "run", "no-such-scenario"], None)
-            .status
-            .code(),
-        Some(2)
-    );
+    assert_eq!(cplb(&["sim", "run", "no-such-scenario"], None).status.code(), Some(2));
     let list = cplb(&["sim", "list"], None);
     assert!(String::from_utf8_lossy(&list.stdout).lines().count() >= 13);
     std::fs::remove_dir_all(&dir).ok();
@@ -147,14 +110,8 @@ fn the_story_shows_the_seed_documents_views() {
     let out = cplb(&["sim", "run", "seed-poweroff"], None);
     assert_eq!(out.status.code(), Some(0));
     let story = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        story.contains("inet 192.168.122.200/24 scope global secondary eth0"),
-        "{story}"
-    );
-    assert!(
-        story.contains("TCP  192.168.122.200:6443 rr persistent 360"),
-        "{story}"
-    );
+    assert!(story.contains("inet 192.168.122.200/24 scope global secondary eth0"), "{story}");
+    assert!(story.contains("TCP  192.168.122.200:6443 rr persistent 360"), "{story}");
     assert!(story.contains("FAULT poweroff controller-0"));
 }
 
@@ -166,16 +123,8 @@ fn invariants_catch_a_real_dual_master() {
     let s = parse("misconfigured", text).expect("valid file");
     let r = cplb_scenarios::run::run(&s, 1);
     assert!(!r.ok);
-    let kinds: Vec<&str> = r
-        .outcome
-        .violations
-        .iter()
-        .map(|v| v.invariant.as_str())
-        .collect();
+    let kinds: Vec<&str> = r.outcome.violations.iter().map(|v| v.invariant.as_str()).collect();
     assert!(kinds.contains(&"single_master"), "{kinds:?}");
     let first = &r.outcome.violations[0];
-    assert!(
-        !first.recent.is_empty(),
-        "the last events before the violation are reported"
-    );
+    assert!(!first.recent.is_empty(), "the last events before the violation are reported");
 }

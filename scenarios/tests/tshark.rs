@@ -29,10 +29,7 @@ fn pcap(packet: &[u8]) -> Vec<u8> {
 }
 
 fn tshark_available() -> bool {
-    let found = Command::new("tshark")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let found = Command::new("tshark").arg("--version").output().is_ok_and(|o| o.status.success());
     if !found {
         assert!(
             std::env::var("CPLB_REQUIRE_TOOLS").as_deref() != Ok("1"),
@@ -49,23 +46,12 @@ fn tshark_available() -> bool {
 
 /// Dissects one pcap; returns tshark's fields, tab separated.
 fn dissect(path: &std::path::Path, checksum_as_v2: bool) -> Vec<String> {
-    let pref = format!(
-        "vrrp.v3_checksum_as_in_v2:{}",
-        if checksum_as_v2 { "TRUE" } else { "FALSE" }
-    );
+    let pref =
+        format!("vrrp.v3_checksum_as_in_v2:{}", if checksum_as_v2 { "TRUE" } else { "FALSE" });
     let out = Command::new("tshark")
         .args(["-n", "-r"])
         .arg(path)
-        .args([
-            "-o",
-            &pref,
-            "-T",
-            "fields",
-            "-E",
-            "occurrence=a",
-            "-E",
-            "aggregator=,",
-        ])
+        .args(["-o", &pref, "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,"])
         .args([
             "-e",
             "vrrp.version",
@@ -89,11 +75,7 @@ fn dissect(path: &std::path::Path, checksum_as_v2: bool) -> Vec<String> {
         .args(["-e", "vrrp.auth_string", "-e", "vrrp.checksum.status"])
         .output()
         .expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout)
         .expect("utf-8")
         .trim_end_matches('\n')
@@ -111,9 +93,7 @@ fn tshark_agrees_with_every_hand_built_vector() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     for v in hand_built() {
         let bytes = v.ip_packet();
-        let path = dir
-            .join(v.path.file_stem().expect("stem"))
-            .with_extension("pcap");
+        let path = dir.join(v.path.file_stem().expect("stem")).with_extension("pcap");
         std::fs::write(&path, pcap(&bytes)).expect("write pcap");
         let e = &v.expect;
         let name = v.path.display().to_string();
@@ -128,11 +108,7 @@ fn tshark_agrees_with_every_hand_built_vector() {
             } else {
                 f[5].parse().expect("short_adver_int")
             };
-            assert_eq!(
-                Some(interval),
-                e["advert_interval_cs"].as_u64(),
-                "{name}: interval"
-            );
+            assert_eq!(Some(interval), e["advert_interval_cs"].as_u64(), "{name}: interval");
             let addrs: Vec<&str> = e["addresses"]
                 .as_array()
                 .expect("list")
@@ -141,11 +117,7 @@ fn tshark_agrees_with_every_hand_built_vector() {
                 .collect();
             let shown = if e["ip_version"] == 4 { &f[6] } else { &f[7] };
             assert_eq!(shown, &addrs.join(","), "{name}: addresses");
-            assert_eq!(
-                f[8],
-                e["auth_data"].as_str().unwrap_or_default(),
-                "{name}: auth"
-            );
+            assert_eq!(f[8], e["auth_data"].as_str().unwrap_or_default(), "{name}: auth");
             // 1 = good, 0 = bad in tshark's checksum status.
             let good = match e["checksum_form"].as_str() {
                 Some("rfc9568") => as_v2,

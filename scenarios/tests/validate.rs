@@ -16,25 +16,11 @@ fn config(name: &str) -> String {
 
 #[test]
 fn a_valid_file_prints_the_effective_configuration() {
-    for name in [
-        "seed-k0s.yaml",
-        "seed-k0sctl.yaml",
-        "seed-fragment.yaml",
-        "full.yaml",
-    ] {
+    for name in ["seed-k0s.yaml", "seed-k0sctl.yaml", "seed-fragment.yaml", "full.yaml"] {
         let out = cplb(&["validate", &config(name)], None);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stderr));
         let yaml = String::from_utf8(out.stdout).expect("utf-8");
-        let vrid = if name == "full.yaml" {
-            "virtualRouterID: 10"
-        } else {
-            "virtualRouterID: 51"
-        };
+        let vrid = if name == "full.yaml" { "virtualRouterID: 10" } else { "virtualRouterID: 51" };
         assert!(yaml.contains(vrid), "{name}: {yaml}");
         assert!(yaml.contains("userSpaceProxyBindPort:"), "{name}");
     }
@@ -60,18 +46,12 @@ fn json_output_has_every_default() {
 fn an_invalid_file_exits_2_with_one_error_per_line() {
     let text = std::fs::read_to_string(config("seed-k0s.yaml"))
         .expect("read")
-        .replace(
-            "authPass: Example",
-            "authPass: ExampleTooLong\n          virtualRouterID: 999",
-        );
+        .replace("authPass: Example", "authPass: ExampleTooLong\n          virtualRouterID: 999");
     let out = cplb(&["validate", "-"], Some(&text));
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8(out.stderr).expect("utf-8");
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(errors.len(), 2, "{stderr}");
     for e in errors {
         assert!(
@@ -84,19 +64,12 @@ fn an_invalid_file_exits_2_with_one_error_per_line() {
 
 #[test]
 fn single_refuses_cplb_and_warnings_keep_exit_0() {
-    let out = cplb(
-        &["validate", "--single", &config("seed-fragment.yaml")],
-        None,
-    );
+    let out = cplb(&["validate", "--single", &config("seed-fragment.yaml")], None);
     assert_eq!(out.status.code(), Some(2));
     let text = "spec:\n  network:\n    controlPlaneLoadBalancing:\n      enabled: yes\n      keepalived:\n        vrrpInstances:\n        - {virtualIPs: [\"10.0.0.1/24\"], authPass: x}\n";
     let out = cplb(&["validate", "-"], Some(text));
     assert_eq!(out.status.code(), Some(0));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .all(|l| l.starts_with("warning: "))
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).lines().all(|l| l.starts_with("warning: ")));
     assert!(!out.stderr.is_empty());
 }
 

@@ -39,10 +39,7 @@ fn keepalived_captures_decode_to_what_tcpdump_printed() {
     );
     for p in &packets {
         let (ip, tos, ident) = ip_of(&p.frame_hex);
-        let rules = ReceiveRules {
-            unicast_peers: vec![p.dst],
-            ..ReceiveRules::default()
-        };
+        let rules = ReceiveRules { unicast_peers: vec![p.dst], ..ReceiveRules::default() };
         let got = decode_packet(&ip, &rules).unwrap_or_else(|e| panic!("{}: {e}", p.origin));
         let a = &got.advertisement;
         assert_eq!(
@@ -55,12 +52,7 @@ fn keepalived_captures_decode_to_what_tcpdump_printed() {
         assert_eq!(a.vrid.get(), p.vrid, "{}", p.origin);
         assert_eq!(a.priority.0, p.priority, "{}", p.origin);
         assert_eq!(a.interval_cs, p.interval_cs, "{}", p.origin);
-        assert_eq!(
-            a.addresses.iter().collect::<Vec<IpAddr>>(),
-            p.addresses,
-            "{}",
-            p.origin
-        );
+        assert_eq!(a.addresses.iter().collect::<Vec<IpAddr>>(), p.addresses, "{}", p.origin);
         let auth = match &a.auth {
             Authentication::SimpleText(pass) => {
                 Some(String::from_utf8_lossy(pass.trimmed()).into_owned())
@@ -74,19 +66,8 @@ fn keepalived_captures_decode_to_what_tcpdump_printed() {
             ChecksumForm::PseudoHeader => V3Ipv4Checksum::PseudoHeader,
             _ => V3Ipv4Checksum::Rfc9568,
         };
-        let params = IpParams {
-            src: p.src,
-            dst: p.dst,
-            ttl: p.ttl,
-            tos,
-            identification: ident,
-        };
-        assert_eq!(
-            encode_packet(a, &params, form).expect("re-encode"),
-            ip,
-            "{}",
-            p.origin
-        );
+        let params = IpParams { src: p.src, dst: p.dst, ttl: p.ttl, tos, identification: ident };
+        assert_eq!(encode_packet(a, &params, form).expect("re-encode"), ip, "{}", p.origin);
     }
 }
 
@@ -100,12 +81,7 @@ fn keepalived_captures_decode_through_the_cli_also_as_ethernet_frames() {
         assert_eq!(from_ip, from_frame, "{}", p.origin);
         assert_eq!(from_ip["vrid"], p.vrid, "{}", p.origin);
         assert_eq!(from_ip["priority"], p.priority, "{}", p.origin);
-        assert_eq!(
-            from_ip["auth_data"].as_str().map(str::to_owned),
-            p.auth,
-            "{}",
-            p.origin
-        );
+        assert_eq!(from_ip["auth_data"].as_str().map(str::to_owned), p.auth, "{}", p.origin);
         assert_eq!(from_ip["checksum_ok"], true);
     }
 }
@@ -113,10 +89,7 @@ fn keepalived_captures_decode_through_the_cli_also_as_ethernet_frames() {
 #[test]
 fn hand_built_vectors_decode_to_their_stated_fields() {
     let vectors = hand_built();
-    assert!(
-        vectors.len() >= 4,
-        "v3 IPv4 (both forms) and v3 IPv6 vectors expected"
-    );
+    assert!(vectors.len() >= 4, "v3 IPv4 (both forms) and v3 IPv6 vectors expected");
     for v in &vectors {
         let mut args: Vec<&str> = v.args.iter().map(String::as_str).collect();
         args.push("-");
@@ -135,10 +108,7 @@ fn hand_built_vectors_re_encode_to_the_same_bytes() {
         let peers = v.args.iter().filter_map(|a| a.parse().ok()).collect();
         let got = decode_packet(
             &bytes,
-            &ReceiveRules {
-                unicast_peers: peers,
-                ..ReceiveRules::default()
-            },
+            &ReceiveRules { unicast_peers: peers, ..ReceiveRules::default() },
         )
         .unwrap_or_else(|e| panic!("{}: {e}", v.path.display()));
         let form = match got.checksum_form {
@@ -153,11 +123,6 @@ fn hand_built_vectors_re_encode_to_the_same_bytes() {
             ..IpParams::new(got.header.src, got.header.dst)
         };
         let again = encode_packet(&got.advertisement, &params, form).expect("re-encode");
-        assert_eq!(
-            hex::encode(again),
-            hex::encode(&bytes),
-            "{}",
-            v.path.display()
-        );
+        assert_eq!(hex::encode(again), hex::encode(&bytes), "{}", v.path.display());
     }
 }

@@ -29,37 +29,16 @@ const MAX_STEPS: u64 = 200_000_000;
 
 #[derive(Debug, Clone)]
 enum Frame {
-    Vrrp {
-        src: IpAddr,
-        dst: IpAddr,
-        payload: Vec<u8>,
-    },
-    Garp {
-        mac: u64,
-        ip: IpAddr,
-    },
+    Vrrp { src: IpAddr, dst: IpAddr, payload: Vec<u8> },
+    Garp { mac: u64, ip: IpAddr },
 }
 
 #[derive(Debug, Clone)]
 enum Ev {
-    Deliver {
-        to: usize,
-        frame: Frame,
-    },
-    Wake {
-        host: usize,
-        generation: u64,
-    },
-    ProbeResult {
-        host: usize,
-        incarnation: u64,
-        id: ProbeId,
-        server: SocketAddr,
-        ok: bool,
-    },
-    Connect {
-        traffic: usize,
-    },
+    Deliver { to: usize, frame: Frame },
+    Wake { host: usize, generation: u64 },
+    ProbeResult { host: usize, incarnation: u64, id: ProbeId, server: SocketAddr, ok: bool },
+    Connect { traffic: usize },
     Fault(usize),
     Boot(usize),
     End,
@@ -144,6 +123,10 @@ pub struct Sim {
     dual_master_episodes: u64,
     /// The switch's MAC table: MAC → the host (port) it was last seen from.
     switch: BTreeMap<u64, usize>,
+    /// Directors do not schedule frames from other directors (switchable to show the loop).
+    loop_guard: bool,
+    /// Per instance: since when the convergence predicate has been false.
+    unconverged_since: Vec<Option<Instant>>,
     /// Instances whose VIP answered a client at least once.
     served: Vec<bool>,
     /// Something the invariants look at changed since they were last evaluated.
@@ -166,12 +149,8 @@ impl Sim {
             .as_ref()
             .filter(|c| c.enabled)
             .and_then(|c| c.keepalived.clone());
-        let hosts: Vec<Host> = spec
-            .hosts
-            .iter()
-            .enumerate()
-            .map(|(i, h)| Host::new(h.clone(), i))
-            .collect();
+        let hosts: Vec<Host> =
+            spec.hosts.iter().enumerate().map(|(i, h)| Host::new(h.clone(), i)).collect();
         let mut instances: Vec<InstanceTrack> = Vec::new();
         let configs = std::iter::once(&spec.config)
             .chain(spec.hosts.iter().filter_map(|h| h.config.as_ref()));
@@ -190,11 +169,24 @@ impl Sim {
                 if vips.is_empty() || instances.iter().any(|t| t.vips.first() == vips.first()) {
                     continue;
                 }
-                let advert = Duration::from_secs(u64::from(i.advert_interval_seconds));
-                // v2 (IPv4): (256 - p) / 256 s; v3 (IPv6): that fraction of the interval.
-                let v3 = vips.first().is_some_and(IpAddr::is_ipv6);
+                // The slowest takeover any node could make: v2 skew (256 - p) / 256 s, v3 that
+                // fraction of the interval, p the lowest priority configured.
+                let v3 = spec.vrrp.v3 || vips.first().is_some_and(IpAddr::is_ipv6);
+                let cs = match spec.vrrp.advert_interval_cs {
+                    Some(cs) if v3 => u64::from(cs.clamp(1, 4095)),
+                    Some(cs) => u64::from((cs / 100).clamp(1, 255)) * 100,
+                    None => u64::from(i.advert_interval_seconds) * 100,
+                };
+                let advert = Duration::from_millis(cs * 10);
+                let lowest = spec
+                    .hosts
+                    .iter()
+                    .filter(|h| h.role == crate::spec::Role::Controller)
+                    .map(|h| h.vrrp.priority.unwrap_or(host::K0S_PRIORITY).max(1))
+                    .min()
+                    .unwrap_or(host::K0S_PRIORITY);
                 let unit = if v3 { advert } else { Duration::from_secs(1) };
-                let skew = unit * (256 - u32::from(host::K0S_PRIORITY)) / 256;
+                let skew = unit * (256 - u32::from(lowest)) / 256;
                 instances.push(InstanceTrack {
                     vips,
                     master_down: advert * 3 + skew,
@@ -204,15 +196,8 @@ impl Sim {
             }
         }
         let served = vec![false; instances.len()];
-        let clients = spec
-            .traffic
-            .iter()
-            .map(|_| ClientStats::default())
-            .collect();
-        let net = Net {
-            group: vec![0; hosts.len()],
-            ..Net::default()
-        };
+        let clients = spec.traffic.iter().map(|_| ClientStats::default()).collect();
+        let net = Net { group: vec![0; hosts.len()], ..Net::default() };
         let api_port = spec.config.spec.api.port;
         let last_scheduled_fault = spec.faults.iter().map(|f| Instant::ZERO + f.at).max();
         let mut sim = Self {
@@ -239,6 +224,8 @@ impl Sim {
             dual_master_episodes: 0,
             switch: BTreeMap::new(),
             served,
+            loop_guard: true,
+            unconverged_since: Vec::new(),
             dirty: true,
             converging: false,
             views_before: None,
@@ -262,22 +249,13 @@ impl Sim {
                 self.push(Instant::ZERO + up_at, Ev::Boot(i));
             }
         }
-        let faults: Vec<Instant> = self
-            .spec
-            .faults
-            .iter()
-            .map(|f| Instant::ZERO + f.at)
-            .collect();
+        let faults: Vec<Instant> = self.spec.faults.iter().map(|f| Instant::ZERO + f.at).collect();
         for (i, at) in faults.into_iter().enumerate() {
             self.push(at, Ev::Fault(i));
         }
         let sources = self.spec.traffic.len() as f64;
-        let starts: Vec<(f64, Duration)> = self
-            .spec
-            .traffic
-            .iter()
-            .map(|t| (t.rate, t.start))
-            .collect();
+        let starts: Vec<(f64, Duration)> =
+            self.spec.traffic.iter().map(|t| (t.rate, t.start)).collect();
         for (i, (rate, start)) in starts.into_iter().enumerate() {
             if rate > 0.0 {
                 // Spread the sources' first attempts over one period.
@@ -290,6 +268,12 @@ impl Sim {
         }
         let end = Instant::ZERO + self.spec.duration;
         self.push(end, Ev::End);
+    }
+
+    /// Turns the direct-routing loop guard off (see `cplb_core::lb::ServiceSpec`), to show
+    /// the loop k0s issue 5178 describes. On by default.
+    pub fn set_loop_guard(&mut self, on: bool) {
+        self.loop_guard = on;
     }
 
     /// Runs to the end and reports.
@@ -312,11 +296,7 @@ impl Sim {
 
     fn push(&mut self, at: Instant, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Reverse(Queued {
-            at,
-            seq: self.seq,
-            ev,
-        }));
+        self.queue.push(Reverse(Queued { at, seq: self.seq, ev }));
     }
 
     fn random(&mut self) -> f64 {
@@ -339,13 +319,7 @@ impl Sim {
                 }
                 self.pump(host);
             }
-            Ev::ProbeResult {
-                host,
-                incarnation,
-                id,
-                server,
-                ok,
-            } => {
+            Ev::ProbeResult { host, incarnation, id, server, ok } => {
                 let h = &mut self.hosts[host];
                 let local = h.clock.local(self.now);
                 let Some(d) = h.daemon.as_mut().filter(|d| d.incarnation == incarnation) else {
@@ -397,11 +371,8 @@ impl Sim {
         if !self.connected(from, to) {
             return;
         }
-        let copies = if self.net.duplicate > 0.0 && self.random() < self.net.duplicate {
-            2
-        } else {
-            1
-        };
+        let copies =
+            if self.net.duplicate > 0.0 && self.random() < self.net.duplicate { 2 } else { 1 };
         for _ in 0..copies {
             if self.net.loss > 0.0 && self.random() < self.net.loss {
                 continue;
@@ -410,13 +381,7 @@ impl Sim {
                 Some((min, max)) => min + (max - min).mul_f64(self.random()),
                 None => LATENCY,
             };
-            self.push(
-                self.now + latency,
-                Ev::Deliver {
-                    to,
-                    frame: frame.clone(),
-                },
-            );
+            self.push(self.now + latency, Ev::Deliver { to, frame: frame.clone() });
         }
     }
 
@@ -446,11 +411,7 @@ impl Sim {
                     let header = IpHeader { src, dst, ttl: 255 };
                     d.router.handle_packet(
                         local,
-                        Incoming {
-                            ifindex: ETH0,
-                            header,
-                            payload: &payload,
-                        },
+                        Incoming { ifindex: ETH0, header, payload: &payload },
                     );
                     self.pump(to);
                 }
@@ -482,7 +443,8 @@ impl Sim {
             .filter(|c| c.enabled)
             .and_then(|c| c.keepalived.clone());
         let api_port = config.spec.api.port;
-        let daemon = host::start_daemon(config, spec, &cluster, local, self.incarnations);
+        let daemon =
+            host::start_daemon(config, spec, self.spec.vrrp, &cluster, local, self.incarnations);
         let h = &mut self.hosts[i];
         h.daemon = daemon;
         h.keepalived = keepalived;
@@ -490,21 +452,13 @@ impl Sim {
         h.cluster = cluster;
         // A new daemon reconciles: addresses it does not own go (it starts as backup).
         let stale: Vec<IpAddr> = match h.daemon.as_ref() {
-            Some(d) => h
-                .vips_on_eth0
-                .iter()
-                .copied()
-                .filter(|v| !d.is_master_of(*v))
-                .collect(),
+            Some(d) => h.vips_on_eth0.iter().copied().filter(|v| !d.is_master_of(*v)).collect(),
             None => Vec::new(),
         };
         for v in stale {
             h.vips_on_eth0.remove(&v);
             let name = h.spec.name.clone();
-            self.trace.push(
-                self.now,
-                format!("{name} reconcile: removed stale {v} from eth0"),
-            );
+            self.trace.push(self.now, format!("{name} reconcile: removed stale {v} from eth0"));
         }
         self.pump(i);
     }
@@ -560,11 +514,7 @@ impl Sim {
                 || !resolved.is_empty()
                 || !probes.is_empty();
             for t in transmits {
-                let frame = Frame::Vrrp {
-                    src: t.src,
-                    dst: t.dst,
-                    payload: t.payload,
-                };
+                let frame = Frame::Vrrp { src: t.src, dst: t.dst, payload: t.payload };
                 if t.dst.is_multicast() {
                     self.broadcast(i, &frame);
                 } else if let Some(to) = self.host_by_addr(t.dst) {
@@ -591,18 +541,13 @@ impl Sim {
                 }
             }
             for (e, idx) in resolved {
-                if let Event::StateChanged {
-                    from, to, cause, ..
-                } = e
-                {
+                if let Event::StateChanged { from, to, cause, .. } = e {
                     reconcile = true;
                     self.dirty = true;
                     let inst = idx.unwrap_or(0);
                     let name = &self.hosts[i].spec.name;
-                    let line = format!(
-                        "{name} k0s-vip-{inst} {from} -> {to} ({})",
-                        cause_text(&cause)
-                    );
+                    let line =
+                        format!("{name} k0s-vip-{inst} {from} -> {to} ({})", cause_text(&cause));
                     self.trace.push(self.now, line);
                     self.master_changed(inst, i, to == State::Master);
                 }
@@ -610,11 +555,7 @@ impl Sim {
             for c in changes {
                 reconcile = true;
                 let state = if c.healthy { "healthy" } else { "unhealthy" };
-                let line = format!(
-                    "{} health {} {state}",
-                    self.hosts[i].spec.name,
-                    c.server.ip()
-                );
+                let line = format!("{} health {} {state}", self.hosts[i].spec.name, c.server.ip());
                 self.trace.push(self.now, line);
             }
             for p in probes {
@@ -637,24 +578,13 @@ impl Sim {
                             format!(
                                 "{}:{:?}",
                                 s.key.vip,
-                                s.real_servers
-                                    .iter()
-                                    .map(|r| r.addr.ip())
-                                    .collect::<Vec<_>>()
+                                s.real_servers.iter().map(|r| r.addr.ip()).collect::<Vec<_>>()
                             )
                         })
                         .collect(),
-                    _ => dp
-                        .proxy_backends
-                        .iter()
-                        .map(|b| b.ip().to_string())
-                        .collect(),
+                    _ => dp.proxy_backends.iter().map(|b| b.ip().to_string()).collect(),
                 };
-                let line = format!(
-                    "{} dataplane {}",
-                    self.hosts[i].spec.name,
-                    servers.join(" ")
-                );
+                let line = format!("{} dataplane {}", self.hosts[i].spec.name, servers.join(" "));
                 self.trace.push(self.now, line);
             }
             self.hosts[i].keepalived = keepalived;
@@ -671,6 +601,14 @@ impl Sim {
             h.wake = None;
             return;
         };
+        if local < h.clock.local(self.now) {
+            let name = h.spec.name.clone();
+            self.violate(
+                "timeout_not_in_past",
+                format!("{name}'s daemon asked to be woken at {local}, before its now"),
+            );
+        }
+        let h = &mut self.hosts[i];
         let at = h.clock.sim(local).max(self.now);
         if h.wake.map(|(t, _)| t) == Some(at) {
             return;
@@ -678,13 +616,7 @@ impl Sim {
         self.seq += 1;
         let generation = self.seq;
         self.hosts[i].wake = Some((at, generation));
-        self.push(
-            at,
-            Ev::Wake {
-                host: i,
-                generation,
-            },
-        );
+        self.push(at, Ev::Wake { host: i, generation });
     }
 
     /// A health probe: refused at once by a host whose API server is down, unanswered by a
@@ -697,21 +629,8 @@ impl Sim {
             return;
         }
         let ok = self.hosts[to].apiserver_up;
-        let rtt = if from == to {
-            Duration::from_micros(50)
-        } else {
-            LATENCY * 2
-        };
-        self.push(
-            self.now + rtt,
-            Ev::ProbeResult {
-                host: from,
-                incarnation,
-                id,
-                server,
-                ok,
-            },
-        );
+        let rtt = if from == to { Duration::from_micros(50) } else { LATENCY * 2 };
+        self.push(self.now + rtt, Ev::ProbeResult { host: from, incarnation, id, server, ok });
     }
 
     fn host_by_addr(&self, ip: IpAddr) -> Option<usize> {
@@ -794,31 +713,22 @@ impl Sim {
                         ),
                     );
                 }
-                self.hosts[from]
-                    .arp
-                    .entry(vip)
-                    .and_modify(|e| e.1 = self.now);
+                self.hosts[from].arp.entry(vip).and_modify(|e| e.1 = self.now);
                 self.answered(vip, via);
             }
             Err(why) => {
                 stats.failed += 1;
+                stats.last_failure = Some(self.now);
                 if stats.outage_start.is_none() {
                     stats.outage_start = Some(self.now);
-                    self.trace
-                        .push(self.now, format!("{name} API via {vip} fails: {why}"));
+                    self.trace.push(self.now, format!("{name} API via {vip} fails: {why}"));
                 }
             }
         }
     }
 
     fn first_vip(&self) -> Option<IpAddr> {
-        self.keepalived
-            .as_ref()?
-            .vrrp_instances
-            .first()?
-            .virtual_ips
-            .first()
-            .map(|c| c.addr)
+        self.keepalived.as_ref()?.vrrp_instances.first()?.virtual_ips.first().map(|c| c.addr)
     }
 
     /// A TCP connection from host `from` to `vip`:port; returns the host that took it.
@@ -860,11 +770,7 @@ impl Sim {
         };
         // The switch forwards to the port it learned the MAC on, or floods (every port,
         // where only the owner of the MAC takes the frame) when it has not seen it.
-        let learned = self
-            .switch
-            .get(&mac)
-            .copied()
-            .filter(|&p| self.hosts[p].mac == mac);
+        let learned = self.switch.get(&mac).copied().filter(|&p| self.hosts[p].mac == mac);
         let Some(t) = learned.or_else(|| self.hosts.iter().position(|h| h.mac == mac)) else {
             return Err("unknown MAC");
         };
@@ -874,27 +780,17 @@ impl Sim {
         if !self.hosts[t].accepts(vip) {
             return Err("the ARP entry points at a host without the VIP");
         }
-        let key = ServiceKey {
-            vip,
-            port: self.api_port,
-        };
+        let key = ServiceKey { vip, port: self.api_port };
         let client = self.hosts[from].spec.address;
         let h = &self.hosts[t];
         if h.ipvs.contains_key(&key) {
             return self.direct_route(from, t, key, client).map(|_| t);
         }
-        let redirected = h
-            .dataplane
-            .redirects
-            .contains(&SocketAddr::new(vip, self.api_port));
+        let redirected = h.dataplane.redirects.contains(&SocketAddr::new(vip, self.api_port));
         if redirected {
             return self.proxy(t, client).map(|_| t);
         }
-        if h.apiserver_up {
-            Ok(t)
-        } else {
-            Err("the VIP holder's API server refuses")
-        }
+        if h.apiserver_up { Ok(t) } else { Err("the VIP holder's API server refuses") }
     }
 
     /// IPVS direct routing from `at`: schedule, forward to the real server's MAC; a host
@@ -939,16 +835,25 @@ impl Sim {
             if !self.both_ways(at, next) || !self.hosts[next].accepts(key.vip) {
                 return Err("real server unreachable");
             }
+            // The loop guard (see cplb_core::lb::ServiceSpec): a frame from a real server's
+            // MAC is not scheduled again; the VIP is local, the API server answers.
+            if self.loop_guard {
+                if !self.hosts[next].apiserver_up {
+                    return Err("real server's API server refuses");
+                }
+                return if self.both_ways(next, client_host) {
+                    Ok(())
+                } else {
+                    Err("reply path cut")
+                };
+            }
             at = next;
         }
         self.loops += 1;
         if self.loops == 1 {
             self.violate(
                 "no_forwarding_loop",
-                format!(
-                    "a packet to {}:{} was forwarded {MAX_HOPS} times",
-                    key.vip, key.port
-                ),
+                format!("a packet to {}:{} was forwarded {MAX_HOPS} times", key.vip, key.port),
             );
         }
         Err("forwarding loop")
@@ -974,11 +879,7 @@ impl Sim {
             else {
                 return Err("proxy has no backend");
             };
-            if let Some(p) = self.hosts[at]
-                .daemon
-                .as_mut()
-                .and_then(|d| d.proxy.as_mut())
-            {
+            if let Some(p) = self.hosts[at].daemon.as_mut().and_then(|d| d.proxy.as_mut()) {
                 p.connection_closed(now, client, server);
             }
             if let Some(b) = self.host_by_addr(server.ip())
@@ -1066,10 +967,7 @@ impl Sim {
                 self.net.cuts.insert((from, to));
             }
             Fault::Heal => {
-                self.net = Net {
-                    group: vec![0; self.hosts.len()],
-                    ..Net::default()
-                };
+                self.net = Net { group: vec![0; self.hosts.len()], ..Net::default() };
                 for h in &mut self.hosts {
                     h.link_up = true;
                 }
@@ -1131,10 +1029,7 @@ impl Sim {
             if self.instances[inst].masters.contains(&h) {
                 self.trace.push(
                     self.now,
-                    format!(
-                        "{} k0s-vip-{inst} gone (daemon not running)",
-                        self.hosts[h].spec.name
-                    ),
+                    format!("{} k0s-vip-{inst} gone (daemon not running)", self.hosts[h].spec.name),
                 );
                 self.master_changed(inst, h, false);
             }
@@ -1188,13 +1083,18 @@ impl Sim {
             self.dirty = true;
         }
         let dirty = std::mem::take(&mut self.dirty);
+        // With loss or delay, adverts may legitimately miss for longer than the protocol's
+        // bounds; the protocol invariants apply on a clean network (the last fault heals).
+        let clean = self.net.loss == 0.0 && self.net.delay.is_none();
         for t in &mut self.instances {
             if t.masters.len() == 1 && t.sole.is_some() && self.now >= t.sole_at + t.master_down {
                 t.settled = t.sole;
             }
         }
         for inst in 0..self.instances.len() {
-            let dual = if dirty {
+            let dual = if !clean {
+                false
+            } else if dirty {
                 let track = &self.instances[inst];
                 track.masters.len() > 1 && {
                     let masters: Vec<usize> = track.masters.iter().copied().collect();
@@ -1208,11 +1108,8 @@ impl Sim {
                 (true, None) => track.dual_since = Some(self.now),
                 (true, Some(since)) if self.now - since > track.master_down + slack => {
                     track.dual_since = Some(self.now);
-                    let names: Vec<String> = track
-                        .masters
-                        .iter()
-                        .map(|&m| self.hosts[m].spec.name.clone())
-                        .collect();
+                    let names: Vec<String> =
+                        track.masters.iter().map(|&m| self.hosts[m].spec.name.clone()).collect();
                     self.violate("single_master", format!("k0s-vip-{inst}: {} masters in one connected group for over one Master_Down_Interval", names.join(" and ")));
                 }
                 (false, Some(since)) => {
@@ -1228,9 +1125,14 @@ impl Sim {
         }
         if dirty {
             self.check_vip_holders();
-            self.check_convergence();
+            if clean {
+                self.check_convergence();
+            }
             self.check_dataplane();
         } else {
+            if clean && self.unconverged_since.iter().any(Option::is_some) {
+                self.check_convergence();
+            }
             self.check_dataplane_deadlines();
         }
     }
@@ -1256,10 +1158,15 @@ impl Sim {
         }
     }
 
+    /// After the last fault's bound, every connected group with an eligible node has exactly
+    /// one master. A handover (a preemption once health recovers, a contention) leaves two
+    /// masters or none for a round trip; only a state that lasts longer is a violation.
     fn check_convergence(&mut self) {
-        let Some(last) = self.last_scheduled_fault.or(Some(Instant::ZERO)) else {
-            return;
-        };
+        let last = self.last_scheduled_fault.unwrap_or(Instant::ZERO);
+        let slack = self.net.delay.map_or(LATENCY, |(_, max)| max) * 2 + Duration::from_millis(1);
+        if self.unconverged_since.len() != self.instances.len() {
+            self.unconverged_since = vec![None; self.instances.len()];
+        }
         for inst in 0..self.instances.len() {
             let bound = self.instances[inst].master_down
                 + self.instances[inst].advert
@@ -1267,12 +1174,12 @@ impl Sim {
             if self.now < last + bound {
                 continue;
             }
+            let key = self.instances[inst].vips.first().copied();
             let eligible: Vec<usize> = (0..self.hosts.len())
                 .filter(|&h| {
-                    let key = self.instances[inst].vips.first();
                     self.hosts[h].daemon.as_ref().is_some_and(|d| {
                         d.instances.iter().any(|i| {
-                            i.vips.first().map(|v| &v.addr) == key
+                            i.vips.first().map(|v| v.addr) == key
                                 && matches!(
                                     d.router.state(i.id),
                                     Some(State::Master | State::Backup)
@@ -1281,34 +1188,35 @@ impl Sim {
                     })
                 })
                 .collect();
-            for group in self.components(&eligible) {
-                let masters = group
-                    .iter()
-                    .filter(|h| self.instances[inst].masters.contains(h))
-                    .count();
-                if masters != 1 {
-                    let names: Vec<String> = group
-                        .iter()
-                        .map(|&h| self.hosts[h].spec.name.clone())
-                        .collect();
-                    self.violate(
-                        "converged",
-                        format!(
-                            "k0s-vip-{inst}: {masters} masters among {} after the last fault",
-                            names.join(", ")
-                        ),
-                    );
+            let bad = self.components(&eligible).into_iter().find_map(|group| {
+                let masters =
+                    group.iter().filter(|h| self.instances[inst].masters.contains(h)).count();
+                (masters != 1).then(|| {
+                    let names: Vec<String> =
+                        group.iter().map(|&h| self.hosts[h].spec.name.clone()).collect();
+                    format!(
+                        "k0s-vip-{inst}: {masters} masters among {} after the last fault",
+                        names.join(", ")
+                    )
+                })
+            });
+            match (bad, self.unconverged_since[inst]) {
+                (None, _) => self.unconverged_since[inst] = None,
+                (Some(_), None) => self.unconverged_since[inst] = Some(self.now),
+                (Some(what), Some(since)) if self.now - since > slack => {
+                    self.unconverged_since[inst] = Some(self.now);
+                    self.violate("converged", what);
                 }
+                _ => {}
             }
         }
     }
 
     fn check_dataplane(&mut self) {
         for h in 0..self.hosts.len() {
-            let (Some(k), Some(d)) = (
-                self.hosts[h].keepalived.as_ref(),
-                self.hosts[h].daemon.as_ref(),
-            ) else {
+            let (Some(k), Some(d)) =
+                (self.hosts[h].keepalived.as_ref(), self.hosts[h].daemon.as_ref())
+            else {
                 self.dataplane_mismatch.remove(&h);
                 continue;
             };
@@ -1319,10 +1227,7 @@ impl Sim {
                 .map(|vs| vs.ip_address)
                 .filter(|v| d.is_master_of(*v))
                 .collect();
-            let is_master = d
-                .instances
-                .iter()
-                .any(|i| d.router.state(i.id) == Some(State::Master));
+            let is_master = d.instances.iter().any(|i| d.router.state(i.id) == Some(State::Master));
             if mode == LoadBalancerMode::VipOnly || !is_master {
                 self.dataplane_mismatch.remove(&h);
                 continue;
@@ -1347,12 +1252,7 @@ impl Sim {
                     .map(|s| s.real_servers.iter().map(|r| r.addr.ip()).collect())
                     .collect(),
                 _ => vec![
-                    self.hosts[h]
-                        .dataplane
-                        .proxy_backends
-                        .iter()
-                        .map(SocketAddr::ip)
-                        .collect(),
+                    self.hosts[h].dataplane.proxy_backends.iter().map(SocketAddr::ip).collect(),
                 ],
             };
             if listed.iter().all(|l| *l == truth) {
@@ -1379,9 +1279,7 @@ impl Sim {
                         + c.interval
                         + Duration::from_millis(10)
                 });
-                self.now
-                    .saturating_duration_since((*since).max(self.truth_changed_at))
-                    > bound
+                self.now.saturating_duration_since((*since).max(self.truth_changed_at)) > bound
             })
             .map(|(h, (_, what))| (*h, what.clone()))
             .collect();
@@ -1396,6 +1294,7 @@ impl Sim {
 
     fn finish(mut self) -> Outcome {
         let end = self.now;
+        let recovery_bound = self.recovery_bound();
         for c in &mut self.clients {
             if let Some(start) = c.outage_start.take() {
                 c.longest_outage = c.longest_outage.max(end - start);
@@ -1405,12 +1304,7 @@ impl Sim {
         let final_masters = self
             .instances
             .iter()
-            .map(|t| {
-                t.masters
-                    .iter()
-                    .map(|&h| self.hosts[h].spec.name.clone())
-                    .collect()
-            })
+            .map(|t| t.masters.iter().map(|&h| self.hosts[h].spec.name.clone()).collect())
             .collect();
         Outcome {
             scenario: self.spec.name.clone(),
@@ -1418,11 +1312,7 @@ impl Sim {
             simulated: end - Instant::ZERO,
             events: self.steps,
             violations: self.violations,
-            failovers: self
-                .failovers
-                .iter()
-                .map(|f| f.report(&self.hosts))
-                .collect(),
+            failovers: self.failovers.iter().map(|f| f.report(&self.hosts)).collect(),
             clients: self.clients,
             final_masters,
             trace_hash: self.trace.hash(),
@@ -1433,8 +1323,25 @@ impl Sim {
             forwarding_loops: self.loops,
             dual_master_episodes: self.dual_master_episodes,
             served: self.served.clone(),
+            last_fault_at: self.last_scheduled_fault,
+            recovery_bound,
             host_names: self.hosts.iter().map(|h| h.spec.name.clone()).collect(),
         }
+    }
+
+    fn recovery_bound(&self) -> Duration {
+        let vrrp =
+            self.instances.iter().map(|t| t.master_down + t.advert).max().unwrap_or_default();
+        let health = self
+            .hosts
+            .iter()
+            .find_map(|h| h.keepalived.as_ref())
+            .map(|k| {
+                let c = cplb_core::lb::k0s_health_config(k);
+                c.interval + (c.interval + c.timeout) * c.fall + c.interval
+            })
+            .unwrap_or_default();
+        vrrp + cplb_core::node::ANNOUNCE_REFRESH + health + Duration::from_secs(1)
     }
 
     // --- read access for views and expectations ----------------------------------------------
@@ -1452,10 +1359,7 @@ impl Sim {
     }
 
     pub(crate) fn masters_of(&self, inst: usize) -> Vec<usize> {
-        self.instances
-            .get(inst)
-            .map(|t| t.masters.iter().copied().collect())
-            .unwrap_or_default()
+        self.instances.get(inst).map(|t| t.masters.iter().copied().collect()).unwrap_or_default()
     }
 
     /// Runs until simulated time `t` (events at `t` included) and returns self, for probes
@@ -1478,9 +1382,8 @@ impl Sim {
     }
 
     fn sample(&mut self) {
-        let masters: Vec<Vec<usize>> = (0..self.instances.len())
-            .map(|i| self.masters_of(i))
-            .collect();
+        let masters: Vec<Vec<usize>> =
+            (0..self.instances.len()).map(|i| self.masters_of(i)).collect();
         let servers: Vec<Vec<usize>> = (0..self.instances.len())
             .map(|i| {
                 let Some(&m) = self.masters_of(i).first() else {
@@ -1498,11 +1401,7 @@ impl Sim {
                 ips.iter().filter_map(|ip| self.host_by_addr(*ip)).collect()
             })
             .collect();
-        self.samples.push(Sample {
-            at: self.now,
-            masters,
-            real_servers: servers,
-        });
+        self.samples.push(Sample { at: self.now, masters, real_servers: servers });
     }
 }
 

@@ -8,9 +8,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use cplb_core::config::{ClusterConfig, Keepalived};
 use cplb_core::lb::{self, DataPlane, HealthChecker, RealServer, ServiceKey, VirtualService};
 use cplb_core::time::Instant;
-use cplb_core::vrrp::{IfIndex, InstanceId, Router, TrackerConfig, TrackerId, VirtualIp};
+use cplb_core::vrrp::{
+    Authentication, IfIndex, InstanceConfig, InstanceId, Priority, Router, TrackerConfig,
+    TrackerId, Version, VirtualIp,
+};
 
-use crate::spec::{HostSpec, Role};
+use crate::spec::{HostSpec, HostVrrp, Role, VrrpTuning};
 
 /// The simulated interface every host has on the segment.
 pub(crate) const ETH0: IfIndex = IfIndex(2);
@@ -26,11 +29,7 @@ pub(crate) struct Clock {
 
 impl Clock {
     pub(crate) fn exact() -> Self {
-        Self {
-            base_sim: Instant::ZERO,
-            base_local: Instant::ZERO,
-            rate: 1.0,
-        }
+        Self { base_sim: Instant::ZERO, base_local: Instant::ZERO, rate: 1.0 }
     }
 
     /// Local reading at simulated time `t`.
@@ -59,11 +58,7 @@ impl Clock {
     /// From simulated time `now` on, run `ppm` parts per million fast (negative: slow).
     pub(crate) fn set_drift(&mut self, now: Instant, ppm: f64) {
         let local = self.local(now);
-        *self = Self {
-            base_sim: now,
-            base_local: local,
-            rate: 1.0 + ppm / 1e6,
-        };
+        *self = Self { base_sim: now, base_local: local, rate: 1.0 + ppm / 1e6 };
     }
 }
 
@@ -164,9 +159,9 @@ impl Host {
 /// The link-local address of an IPv6 host: fe80:: with the low 64 bits of its address.
 pub(crate) fn link_local(address: IpAddr) -> Option<IpAddr> {
     match address {
-        IpAddr::V6(a) => Some(IpAddr::V6(
-            (0xfe80_u128 << 112 | (a.to_bits() & u128::from(u64::MAX))).into(),
-        )),
+        IpAddr::V6(a) => {
+            Some(IpAddr::V6((0xfe80_u128 << 112 | (a.to_bits() & u128::from(u64::MAX))).into()))
+        }
         IpAddr::V4(_) => None,
     }
 }
@@ -175,6 +170,7 @@ pub(crate) fn link_local(address: IpAddr) -> Option<IpAddr> {
 pub(crate) fn start_daemon(
     config: &ClusterConfig,
     host: &HostSpec,
+    tuning: VrrpTuning,
     controllers: &[IpAddr],
     now: Instant,
     incarnation: u64,
@@ -195,16 +191,15 @@ pub(crate) fn start_daemon(
         ETH0,
         Some(tracker),
     ) {
+        let cfg = tune(cfg, tuning, host.vrrp);
         let vips = cfg.virtual_ips.clone();
         let id = router.add_instance(now, cfg).ok()?;
         instances.push(InstanceInfo { id, vips });
     }
     let api_port = config.spec.api.port;
     let mut health = HealthChecker::new(lb::k0s_health_config(keepalived));
-    let servers: Vec<SocketAddr> = controllers
-        .iter()
-        .map(|a| SocketAddr::new(*a, api_port))
-        .collect();
+    let servers: Vec<SocketAddr> =
+        controllers.iter().map(|a| SocketAddr::new(*a, api_port)).collect();
     health.set_servers(now, &servers);
     Some(Daemon {
         router,
@@ -215,6 +210,28 @@ pub(crate) fn start_daemon(
         proxy: None,
         incarnation,
     })
+}
+
+/// Applies the settings a scenario gives beyond k0s's configuration.
+fn tune(mut cfg: InstanceConfig, tuning: VrrpTuning, host: HostVrrp) -> InstanceConfig {
+    if tuning.v3 {
+        cfg.version = Version::V3;
+        cfg.auth = Authentication::None;
+    }
+    if let Some(cs) = tuning.advert_interval_cs {
+        cfg.advert_interval_cs = if cfg.version == Version::V2 {
+            (cs / 100).clamp(1, 255) * 100
+        } else {
+            cs.clamp(1, 4095)
+        };
+    }
+    if let Some(p) = host.priority {
+        cfg.priority = Priority(p.max(1));
+    }
+    if let Some(preempt) = host.preempt {
+        cfg.preempt = preempt;
+    }
+    cfg
 }
 
 impl Daemon {
@@ -242,33 +259,22 @@ pub(crate) fn reconcile_dataplane(host: &mut Host, keepalived: &Keepalived) -> b
         return false;
     };
     let usable = daemon.health.usable();
-    let want = lb::desired(keepalived, api_port, &usable, |vip| {
-        daemon.is_master_of(vip)
-    });
+    let want = lb::desired(keepalived, api_port, &usable, |vip| daemon.is_master_of(vip));
     let changes = lb::diff(&host.dataplane, &want);
     if changes.is_empty() && daemon.proxy.is_some() == want.proxy_port.is_some() {
         return false;
     }
     lb::apply(&mut host.dataplane, &changes);
     // IPVS scheduling state follows the table; kept services keep their persistence.
-    host.ipvs
-        .retain(|k, _| want.services.iter().any(|s| s.key == *k));
+    host.ipvs.retain(|k, _| want.services.iter().any(|s| s.key == *k));
     for spec in &want.services {
         let vs = host.ipvs.entry(spec.key).or_insert_with(|| {
-            VirtualService::new(
-                spec.key,
-                spec.algo,
-                spec.forwarding,
-                lb::persistence_of(spec),
-            )
+            VirtualService::new(spec.key, spec.algo, spec.forwarding, lb::persistence_of(spec))
         });
         vs.set_real_servers(&spec.real_servers);
     }
     daemon.proxy = want.proxy_port.map(|port| {
-        let key = ServiceKey {
-            vip: host.spec.address,
-            port,
-        };
+        let key = ServiceKey { vip: host.spec.address, port };
         let mut vs = daemon.proxy.take().unwrap_or_else(|| {
             VirtualService::new(
                 key,
@@ -277,11 +283,8 @@ pub(crate) fn reconcile_dataplane(host: &mut Host, keepalived: &Keepalived) -> b
                 None,
             )
         });
-        let servers: Vec<RealServer> = want
-            .proxy_backends
-            .iter()
-            .map(|&addr| RealServer { addr, weight: 1 })
-            .collect();
+        let servers: Vec<RealServer> =
+            want.proxy_backends.iter().map(|&addr| RealServer { addr, weight: 1 }).collect();
         vs.set_real_servers(&servers);
         vs
     });

@@ -15,4 +15,4 @@ mod views;
 
 pub use engine::Sim;
 pub use outcome::{ClientStats, FailoverReport, Outcome, Sample, Violation};
-pub use spec::{Fault, HostSpec, Role, SimSpec, TimedFault, TrafficSpec};
+pub use spec::{Fault, HostSpec, HostVrrp, Role, SimSpec, TimedFault, TrafficSpec, VrrpTuning};

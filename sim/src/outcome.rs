@@ -39,12 +39,7 @@ pub struct FailoverReport {
 impl Failover {
     pub(crate) fn report(&self, hosts: &[Host]) -> FailoverReport {
         let s = |t: Instant| t.as_nanos() as f64 / 1e9;
-        let name = |h: usize| {
-            hosts
-                .get(h)
-                .map(|h| h.spec.name.clone())
-                .unwrap_or_default()
-        };
+        let name = |h: usize| hosts.get(h).map(|h| h.spec.name.clone()).unwrap_or_default();
         let start = self.fault_at.unwrap_or(self.new_master_at);
         FailoverReport {
             instance: self.instance,
@@ -67,6 +62,8 @@ pub struct ClientStats {
     pub failed: u64,
     /// Longest time from a failure to the next success.
     pub longest_outage: Duration,
+    /// The last failed connection.
+    pub last_failure: Option<Instant>,
     pub(crate) outage_start: Option<Instant>,
 }
 
@@ -130,6 +127,12 @@ pub struct Outcome {
     /// Per instance: whether its VIP answered any client (failovers of the others cannot be
     /// timed to the VIP answering).
     pub served: Vec<bool>,
+    /// When the last scheduled fault happened.
+    pub last_fault_at: Option<Instant>,
+    /// How long after the last fault clients may still fail, from the configuration: the
+    /// slowest takeover plus an advertisement interval, the announcement refresh, and the
+    /// health checker's bound, plus a second.
+    pub recovery_bound: Duration,
     /// Host names by index.
     pub host_names: Vec<String>,
 }
@@ -140,12 +143,8 @@ impl Outcome {
         ClientStats {
             attempts: self.clients.iter().map(|c| c.attempts).sum(),
             failed: self.clients.iter().map(|c| c.failed).sum(),
-            longest_outage: self
-                .clients
-                .iter()
-                .map(|c| c.longest_outage)
-                .max()
-                .unwrap_or_default(),
+            longest_outage: self.clients.iter().map(|c| c.longest_outage).max().unwrap_or_default(),
+            last_failure: self.clients.iter().filter_map(|c| c.last_failure).max(),
             outage_start: None,
         }
     }

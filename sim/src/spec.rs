@@ -42,6 +42,8 @@ pub struct HostSpec {
     pub up_at: Duration,
     /// A configuration of its own (another cluster on the segment); the scenario's otherwise.
     pub config: Option<ClusterConfig>,
+    /// VRRP settings of this host beyond the configuration.
+    pub vrrp: HostVrrp,
 }
 
 /// A source of API connections.
@@ -125,4 +127,24 @@ pub struct SimSpec {
     pub traffic: Vec<TrafficSpec>,
     /// The fault schedule.
     pub faults: Vec<TimedFault>,
+    /// VRRP settings k0s's configuration cannot express (for fuzzing): version, interval.
+    pub vrrp: VrrpTuning,
+}
+
+/// VRRP settings beyond k0s's configuration, applied to every controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VrrpTuning {
+    /// Use VRRPv3 (also over IPv4, then without authentication).
+    pub v3: bool,
+    /// Advertisement interval in centiseconds, instead of `advertIntervalSeconds`.
+    pub advert_interval_cs: Option<u16>,
+}
+
+/// Per-host VRRP settings beyond k0s's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HostVrrp {
+    /// Priority instead of k0s's 200.
+    pub priority: Option<u8>,
+    /// Preempt_Mode (default on).
+    pub preempt: Option<bool>,
 }

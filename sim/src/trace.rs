@@ -16,12 +16,7 @@ impl Trace {
     /// The last `n` lines, rendered.
     pub(crate) fn tail(&self, n: usize) -> Vec<String> {
         let start = self.lines.len().saturating_sub(n);
-        self.lines
-            .get(start..)
-            .unwrap_or_default()
-            .iter()
-            .map(render)
-            .collect()
+        self.lines.get(start..).unwrap_or_default().iter().map(render).collect()
     }
 
     pub(crate) fn lines(&self) -> Vec<String> {

@@ -28,26 +28,16 @@ pub(crate) fn render(sim: &Sim) -> String {
             let prefix = sim
                 .keepalived()
                 .and_then(|k| {
-                    k.vrrp_instances
-                        .iter()
-                        .flat_map(|i| &i.virtual_ips)
-                        .find(|c| c.addr == *vip)
+                    k.vrrp_instances.iter().flat_map(|i| &i.virtual_ips).find(|c| c.addr == *vip)
                 })
                 .map_or(32, |c| c.prefix_len);
-            let _ = writeln!(
-                out,
-                "2: eth0    inet {vip}/{prefix} scope global secondary eth0"
-            );
+            let _ = writeln!(out, "2: eth0    inet {vip}/{prefix} scope global secondary eth0");
         }
         for vip in &h.dataplane.local_vips {
             let _ = writeln!(out, "3: dummyvip0    inet {vip}/32 scope global dummyvip0");
         }
     }
-    for h in sim
-        .hosts()
-        .iter()
-        .filter(|h| !h.dataplane.services.is_empty())
-    {
+    for h in sim.hosts().iter().filter(|h| !h.dataplane.services.is_empty()) {
         let _ = writeln!(out, "{}: ipvsadm -L -n", h.spec.name);
         let _ = writeln!(
             out,
@@ -59,13 +49,8 @@ pub(crate) fn render(sim: &Sim) -> String {
             } else {
                 String::new()
             };
-            let _ = writeln!(
-                out,
-                "TCP  {}:{} {}{persistent}",
-                s.key.vip,
-                s.key.port,
-                s.algo.as_str()
-            );
+            let _ =
+                writeln!(out, "TCP  {}:{} {}{persistent}", s.key.vip, s.key.port, s.algo.as_str());
             let forward = match s.forwarding {
                 LbKind::Dr => "Route",
                 LbKind::Nat => "Masq",
@@ -81,24 +66,14 @@ pub(crate) fn render(sim: &Sim) -> String {
             }
         }
     }
-    if let Some(h) = sim
-        .hosts()
-        .iter()
-        .find(|h| h.dataplane.proxy_port.is_some() && !h.vips_on_eth0.is_empty())
+    if let Some(h) =
+        sim.hosts().iter().find(|h| h.dataplane.proxy_port.is_some() && !h.vips_on_eth0.is_empty())
     {
         let port = h.dataplane.proxy_port.unwrap_or_default();
-        let backends: Vec<String> = h
-            .dataplane
-            .proxy_backends
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let _ = writeln!(
-            out,
-            "{}: userspace proxy :{port} -> {}",
-            h.spec.name,
-            backends.join(", ")
-        );
+        let backends: Vec<String> =
+            h.dataplane.proxy_backends.iter().map(ToString::to_string).collect();
+        let _ =
+            writeln!(out, "{}: userspace proxy :{port} -> {}", h.spec.name, backends.join(", "));
         let _ = sim.api_port();
     }
     out
@@ -106,11 +81,7 @@ pub(crate) fn render(sim: &Sim) -> String {
 
 /// A fault in words.
 pub(crate) fn fault_text(fault: &Fault, hosts: &[Host]) -> String {
-    let n = |i: &usize| {
-        hosts
-            .get(*i)
-            .map_or("?".to_owned(), |h| h.spec.name.clone())
-    };
+    let n = |i: &usize| hosts.get(*i).map_or("?".to_owned(), |h| h.spec.name.clone());
     match fault {
         Fault::PowerOff(h) => format!("poweroff {}", n(h)),
         Fault::PowerOn(h) => format!("poweron {}", n(h)),
@@ -119,10 +90,8 @@ pub(crate) fn fault_text(fault: &Fault, hosts: &[Host]) -> String {
         Fault::Crash(h) => format!("crash {}", n(h)),
         Fault::Restart(h) => format!("restart {}", n(h)),
         Fault::Partition(groups) => {
-            let gs: Vec<String> = groups
-                .iter()
-                .map(|g| g.iter().map(n).collect::<Vec<_>>().join(","))
-                .collect();
+            let gs: Vec<String> =
+                groups.iter().map(|g| g.iter().map(n).collect::<Vec<_>>().join(",")).collect();
             format!("partition {}", gs.join(" | "))
         }
         Fault::Cut { from, to } => format!("cut {} -> {}", n(from), n(to)),

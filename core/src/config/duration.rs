@@ -42,9 +42,7 @@ pub fn parse_go_duration(text: &str) -> Result<i128, String> {
         if int_part.is_empty() && frac_part.is_empty() {
             return Err(format!("invalid duration {quoted}"));
         }
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
+        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_len);
         if unit.is_empty() {
             return Err(format!("missing unit in duration {quoted}"));
@@ -53,19 +51,14 @@ pub fn parse_go_duration(text: &str) -> Result<i128, String> {
             return Err(format!("unknown unit {unit:?} in duration {quoted}"));
         };
         let overflow = || format!("invalid duration {quoted}: out of range");
-        let whole: u128 = if int_part.is_empty() {
-            0
-        } else {
-            int_part.parse().map_err(|_| overflow())?
-        };
+        let whole: u128 =
+            if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| overflow())? };
         let mut value = whole.checked_mul(scale).ok_or_else(overflow)?;
         // The fraction, digit by digit, truncated below a nanosecond as Go does.
         let mut place = scale;
         for d in frac_part.bytes() {
             place /= 10;
-            value = value
-                .checked_add(u128::from(d - b'0') * place)
-                .ok_or_else(overflow)?;
+            value = value.checked_add(u128::from(d - b'0') * place).ok_or_else(overflow)?;
         }
         total = total.checked_add(value).ok_or_else(overflow)?;
         if total > i64::MAX as u128 {
@@ -95,15 +88,8 @@ mod tests {
 
     #[test]
     fn refuses_what_go_refuses() {
-        assert_eq!(
-            parse_go_duration("60"),
-            Err("missing unit in duration \"60\"".into())
-        );
-        assert!(
-            parse_go_duration("1d")
-                .expect_err("days")
-                .contains("unknown unit \"d\"")
-        );
+        assert_eq!(parse_go_duration("60"), Err("missing unit in duration \"60\"".into()));
+        assert!(parse_go_duration("1d").expect_err("days").contains("unknown unit \"d\""));
         assert!(parse_go_duration("").is_err());
         assert!(parse_go_duration("s").is_err());
         assert!(parse_go_duration("9999999999h").is_err());

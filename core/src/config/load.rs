@@ -45,37 +45,19 @@ pub(crate) fn read(
     let (kind, spec_id, spec_path) = w.locate_spec(&mut top)?;
     let spec = match spec_id {
         Some(id) => w.spec(id, &spec_path, single)?,
-        None => Spec {
-            api: default_api(),
-            network: NetworkSpec {
-                control_plane_load_balancing: None,
-            },
-        },
+        None => {
+            Spec { api: default_api(), network: NetworkSpec { control_plane_load_balancing: None } }
+        }
     };
-    Some((
-        ClusterConfig {
-            api_version: K0S_API_VERSION,
-            kind: "ClusterConfig",
-            spec,
-        },
-        kind,
-    ))
+    Some((ClusterConfig { api_version: K0S_API_VERSION, kind: "ClusterConfig", spec }, kind))
 }
 
 fn default_api() -> ApiSpec {
-    ApiSpec {
-        port: DEFAULT_API_PORT,
-        external_address: String::new(),
-        sans: Vec::new(),
-    }
+    ApiSpec { port: DEFAULT_API_PORT, external_address: String::new(), sans: Vec::new() }
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
 }
 
 /// A mapping's entries by key, remembering which were read.
@@ -89,11 +71,8 @@ impl Fields {
     /// The value of `name`, matched exactly or, as Go's JSON decoding does, ignoring case.
     fn take(&mut self, w: &mut Walker<'_>, path: &str, name: &str) -> Option<NodeId> {
         let exact = self.entries.iter().position(|(k, _, _)| k == name);
-        let index = exact.or_else(|| {
-            self.entries
-                .iter()
-                .position(|(k, _, _)| k.eq_ignore_ascii_case(name))
-        })?;
+        let index = exact
+            .or_else(|| self.entries.iter().position(|(k, _, _)| k.eq_ignore_ascii_case(name)))?;
         if let (Some(used), Some((key, key_id, value))) =
             (self.used.get_mut(index), self.entries.get(index))
         {
@@ -102,12 +81,7 @@ impl Fields {
                 let message = format!(
                     "k0s matches field names ignoring case and reads {key:?} as {name:?}; write {name:?}"
                 );
-                w.push(
-                    Severity::Warning,
-                    &join(path, key),
-                    w.doc.mark(*key_id),
-                    message,
-                );
+                w.push(Severity::Warning, &join(path, key), w.doc.mark(*key_id), message);
             }
             return Some(*value);
         }
@@ -123,10 +97,7 @@ impl Fields {
             let nearest = known
                 .iter()
                 .map(|k| {
-                    (
-                        strsim::levenshtein(&key.to_ascii_lowercase(), &k.to_ascii_lowercase()),
-                        *k,
-                    )
+                    (strsim::levenshtein(&key.to_ascii_lowercase(), &k.to_ascii_lowercase()), *k)
                 })
                 .min()
                 .filter(|(d, _)| *d <= 3 || key.len() > 6 && *d <= key.len() / 3);
@@ -135,12 +106,7 @@ impl Fields {
                 None => format!("; the fields here are {}", known.join(", ")),
             };
             let message = format!("unknown field {key:?}{hint}");
-            w.push(
-                Severity::Error,
-                &join(path, key),
-                w.doc.mark(*key_id),
-                message,
-            );
+            w.push(Severity::Error, &join(path, key), w.doc.mark(*key_id), message);
         }
     }
 }
@@ -152,17 +118,8 @@ struct Walker<'a> {
 
 impl Walker<'_> {
     fn push(&mut self, severity: Severity, path: &str, mark: Mark, message: String) {
-        let path = if path.is_empty() {
-            "<document>".to_owned()
-        } else {
-            path.to_owned()
-        };
-        self.diags.push(Diagnostic {
-            severity,
-            path,
-            mark,
-            message,
-        });
+        let path = if path.is_empty() { "<document>".to_owned() } else { path.to_owned() };
+        self.diags.push(Diagnostic { severity, path, mark, message });
     }
 
     fn error(&mut self, path: &str, id: NodeId, message: String) {
@@ -186,19 +143,11 @@ impl Walker<'_> {
             && plain
             && resolve(raw) == Plain::Null
         {
-            return Some(Fields {
-                entries: Vec::new(),
-                used: Vec::new(),
-                mark,
-            });
+            return Some(Fields { entries: Vec::new(), used: Vec::new(), mark });
         }
         let Some(entries) = self.doc.entries(id) else {
             let what = self.doc.describe(id);
-            self.error(
-                path,
-                id,
-                format!("must be a mapping of fields (key: value), got {what}"),
-            );
+            self.error(path, id, format!("must be a mapping of fields (key: value), got {what}"));
             return None;
         };
         let mut out: Vec<(String, NodeId, NodeId)> = Vec::new();
@@ -218,11 +167,7 @@ impl Walker<'_> {
             out.push((key.to_owned(), k, v));
         }
         let used = vec![false; out.len()];
-        Some(Fields {
-            entries: out,
-            used,
-            mark,
-        })
+        Some(Fields { entries: out, used, mark })
     }
 
     /// Finds `spec` according to the document kind.
@@ -242,24 +187,15 @@ impl Walker<'_> {
             };
         };
         if api_version.starts_with("k0s.k0sproject.io/") {
-            let kind = top
-                .take(self, "", "kind")
-                .and_then(|id| self.string(id, "kind").map(|k| (k, id)));
+            let kind =
+                top.take(self, "", "kind").and_then(|id| self.string(id, "kind").map(|k| (k, id)));
             if let Some((kind, id)) = kind
                 && kind != "ClusterConfig"
             {
-                self.error(
-                    "kind",
-                    id,
-                    format!("kind {kind:?} is not a k0s ClusterConfig"),
-                );
+                self.error("kind", id, format!("kind {kind:?} is not a k0s ClusterConfig"));
                 return None;
             }
-            Some((
-                SourceKind::ClusterConfig,
-                top.take(self, "", "spec"),
-                "spec".into(),
-            ))
+            Some((SourceKind::ClusterConfig, top.take(self, "", "spec"), "spec".into()))
         } else if api_version.starts_with("k0sctl.k0sproject.io/") {
             let Some(spec) = top.take(self, "", "spec") else {
                 return Some((SourceKind::K0sctl, None, String::new()));
@@ -310,12 +246,8 @@ impl Walker<'_> {
         if let Some(c) = &cplb {
             self.cross_spec_rules(c, &api, &cplb_path, fields.mark, single, path);
         }
-        (!self.has_errors()).then_some(Spec {
-            api,
-            network: NetworkSpec {
-                control_plane_load_balancing: cplb,
-            },
-        })
+        (!self.has_errors())
+            .then_some(Spec { api, network: NetworkSpec { control_plane_load_balancing: cplb } })
     }
 
     fn api(&mut self, id: NodeId, path: &str) -> Option<ApiSpec> {
@@ -329,18 +261,12 @@ impl Walker<'_> {
             None => String::new(),
         };
         let sans = match fields.take(self, path, "sans") {
-            Some(s) => self
-                .string_list(s, &join(path, "sans"))?
-                .into_iter()
-                .map(|(s, _)| s)
-                .collect(),
+            Some(s) => {
+                self.string_list(s, &join(path, "sans"))?.into_iter().map(|(s, _)| s).collect()
+            }
             None => Vec::new(),
         };
-        Some(ApiSpec {
-            port,
-            external_address,
-            sans,
-        })
+        Some(ApiSpec { port, external_address, sans })
     }
 
     fn cplb(&mut self, id: NodeId, path: &str) -> Option<Cplb> {
@@ -385,18 +311,9 @@ impl Walker<'_> {
         }
         if !enabled {
             let message = "enabled is false: the block is validated, but CPLB will not run".into();
-            self.push(
-                Severity::Warning,
-                &join(path, "enabled"),
-                fields.mark,
-                message,
-            );
+            self.push(Severity::Warning, &join(path, "enabled"), fields.mark, message);
         }
-        Some(Cplb {
-            enabled,
-            kind,
-            keepalived,
-        })
+        Some(Cplb { enabled, kind, keepalived })
     }
 
     fn keepalived(&mut self, id: NodeId, path: &str) -> Option<Keepalived> {
@@ -449,10 +366,9 @@ impl Walker<'_> {
                 "configTemplateVS",
             ],
         );
-        for (name, t) in [
-            ("configTemplateVRRP", &vrrp_template),
-            ("configTemplateVS", &vs_template),
-        ] {
+        for (name, t) in
+            [("configTemplateVRRP", &vrrp_template), ("configTemplateVS", &vs_template)]
+        {
             if t.as_deref().is_some_and(|t| !t.is_empty()) {
                 let message = format!(
                     "{name} is a keepalived template; cplb does not run keepalived and ignores it"
@@ -469,12 +385,7 @@ impl Walker<'_> {
         self.server_rules(&servers, &instances, &servers_path);
         if disable && !servers.is_empty() {
             let message = "virtualServers are not load-balanced with disableLoadBalancer: true (only the VIPs run)".into();
-            self.push(
-                Severity::Warning,
-                &join(path, "disableLoadBalancer"),
-                fields.mark,
-                message,
-            );
+            self.push(Severity::Warning, &join(path, "disableLoadBalancer"), fields.mark, message);
         }
         Some(Keepalived {
             vrrp_instances: instances.into_iter().map(|(i, _)| i).collect(),
@@ -564,11 +475,7 @@ impl Walker<'_> {
         };
         let items = self.string_list(list, &p)?;
         if items.is_empty() {
-            self.error(
-                &p,
-                list,
-                "VirtualIPs must be defined: the list is empty".into(),
-            );
+            self.error(&p, list, "VirtualIPs must be defined: the list is empty".into());
             return None;
         }
         let mut out = Vec::new();
@@ -744,24 +651,22 @@ impl Walker<'_> {
         let mut f = self.mapping(id, path)?;
         let ip_path = join(path, "ipAddress");
         let ip = match f.take(self, path, "ipAddress") {
-            Some(a) => self
-                .string(a, &ip_path)
-                .and_then(|t| match t.parse::<IpAddr>() {
-                    Ok(ip) => Some(ip),
-                    Err(_) if t.is_empty() => {
-                        self.error(&ip_path, a, "IPAddress must be defined".into());
-                        None
-                    }
-                    Err(_) => {
-                        let hint = if Cidr::parse(&t).is_some() {
-                            " (a bare IP, without the prefix length)"
-                        } else {
-                            ""
-                        };
-                        self.error(&ip_path, a, format!("invalid IP address {t:?}{hint}"));
-                        None
-                    }
-                }),
+            Some(a) => self.string(a, &ip_path).and_then(|t| match t.parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) if t.is_empty() => {
+                    self.error(&ip_path, a, "IPAddress must be defined".into());
+                    None
+                }
+                Err(_) => {
+                    let hint = if Cidr::parse(&t).is_some() {
+                        " (a bare IP, without the prefix length)"
+                    } else {
+                        ""
+                    };
+                    self.error(&ip_path, a, format!("invalid IP address {t:?}{hint}"));
+                    None
+                }
+            }),
             None => {
                 self.error(
                     &ip_path,
@@ -776,15 +681,15 @@ impl Walker<'_> {
             None => Some(DEFAULT_DELAY_LOOP),
         };
         let algo = match f.take(self, path, "lbAlgo") {
-            Some(a) => self.enumerated(a, &join(path, "lbAlgo"), "LBAlgo", &LbAlgo::ALL, |x| {
-                x.as_str()
-            }),
+            Some(a) => {
+                self.enumerated(a, &join(path, "lbAlgo"), "LBAlgo", &LbAlgo::ALL, |x| x.as_str())
+            }
             None => Some(LbAlgo::Rr),
         };
         let kind = match f.take(self, path, "lbKind") {
-            Some(k) => self.enumerated(k, &join(path, "lbKind"), "LBKind", &LbKind::ALL, |x| {
-                x.as_str()
-            }),
+            Some(k) => {
+                self.enumerated(k, &join(path, "lbKind"), "LBKind", &LbKind::ALL, |x| x.as_str())
+            }
             None => Some(LbKind::Dr),
         };
         let persistence = match f.take(self, path, "persistenceTimeoutSeconds") {
@@ -804,13 +709,7 @@ impl Walker<'_> {
         f.reject_unknown(
             self,
             path,
-            &[
-                "ipAddress",
-                "delayLoop",
-                "lbAlgo",
-                "lbKind",
-                "persistenceTimeoutSeconds",
-            ],
+            &["ipAddress", "delayLoop", "lbAlgo", "lbKind", "persistenceTimeoutSeconds"],
         );
         Some(VirtualServer {
             ip_address: ip?,
@@ -866,18 +765,15 @@ impl Walker<'_> {
                 ),
             );
         }
-        Some(Duration::from_micros(
-            u64::try_from(micros).unwrap_or(u64::MAX),
-        ))
+        Some(Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX)))
     }
 
     /// Rules that compare instances: unique VRIDs (explicit or automatic) and unique VIPs.
     fn instance_rules(&mut self, instances: &[(VrrpInstance, NodeId)], path: &str) {
         for (i, (inst, id)) in instances.iter().enumerate() {
             let earlier = instances.get(..i).unwrap_or_default();
-            if let Some(j) = earlier
-                .iter()
-                .position(|(o, _)| o.virtual_router_id == inst.virtual_router_id)
+            if let Some(j) =
+                earlier.iter().position(|(o, _)| o.virtual_router_id == inst.virtual_router_id)
             {
                 let vrid = inst.virtual_router_id;
                 self.error(
@@ -910,10 +806,7 @@ impl Walker<'_> {
     ) {
         for (i, (vs, id)) in servers.iter().enumerate() {
             let ip = vs.ip_address;
-            if !instances
-                .iter()
-                .any(|(inst, _)| inst.virtual_ips.iter().any(|v| v.addr == ip))
-            {
+            if !instances.iter().any(|(inst, _)| inst.virtual_ips.iter().any(|v| v.addr == ip)) {
                 let vips: Vec<String> = instances
                     .iter()
                     .flat_map(|(inst, _)| inst.virtual_ips.iter().map(|v| v.addr.to_string()))
@@ -925,12 +818,7 @@ impl Walker<'_> {
                 };
                 self.error(&format!("{path}[{i}].ipAddress"), *id, format!("{ip} is not one of the VRRP instances' virtualIPs ({known}): no node would own it"));
             }
-            if servers
-                .get(..i)
-                .unwrap_or_default()
-                .iter()
-                .any(|(o, _)| o.ip_address == ip)
-            {
+            if servers.get(..i).unwrap_or_default().iter().any(|(o, _)| o.ip_address == ip) {
                 self.error(
                     &format!("{path}[{i}].ipAddress"),
                     *id,
@@ -956,10 +844,7 @@ impl Walker<'_> {
                     .into();
             self.push(Severity::Error, &join(cplb_path, "enabled"), mark, message);
         }
-        let has_servers = cplb
-            .keepalived
-            .as_ref()
-            .is_some_and(|k| !k.virtual_servers.is_empty());
+        let has_servers = cplb.keepalived.as_ref().is_some_and(|k| !k.virtual_servers.is_empty());
         if has_servers && !api.external_address.is_empty() {
             let message = format!(
                 "{spec_path}.api.externalAddress ({}) and virtual servers cannot be used together: remove one",
@@ -1052,11 +937,7 @@ impl Walker<'_> {
             n @ 1..=65_535 => u16::try_from(n).ok(),
             n => {
                 let field = path.rsplit('.').next().unwrap_or(path);
-                self.error(
-                    path,
-                    id,
-                    format!("{field} must be in the range of 1-65535, got {n}"),
-                );
+                self.error(path, id, format!("{field} must be in the range of 1-65535, got {n}"));
                 None
             }
         }
@@ -1102,11 +983,7 @@ impl Walker<'_> {
             return Some(Vec::new());
         }
         let what = self.doc.describe(id);
-        self.error(
-            path,
-            id,
-            format!("must be a list (- item, or [a, b]), got {what}"),
-        );
+        self.error(path, id, format!("must be a list (- item, or [a, b]), got {what}"));
         None
     }
 
@@ -1136,19 +1013,11 @@ impl Walker<'_> {
             return Some(v);
         }
         let names: Vec<&str> = all.iter().map(|v| name(*v)).collect();
-        let hint = match all
-            .iter()
-            .copied()
-            .find(|v| name(*v).eq_ignore_ascii_case(&text))
-        {
+        let hint = match all.iter().copied().find(|v| name(*v).eq_ignore_ascii_case(&text)) {
             Some(v) => format!("; did you mean {:?}?", name(v)),
             None => String::new(),
         };
-        self.error(
-            path,
-            id,
-            format!("invalid {what}: {text} (one of {}){hint}", names.join(", ")),
-        );
+        self.error(path, id, format!("invalid {what}: {text} (one of {}){hint}", names.join(", ")));
         None
     }
 }

@@ -64,10 +64,7 @@ pub fn load(text: &str, options: LoadOptions) -> Result<Loaded, Rejected> {
                 mark: e.mark,
                 message,
             };
-            return Err(Rejected {
-                errors: vec![error],
-                warnings: Vec::new(),
-            });
+            return Err(Rejected { errors: vec![error], warnings: Vec::new() });
         }
     };
     let docs: Vec<_> = docs.into_iter().filter(|d| d.root().is_some()).collect();
@@ -85,10 +82,8 @@ pub fn load(text: &str, options: LoadOptions) -> Result<Loaded, Rejected> {
         [doc] => load::read(doc, options.single, &mut diags),
         [_, second, ..] => {
             let mark = second.root().map(|r| second.mark(r)).unwrap_or_default();
-            let message = format!(
-                "the file holds {} YAML documents: give one configuration",
-                docs.len()
-            );
+            let message =
+                format!("the file holds {} YAML documents: give one configuration", docs.len());
             diags.push(Diagnostic {
                 severity: Severity::Error,
                 path: "<document>".into(),
@@ -99,15 +94,10 @@ pub fn load(text: &str, options: LoadOptions) -> Result<Loaded, Rejected> {
         }
     };
     diags.sort_by_key(|d| (d.mark, d.severity));
-    let (errors, warnings): (Vec<_>, Vec<_>) = diags
-        .into_iter()
-        .partition(|d| d.severity == Severity::Error);
+    let (errors, warnings): (Vec<_>, Vec<_>) =
+        diags.into_iter().partition(|d| d.severity == Severity::Error);
     match result {
-        Some((config, source)) if errors.is_empty() => Ok(Loaded {
-            config,
-            source,
-            warnings,
-        }),
+        Some((config, source)) if errors.is_empty() => Ok(Loaded { config, source, warnings }),
         _ => Err(Rejected { errors, warnings }),
     }
 }

@@ -59,20 +59,11 @@ fn int(raw: &str) -> Option<i128> {
     if digits.is_empty() || body.starts_with('_') {
         return None;
     }
-    let value = if let Some(hex) = digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-    {
+    let value = if let Some(hex) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
         i128::from_str_radix(hex, 16).ok()?
-    } else if let Some(oct) = digits
-        .strip_prefix("0o")
-        .or_else(|| digits.strip_prefix("0O"))
-    {
+    } else if let Some(oct) = digits.strip_prefix("0o").or_else(|| digits.strip_prefix("0O")) {
         i128::from_str_radix(oct, 8).ok()?
-    } else if let Some(bin) = digits
-        .strip_prefix("0b")
-        .or_else(|| digits.strip_prefix("0B"))
-    {
+    } else if let Some(bin) = digits.strip_prefix("0b").or_else(|| digits.strip_prefix("0B")) {
         i128::from_str_radix(bin, 2).ok()?
     } else if digits.len() > 1 && digits.starts_with('0') {
         i128::from_str_radix(digits.get(1..)?, 8).ok()?
@@ -133,11 +124,7 @@ mod tests {
         assert_eq!(resolve("~"), Plain::Null);
         assert_eq!(resolve("k0s-lab1"), Plain::Str);
         assert_eq!(resolve("192.168.1.1"), Plain::Str);
-        assert_eq!(
-            resolve("08"),
-            Plain::Float(8.0),
-            "not octal, so go-yaml v2 reads a float"
-        );
+        assert_eq!(resolve("08"), Plain::Float(8.0), "not octal, so go-yaml v2 reads a float");
     }
 
     #[test]

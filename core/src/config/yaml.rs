@@ -123,73 +123,40 @@ pub fn parse(text: &str) -> Result<Vec<Document>, SyntaxError> {
     let mut total = 0usize;
     loop {
         let (event, marker) = parser.next_token().map_err(|e| SyntaxError {
-            mark: Mark {
-                line: e.marker().line(),
-                col: e.marker().col() + 1,
-            },
+            mark: Mark { line: e.marker().line(), col: e.marker().col() + 1 },
             message: e.info().to_owned(),
         })?;
-        let mark = Mark {
-            line: marker.line(),
-            col: marker.col() + 1,
-        };
+        let mark = Mark { line: marker.line(), col: marker.col() + 1 };
         match event {
             Event::StreamEnd => break,
             Event::DocumentStart => builder = Builder::default(),
             Event::DocumentEnd => docs.push(std::mem::take(&mut builder).finish()),
             Event::Alias(anchor) => {
-                let target = builder
-                    .anchors
-                    .iter()
-                    .find(|(a, _)| *a == anchor)
-                    .map(|(_, id)| *id);
+                let target = builder.anchors.iter().find(|(a, _)| *a == anchor).map(|(_, id)| *id);
                 let Some(target) = target else {
                     return Err(SyntaxError {
                         mark,
                         message: format!("alias to an unknown anchor ({anchor})"),
                     });
                 };
-                builder.push_value(
-                    Node {
-                        kind: Kind::Alias(target),
-                        mark,
-                    },
-                    0,
-                );
+                builder.push_value(Node { kind: Kind::Alias(target), mark }, 0);
             }
             Event::Scalar(value, style, anchor, _tag) => {
                 let plain = style == TScalarStyle::Plain;
-                builder.push_value(
-                    Node {
-                        kind: Kind::Scalar { value, plain },
-                        mark,
-                    },
-                    anchor,
-                );
+                builder.push_value(Node { kind: Kind::Scalar { value, plain }, mark }, anchor);
             }
-            Event::SequenceStart(anchor, _) => builder.open(
-                Node {
-                    kind: Kind::Seq(Vec::new()),
-                    mark,
-                },
-                anchor,
-            ),
-            Event::MappingStart(anchor, _) => builder.open(
-                Node {
-                    kind: Kind::Map(Vec::new()),
-                    mark,
-                },
-                anchor,
-            ),
+            Event::SequenceStart(anchor, _) => {
+                builder.open(Node { kind: Kind::Seq(Vec::new()), mark }, anchor)
+            }
+            Event::MappingStart(anchor, _) => {
+                builder.open(Node { kind: Kind::Map(Vec::new()), mark }, anchor)
+            }
             Event::SequenceEnd | Event::MappingEnd => builder.close(),
             Event::Nothing | Event::StreamStart => {}
         }
         total += 1;
         if total > MAX_NODES {
-            return Err(SyntaxError {
-                mark,
-                message: format!("more than {MAX_NODES} YAML nodes"),
-            });
+            return Err(SyntaxError { mark, message: format!("more than {MAX_NODES} YAML nodes") });
         }
     }
     Ok(docs)
@@ -278,11 +245,7 @@ mod tests {
         let item = doc.items(entries[1].1).expect("seq")[0];
         let inner = doc.entries(item).expect("map");
         assert_eq!(doc.scalar(inner[0].1), Some(("q", false)));
-        assert_eq!(
-            doc.items(inner[2].1).map(<[_]>::len),
-            Some(2),
-            "alias followed"
-        );
+        assert_eq!(doc.items(inner[2].1).map(<[_]>::len), Some(2), "alias followed");
         assert_eq!(doc.mark(item), Mark { line: 3, col: 5 });
     }
 

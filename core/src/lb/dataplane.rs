@@ -13,6 +13,13 @@ use super::service::{RealServer, ServiceKey};
 use crate::config::{Keepalived, LbAlgo, LbKind, LoadBalancerMode};
 
 /// A virtual service as the kernel would hold it.
+///
+/// Loop guard: a driver must not schedule packets whose link-layer source is one of the
+/// service's real servers (on Linux: an nftables rule marks only frames from other MACs, and
+/// the IPVS service matches that fwmark). Such a packet was forwarded by another director: a
+/// second master during a contention, or a host whose daemon died with its IPVS table in
+/// place. Scheduling it again is how direct routing loops (found by the fuzzer: a crashed
+/// master's stale table and the new master forwarding to each other).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceSpec {
     /// VIP and port.
@@ -90,11 +97,8 @@ pub fn desired(
     let mut backends: Vec<SocketAddr> = healthy.to_vec();
     backends.sort();
     backends.dedup();
-    let vips: Vec<IpAddr> = config
-        .vrrp_instances
-        .iter()
-        .flat_map(|i| i.virtual_ips.iter().map(|c| c.addr))
-        .collect();
+    let vips: Vec<IpAddr> =
+        config.vrrp_instances.iter().flat_map(|i| i.virtual_ips.iter().map(|c| c.addr)).collect();
     match config.mode() {
         LoadBalancerMode::VipOnly => DataPlane::default(),
         LoadBalancerMode::UserspaceProxy => DataPlane {
@@ -115,10 +119,7 @@ pub fn desired(
                 .iter()
                 .filter(|vs| is_master(vs.ip_address))
                 .map(|vs| ServiceSpec {
-                    key: ServiceKey {
-                        vip: vs.ip_address,
-                        port: api_port,
-                    },
+                    key: ServiceKey { vip: vs.ip_address, port: api_port },
                     algo: vs.lb_algo,
                     forwarding: vs.lb_kind,
                     persistence_secs: vs.persistence_timeout_seconds,
@@ -138,11 +139,7 @@ pub fn desired(
                 .collect();
             local_vips.sort();
             local_vips.dedup();
-            DataPlane {
-                services,
-                local_vips,
-                ..DataPlane::default()
-            }
+            DataPlane { services, local_vips, ..DataPlane::default() }
         }
     }
 }
@@ -181,15 +178,8 @@ pub fn diff(current: &DataPlane, desired: &DataPlane) -> Vec<Change> {
     }
     for want in &desired.services {
         if !current.services.iter().any(|c| c.key == want.key) {
-            out.push(Change::AddService(ServiceSpec {
-                real_servers: Vec::new(),
-                ..want.clone()
-            }));
-            out.extend(
-                want.real_servers
-                    .iter()
-                    .map(|rs| Change::AddRealServer(want.key, *rs)),
-            );
+            out.push(Change::AddService(ServiceSpec { real_servers: Vec::new(), ..want.clone() }));
+            out.extend(want.real_servers.iter().map(|rs| Change::AddRealServer(want.key, *rs)));
         }
     }
     match (current.proxy_port, desired.proxy_port) {
@@ -197,10 +187,7 @@ pub fn diff(current: &DataPlane, desired: &DataPlane) -> Vec<Change> {
         (cur, Some(port))
             if cur != Some(port) || current.proxy_backends != desired.proxy_backends =>
         {
-            out.push(Change::SetProxy {
-                port,
-                backends: desired.proxy_backends.clone(),
-            });
+            out.push(Change::SetProxy { port, backends: desired.proxy_backends.clone() });
         }
         _ => {}
     }

@@ -153,11 +153,7 @@ impl HealthChecker {
                 h.in_flight = Some((id, deadline));
                 h.next_probe = None;
             }
-            self.probes.push_back(Probe {
-                id,
-                server,
-                deadline,
-            });
+            self.probes.push_back(Probe { id, server, deadline });
         }
     }
 
@@ -189,10 +185,7 @@ impl HealthChecker {
     /// When `handle_timeout` must run next: the next probe or probe deadline.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.servers
-            .values()
-            .filter_map(|h| h.in_flight.map(|(_, d)| d).or(h.next_probe))
-            .min()
+        self.servers.values().filter_map(|h| h.in_flight.map(|(_, d)| d).or(h.next_probe)).min()
     }
 
     /// Whether a server is healthy.
@@ -203,12 +196,8 @@ impl HealthChecker {
     /// The servers to balance over: the healthy ones, or with fail-open all of them when
     /// none is healthy.
     pub fn usable(&self) -> Vec<SocketAddr> {
-        let healthy: Vec<SocketAddr> = self
-            .servers
-            .iter()
-            .filter(|(_, h)| h.healthy)
-            .map(|(s, _)| *s)
-            .collect();
+        let healthy: Vec<SocketAddr> =
+            self.servers.iter().filter(|(_, h)| h.healthy).map(|(s, _)| *s).collect();
         if healthy.is_empty() && self.config.fail_open {
             self.servers.keys().copied().collect()
         } else {
@@ -238,10 +227,7 @@ impl HealthChecker {
         if h.streak >= needed.max(1) {
             h.healthy = ok;
             h.streak = 0;
-            self.changes.push_back(HealthChange {
-                server,
-                healthy: ok,
-            });
+            self.changes.push_back(HealthChange { server, healthy: ok });
         }
     }
 }

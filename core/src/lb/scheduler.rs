@@ -53,13 +53,7 @@ pub(crate) struct Scheduler {
 
 impl Scheduler {
     pub(crate) fn new(algo: LbAlgo) -> Self {
-        Self {
-            algo,
-            position: None,
-            current_weight: 0,
-            buckets: Vec::new(),
-            lblc: BTreeMap::new(),
-        }
+        Self { algo, position: None, current_weight: 0, buckets: Vec::new(), lblc: BTreeMap::new() }
     }
 
     pub(crate) fn algo(&self) -> LbAlgo {
@@ -70,8 +64,7 @@ impl Scheduler {
     pub(crate) fn reset(&mut self, dests: &[Destination]) {
         self.position = None;
         self.current_weight = 0;
-        self.lblc
-            .retain(|_, (addr, _)| dests.iter().any(|d| d.addr == *addr));
+        self.lblc.retain(|_, (addr, _)| dests.iter().any(|d| d.addr == *addr));
         self.buckets = match self.algo {
             LbAlgo::Dh => assign_buckets(dests, false),
             LbAlgo::Sh => assign_buckets(dests, true),
@@ -121,13 +114,7 @@ impl Scheduler {
         if max == 0 {
             return None;
         }
-        let gcd = i64::from(
-            dests
-                .iter()
-                .map(|d| d.weight)
-                .filter(|w| *w > 0)
-                .fold(0, gcd),
-        );
+        let gcd = i64::from(dests.iter().map(|d| d.weight).filter(|w| *w > 0).fold(0, gcd));
         let n = dests.len();
         // Bounded: every destination is visited at most once per weight step.
         for _ in 0..=(n * (max / gcd.max(1) + 1) as usize) {
@@ -169,9 +156,7 @@ impl Scheduler {
         });
         if let Some((addr, _)) = self.lblc.get(&vip)
             && let Some(i) = dests.iter().position(|d| d.addr == *addr)
-            && dests
-                .get(i)
-                .is_some_and(|d| d.weight > 0 && !lblc_overloaded(d, dests))
+            && dests.get(i).is_some_and(|d| d.weight > 0 && !lblc_overloaded(d, dests))
         {
             self.lblc.insert(vip, (*addr, now));
             return Some(i);
@@ -192,9 +177,7 @@ impl Scheduler {
 
 fn lblc_overloaded(d: &Destination, dests: &[Destination]) -> bool {
     u64::from(d.active) > u64::from(d.weight)
-        && dests
-            .iter()
-            .any(|o| u64::from(o.active) * 2 < u64::from(o.weight))
+        && dests.iter().any(|o| u64::from(o.active) * 2 < u64::from(o.weight))
 }
 
 /// Least `overhead` among destinations with weight; `weighted` compares overhead/weight

@@ -99,20 +99,12 @@ impl VirtualService {
             if self.dests.iter().any(|d| d.addr == s.addr) {
                 continue;
             }
-            let (active, inactive) = old
-                .iter()
-                .find(|d| d.addr == s.addr)
-                .map_or((0, 0), |d| (d.active, d.inactive));
-            self.dests.push(Destination {
-                addr: s.addr,
-                weight: s.weight,
-                active,
-                inactive,
-            });
+            let (active, inactive) =
+                old.iter().find(|d| d.addr == s.addr).map_or((0, 0), |d| (d.active, d.inactive));
+            self.dests.push(Destination { addr: s.addr, weight: s.weight, active, inactive });
         }
         let dests = &self.dests;
-        self.templates
-            .retain(|_, t| dests.iter().any(|d| d.addr == t.server));
+        self.templates.retain(|_, t| dests.iter().any(|d| d.addr == t.server));
         self.scheduler.reset(&self.dests);
     }
 
@@ -129,19 +121,10 @@ impl VirtualService {
             self.count_open(server);
             return Some(server);
         }
-        let i = self
-            .scheduler
-            .pick(now, &self.dests, client, self.key.vip)?;
+        let i = self.scheduler.pick(now, &self.dests, client, self.key.vip)?;
         let server = self.dests.get(i)?.addr;
         if self.persistence.is_some() {
-            self.templates.insert(
-                client,
-                Template {
-                    server,
-                    open: 1,
-                    last_activity: now,
-                },
-            );
+            self.templates.insert(client, Template { server, open: 1, last_activity: now });
         }
         self.count_open(server);
         Some(server)
@@ -152,11 +135,7 @@ impl VirtualService {
         if let Some(d) = self.dests.iter_mut().find(|d| d.addr == server) {
             d.active = d.active.saturating_sub(1);
         }
-        if let Some(t) = self
-            .templates
-            .get_mut(&client)
-            .filter(|t| t.server == server)
-        {
+        if let Some(t) = self.templates.get_mut(&client).filter(|t| t.server == server) {
             t.open = t.open.saturating_sub(1);
             t.last_activity = now;
         }
@@ -185,7 +164,6 @@ impl VirtualService {
         let Some(timeout) = self.persistence else {
             return;
         };
-        self.templates
-            .retain(|_, t| t.open > 0 || now < t.last_activity + timeout);
+        self.templates.retain(|_, t| t.open > 0 || now < t.last_activity + timeout);
     }
 }

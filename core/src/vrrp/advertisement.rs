@@ -192,9 +192,7 @@ impl VirtualAddresses {
             Self::V6(a) => a.as_slice(),
             Self::V4(_) => &[],
         };
-        v4.iter()
-            .map(|a| IpAddr::V4(*a))
-            .chain(v6.iter().map(|a| IpAddr::V6(*a)))
+        v4.iter().map(|a| IpAddr::V4(*a)).chain(v6.iter().map(|a| IpAddr::V6(*a)))
     }
 }
 
@@ -286,10 +284,9 @@ impl Advertisement {
         let (interval_cs, auth) = match version {
             Version::V2 => (u16::from(b5) * 100, decode_auth(b4, message)?),
             // The 4 reserved bits are ignored on receive (RFC 9568 §5.2.6).
-            Version::V3 => (
-                u16::from_be_bytes([b4, b5]) & MAX_V3_INTERVAL_CS,
-                Authentication::None,
-            ),
+            Version::V3 => {
+                (u16::from_be_bytes([b4, b5]) & MAX_V3_INTERVAL_CS, Authentication::None)
+            }
         };
         if interval_cs == 0 {
             return Err(DecodeError::ZeroInterval);
@@ -316,14 +313,8 @@ impl Advertisement {
                 VirtualAddresses::V6(addrs)
             }
         };
-        let advert = Self {
-            version,
-            vrid,
-            priority: Priority(priority),
-            interval_cs,
-            auth,
-            addresses,
-        };
+        let advert =
+            Self { version, vrid, priority: Priority(priority), interval_cs, auth, addresses };
         Ok((advert, form))
     }
 
@@ -347,7 +338,32 @@ impl Advertisement {
         v3_ipv4: V3Ipv4Checksum,
         out: &mut Vec<u8>,
     ) -> Result<ChecksumForm, EncodeError> {
-        let form = self.check_encodable(src, dst, v3_ipv4)?;
+        self.encode_checked(src, dst, v3_ipv4, true, out)
+    }
+
+    /// Encodes like [`Advertisement::encode`], but lets an IPv6 advert start with a
+    /// non-link-local address, as keepalived sends outside its strict mode (and as unicast
+    /// IPv6 VRRP, sourced from a global address, has to).
+    pub fn encode_allowing_global_first(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        v3_ipv4: V3Ipv4Checksum,
+    ) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode_checked(src, dst, v3_ipv4, false, &mut out)?;
+        Ok(out)
+    }
+
+    fn encode_checked(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        v3_ipv4: V3Ipv4Checksum,
+        link_local_first: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<ChecksumForm, EncodeError> {
+        let form = self.check_encodable(src, dst, v3_ipv4, link_local_first)?;
         let start = out.len();
         let count = u8::try_from(self.addresses.len()).unwrap_or(u8::MAX);
         out.extend_from_slice(&[
@@ -398,6 +414,7 @@ impl Advertisement {
         src: IpAddr,
         dst: IpAddr,
         v3_ipv4: V3Ipv4Checksum,
+        link_local_first: bool,
     ) -> Result<ChecksumForm, EncodeError> {
         let header = Family::of(src, dst).map_err(|_| EncodeError::MixedFamilies { src, dst })?;
         let count = self.addresses.len();
@@ -414,6 +431,7 @@ impl Advertisement {
             return Err(EncodeError::ZeroVrid);
         }
         if let VirtualAddresses::V6(a) = &self.addresses
+            && link_local_first
             && let Some(first) = a.first().filter(|a| !a.is_unicast_link_local())
         {
             return Err(EncodeError::FirstAddressNotLinkLocal(*first));
@@ -524,10 +542,8 @@ fn verify_checksum(
         ChecksumForm::V2 => true,
         ChecksumForm::Ipv6 => endpoints.is_some(),
     };
-    let (src, dst) = endpoints.unwrap_or((
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-    ));
+    let (src, dst) =
+        endpoints.unwrap_or((IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
     let mut first_tried = None;
     for &form in candidates.iter().filter(|f| accepted(**f)) {
         let expected = checksum::compute(message, form, src, dst);
@@ -537,11 +553,7 @@ fn verify_checksum(
         first_tried.get_or_insert((form, expected));
     }
     match first_tried {
-        Some((form, expected)) => Err(DecodeError::BadChecksum {
-            found,
-            expected,
-            form,
-        }),
+        Some((form, expected)) => Err(DecodeError::BadChecksum { found, expected, form }),
         None => Err(DecodeError::ChecksumNeedsAddresses),
     }
 }
@@ -582,15 +594,9 @@ mod tests {
                 &bytes,
                 src,
                 dst,
-                &ReceiveRules {
-                    checksum: ChecksumPolicy::Only(other),
-                    ..ReceiveRules::default()
-                },
+                &ReceiveRules { checksum: ChecksumPolicy::Only(other), ..ReceiveRules::default() },
             );
-            assert!(
-                matches!(strict, Err(DecodeError::BadChecksum { .. })),
-                "{strict:?}"
-            );
+            assert!(matches!(strict, Err(DecodeError::BadChecksum { .. })), "{strict:?}");
         }
     }
 

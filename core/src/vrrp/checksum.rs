@@ -92,22 +92,12 @@ impl ChecksumPolicy {
 /// message-only sum, which then fails verification rather than panicking.
 pub(crate) fn compute(message: &[u8], form: ChecksumForm, src: IpAddr, dst: IpAddr) -> u16 {
     match (form, src, dst) {
-        (ChecksumForm::PseudoHeader, IpAddr::V4(s), IpAddr::V4(d)) => util::ipv4_checksum(
-            message,
-            CHECKSUM_WORD,
-            &[],
-            &s,
-            &d,
-            IpNextHeaderProtocols::Vrrp,
-        ),
-        (ChecksumForm::Ipv6, IpAddr::V6(s), IpAddr::V6(d)) => util::ipv6_checksum(
-            message,
-            CHECKSUM_WORD,
-            &[],
-            &s,
-            &d,
-            IpNextHeaderProtocols::Vrrp,
-        ),
+        (ChecksumForm::PseudoHeader, IpAddr::V4(s), IpAddr::V4(d)) => {
+            util::ipv4_checksum(message, CHECKSUM_WORD, &[], &s, &d, IpNextHeaderProtocols::Vrrp)
+        }
+        (ChecksumForm::Ipv6, IpAddr::V6(s), IpAddr::V6(d)) => {
+            util::ipv6_checksum(message, CHECKSUM_WORD, &[], &s, &d, IpNextHeaderProtocols::Vrrp)
+        }
         _ => util::checksum(message, CHECKSUM_WORD),
     }
 }

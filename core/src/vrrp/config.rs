@@ -99,7 +99,8 @@ pub struct InstanceConfig {
     pub v3_ipv4_checksum: V3Ipv4Checksum,
     /// Checksum forms accepted for VRRPv3 over IPv4.
     pub accept_checksum: ChecksumPolicy,
-    /// Accept IPv6 adverts whose first address is not link-local (keepalived interop).
+    /// Accept, and send, IPv6 adverts whose first address is not link-local (keepalived
+    /// interop; unicast IPv6 from a global source address).
     pub allow_global_first_ipv6: bool,
     /// Announcement timing.
     pub announce: AnnounceConfig,
@@ -121,11 +122,7 @@ impl InstanceConfig {
             name: name.to_owned(),
             ifindex,
             vrid,
-            version: if primary.is_ipv6() {
-                Version::V3
-            } else {
-                Version::V2
-            },
+            version: if primary.is_ipv6() { Version::V3 } else { Version::V2 },
             priority: Priority::DEFAULT,
             advert_interval_cs: 100,
             primary_address: primary,
@@ -144,12 +141,7 @@ impl InstanceConfig {
 
     /// Checks the configuration on its own (the router checks it against its other instances).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |what: String| {
-            Err(ConfigError::Invalid {
-                instance: self.name.clone(),
-                what,
-            })
-        };
+        let err = |what: String| Err(ConfigError::Invalid { instance: self.name.clone(), what });
         if self.priority.0 == 0 {
             return err("priority 0 is reserved for resigning: use 1..=255".into());
         }
@@ -169,10 +161,8 @@ impl InstanceConfig {
                 vip.addr, self.primary_address
             ));
         }
-        if let Some(vip) = self
-            .virtual_ips
-            .iter()
-            .find(|v| v.prefix_len > if v6 { 128 } else { 32 })
+        if let Some(vip) =
+            self.virtual_ips.iter().find(|v| v.prefix_len > if v6 { 128 } else { 32 })
         {
             return err(format!(
                 "virtual IP {}/{}: prefix length out of range",
@@ -180,9 +170,7 @@ impl InstanceConfig {
             ));
         }
         if let Some(peer) = self.unicast_peers.iter().find(|p| p.is_ipv6() != v6) {
-            return err(format!(
-                "unicast peer {peer} is not of the family of the primary address"
-            ));
+            return err(format!("unicast peer {peer} is not of the family of the primary address"));
         }
         if self.unicast_peers.contains(&self.primary_address) {
             return err("the unicast peers contain the instance's own address".into());
@@ -215,11 +203,7 @@ impl InstanceConfig {
         {
             return err("announcement delays must be positive (use None to turn one off)".into());
         }
-        if let Some(t) = self
-            .tracking
-            .iter()
-            .find(|t| !(-253..=253).contains(&t.weight))
-        {
+        if let Some(t) = self.tracking.iter().find(|t| !(-253..=253).contains(&t.weight)) {
             return err(format!("tracking weight {} is out of -253..=253", t.weight));
         }
         Ok(())

@@ -193,10 +193,8 @@ impl VirtualRouter {
             // and so does RFC 9568 §7.1 (MAY log). Dropping would split the cluster on a
             // harmless VIP-order difference.
             self.stats.address_list_mismatch += 1;
-            out.events.push_back(Event::AddressListMismatch {
-                instance: self.id,
-                from: header.src,
-            });
+            out.events
+                .push_back(Event::AddressListMismatch { instance: self.id, from: header.src });
         }
         if advert.priority == Priority::RESIGN {
             self.stats.priority_zero_received += 1;
@@ -271,8 +269,7 @@ impl VirtualRouter {
             self.master_adver_interval_cs = advert.interval_cs;
         }
         self.master_resigned = false;
-        self.timers
-            .set(Timer::MasterDown, now + self.master_down_interval());
+        self.timers.set(Timer::MasterDown, now + self.master_down_interval());
     }
 
     /// keepalived's `preempt_delay`: preemption waits that long after start-up and after a
@@ -282,9 +279,7 @@ impl VirtualRouter {
         if delay.is_zero() {
             return true;
         }
-        let since = self
-            .lower_master_since
-            .map_or(self.started_at, |t| t.max(self.started_at));
+        let since = self.lower_master_since.map_or(self.started_at, |t| t.max(self.started_at));
         now >= since + delay
     }
 
@@ -314,24 +309,17 @@ impl VirtualRouter {
             }
             self.become_backup(
                 now,
-                Cause::HigherPriorityMaster {
-                    from: src,
-                    priority: advert.priority.0,
-                },
+                Cause::HigherPriorityMaster { from: src, priority: advert.priority.0 },
                 out,
             );
             return;
         }
         self.stats.contentions_won += 1;
-        out.events.push_back(Event::ContentionWon {
-            instance: self.id,
-            other: src,
-        });
+        out.events.push_back(Event::ContentionWon { instance: self.id, other: src });
         self.send_advert(self.priority, out);
         self.timers.set(Timer::Adver, now + self.advert_interval());
-        let recent = self
-            .last_contention_announce
-            .is_some_and(|t| now < t + self.advert_interval());
+        let recent =
+            self.last_contention_announce.is_some_and(|t| now < t + self.advert_interval());
         if !recent {
             self.last_contention_announce = Some(now);
             self.announce_burst(out);
@@ -348,11 +336,8 @@ impl VirtualRouter {
         };
         match (timer, self.state) {
             (Timer::MasterDown, State::Backup) => {
-                let cause = if self.master_resigned {
-                    Cause::MasterResigned
-                } else {
-                    Cause::MasterDown
-                };
+                let cause =
+                    if self.master_resigned { Cause::MasterResigned } else { Cause::MasterDown };
                 self.become_master(now, cause, out);
             }
             (Timer::Adver, State::Master) => {
@@ -385,10 +370,8 @@ impl VirtualRouter {
         let priority_changed = priority != self.priority;
         self.priority = priority;
         if priority_changed {
-            out.events.push_back(Event::PriorityChanged {
-                instance: self.id,
-                priority: priority.0,
-            });
+            out.events
+                .push_back(Event::PriorityChanged { instance: self.id, priority: priority.0 });
         }
         let was_faulted = self.faulted;
         self.faulted = faulted;
@@ -461,8 +444,7 @@ impl VirtualRouter {
         }
         self.timers.stop_all();
         self.master_resigned = false;
-        self.timers
-            .set(Timer::MasterDown, now + self.master_down_interval());
+        self.timers.set(Timer::MasterDown, now + self.master_down_interval());
         self.transition(State::Backup, cause, out);
     }
 
@@ -480,12 +462,7 @@ impl VirtualRouter {
         let from = self.state;
         self.state = to;
         if from != to {
-            out.events.push_back(Event::StateChanged {
-                instance: self.id,
-                from,
-                to,
-                cause,
-            });
+            out.events.push_back(Event::StateChanged { instance: self.id, from, to, cause });
         }
     }
 
@@ -505,10 +482,7 @@ impl VirtualRouter {
 
     /// Sends an advert to the group, or to every unicast peer.
     fn send_advert(&mut self, priority: Priority, out: &mut Outbox) {
-        let advert = Advertisement {
-            priority,
-            ..self.template.clone()
-        };
+        let advert = Advertisement { priority, ..self.template.clone() };
         let src = self.cfg.primary_address;
         let group = [group_for(src)];
         let dsts = if self.cfg.unicast_peers.is_empty() {
@@ -517,7 +491,12 @@ impl VirtualRouter {
             &self.cfg.unicast_peers[..]
         };
         for &dst in dsts {
-            match advert.encode(src, dst, self.cfg.v3_ipv4_checksum) {
+            let encoded = if self.cfg.allow_global_first_ipv6 {
+                advert.encode_allowing_global_first(src, dst, self.cfg.v3_ipv4_checksum)
+            } else {
+                advert.encode(src, dst, self.cfg.v3_ipv4_checksum)
+            };
+            match encoded {
                 Ok(payload) => {
                     out.transmits.push_back(Transmit {
                         instance: self.id,
@@ -541,9 +520,7 @@ impl VirtualRouter {
 /// Address lists agree, ignoring IPv6 link-local entries (each router lists its own).
 fn same_virtual_addresses(a: &VirtualAddresses, b: &VirtualAddresses) -> bool {
     let global = |x: &VirtualAddresses| -> Vec<IpAddr> {
-        x.iter()
-            .filter(|ip| !matches!(ip, IpAddr::V6(v) if v.is_unicast_link_local()))
-            .collect()
+        x.iter().filter(|ip| !matches!(ip, IpAddr::V6(v) if v.is_unicast_link_local())).collect()
     };
     a.family() == b.family() && global(a) == global(b)
 }

@@ -80,11 +80,7 @@ pub fn decode_received(
     check_ip_rules(&header, rules)?;
     let (advertisement, checksum_form) =
         Advertisement::decode(message, header.src, header.dst, rules)?;
-    Ok(Received {
-        header,
-        advertisement,
-        checksum_form,
-    })
+    Ok(Received { header, advertisement, checksum_form })
 }
 
 /// The IP-level receive rules of RFC 3768 §7.1 and RFC 9568 §7.1 and §5.1.
@@ -95,10 +91,7 @@ pub fn check_ip_rules(header: &IpHeader, rules: &ReceiveRules) -> Result<(), Dec
     }
     if header.ttl != TTL {
         let field = if src.is_ipv4() { "TTL" } else { "hop limit" };
-        return Err(DecodeError::TtlNot255 {
-            field,
-            value: header.ttl,
-        });
+        return Err(DecodeError::TtlNot255 { field, value: header.ttl });
     }
     let group = group_for(dst);
     let unicast_ok = !dst.is_multicast()
@@ -112,11 +105,7 @@ pub fn check_ip_rules(header: &IpHeader, rules: &ReceiveRules) -> Result<(), Dec
 /// Splits an IP packet into the header fields and the VRRP message.
 pub fn parse_ip(bytes: &[u8]) -> Result<(IpHeader, &[u8]), DecodeError> {
     match bytes.first().map(|b| b >> 4) {
-        None => Err(DecodeError::Truncated {
-            what: "IP header",
-            need: 1,
-            have: 0,
-        }),
+        None => Err(DecodeError::Truncated { what: "IP header", need: 1, have: 0 }),
         Some(4) => parse_ipv4(bytes),
         Some(6) => parse_ipv6(bytes),
         Some(other) => Err(DecodeError::BadIpVersion(other)),
@@ -124,11 +113,7 @@ pub fn parse_ip(bytes: &[u8]) -> Result<(IpHeader, &[u8]), DecodeError> {
 }
 
 fn parse_ipv4(bytes: &[u8]) -> Result<(IpHeader, &[u8]), DecodeError> {
-    let truncated = |need| DecodeError::Truncated {
-        what: "IPv4 packet",
-        need,
-        have: bytes.len(),
-    };
+    let truncated = |need| DecodeError::Truncated { what: "IPv4 packet", need, have: bytes.len() };
     let packet = Ipv4Packet::new(bytes).ok_or(truncated(IPV4_MIN_HEADER))?;
     let ihl = packet.get_header_length();
     let header_len = usize::from(ihl) * 4;
@@ -175,13 +160,11 @@ fn parse_ipv6(bytes: &[u8]) -> Result<(IpHeader, &[u8]), DecodeError> {
         have: bytes.len(),
     })?;
     let total = IPV6_HEADER + usize::from(packet.get_payload_length());
-    let mut payload = bytes
-        .get(IPV6_HEADER..total)
-        .ok_or(DecodeError::Truncated {
-            what: "IPv6 packet",
-            need: total,
-            have: bytes.len(),
-        })?;
+    let mut payload = bytes.get(IPV6_HEADER..total).ok_or(DecodeError::Truncated {
+        what: "IPv6 packet",
+        need: total,
+        have: bytes.len(),
+    })?;
     let mut next = packet.get_next_header().0;
     for _ in 0..IPV6_MAX_EXTENSIONS {
         if !IPV6_SKIPPABLE.contains(&next) {
@@ -231,13 +214,7 @@ pub struct IpParams {
 impl IpParams {
     /// The usual header for sending from `src` to `dst`.
     pub fn new(src: IpAddr, dst: IpAddr) -> Self {
-        Self {
-            src,
-            dst,
-            ttl: TTL,
-            tos: 0xc0,
-            identification: 0,
-        }
+        Self { src, dst, ttl: TTL, tos: 0xc0, identification: 0 }
     }
 }
 
@@ -248,15 +225,9 @@ pub fn encode_packet(
     v3_ipv4: V3Ipv4Checksum,
 ) -> Result<Vec<u8>, EncodeError> {
     let message = advert.encode(ip.src, ip.dst, v3_ipv4)?;
-    let header_len = if ip.src.is_ipv4() {
-        IPV4_MIN_HEADER
-    } else {
-        IPV6_HEADER
-    };
+    let header_len = if ip.src.is_ipv4() { IPV4_MIN_HEADER } else { IPV6_HEADER };
     let mut out = vec![0; header_len + message.len()];
-    out.get_mut(header_len..)
-        .unwrap_or_default()
-        .copy_from_slice(&message);
+    out.get_mut(header_len..).unwrap_or_default().copy_from_slice(&message);
     // The message is at most 8 + 255 × 16 bytes, so the lengths below fit in u16.
     let payload_len = u16::try_from(message.len()).unwrap_or(u16::MAX);
     match (ip.src, ip.dst) {
@@ -289,10 +260,7 @@ pub fn encode_packet(
         }
         // Advertisement::encode refused mixed families above.
         _ => {
-            return Err(EncodeError::MixedFamilies {
-                src: ip.src,
-                dst: ip.dst,
-            });
+            return Err(EncodeError::MixedFamilies { src: ip.src, dst: ip.dst });
         }
     }
     Ok(out)

@@ -57,10 +57,7 @@ pub struct Router {
 impl Router {
     /// An empty router whose clock starts at `now`.
     pub fn new(now: Instant) -> Self {
-        Self {
-            last_now: now,
-            ..Self::default()
-        }
+        Self { last_now: now, ..Self::default() }
     }
 
     /// Registers a tracked input (the local API server's health, say).
@@ -69,9 +66,7 @@ impl Router {
             return Err(ConfigError::TrackerCounts);
         }
         self.trackers.push(Tracker::new(config));
-        Ok(TrackerId(
-            u32::try_from(self.trackers.len() - 1).unwrap_or(u32::MAX),
-        ))
+        Ok(TrackerId(u32::try_from(self.trackers.len() - 1).unwrap_or(u32::MAX)))
     }
 
     /// Adds an instance and starts it (§6.4.1 Startup) at `now`.
@@ -82,10 +77,8 @@ impl Router {
     ) -> Result<InstanceId, ConfigError> {
         let now = self.advance(now);
         config.validate()?;
-        if let Some(t) = config
-            .tracking
-            .iter()
-            .find(|t| t.tracker.0 as usize >= self.trackers.len())
+        if let Some(t) =
+            config.tracking.iter().find(|t| t.tracker.0 as usize >= self.trackers.len())
         {
             return Err(ConfigError::UnknownTracker {
                 instance: config.name.clone(),
@@ -141,9 +134,7 @@ impl Router {
 
     /// Master_Down_Interval an instance uses now (v3: from the learned interval).
     pub fn master_down_interval(&self, id: InstanceId) -> Option<core::time::Duration> {
-        self.instances
-            .get(id.0)
-            .map(VirtualRouter::master_down_interval)
+        self.instances.get(id.0).map(VirtualRouter::master_down_interval)
     }
 
     /// Every instance id.
@@ -157,11 +148,8 @@ impl Router {
         let now = self.advance(now);
         let src = packet.header.src;
         let Some(&vrid) = packet.payload.get(1) else {
-            let e = DecodeError::Truncated {
-                what: "VRRP header",
-                need: 8,
-                have: packet.payload.len(),
-            };
+            let e =
+                DecodeError::Truncated { what: "VRRP header", need: 8, have: packet.payload.len() };
             return self.drop_unrouted(e.reason(), src);
         };
         let family = src.is_ipv6();
@@ -211,9 +199,7 @@ impl Router {
             return;
         };
         if let Some(up) = t.record(ok) {
-            self.out
-                .events
-                .push_back(Event::TrackerChanged { tracker, up });
+            self.out.events.push_back(Event::TrackerChanged { tracker, up });
             self.reevaluate(now);
         }
     }
@@ -264,10 +250,7 @@ impl Router {
     /// `add_instance` or `shutdown`.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.instances
-            .iter()
-            .filter_map(VirtualRouter::next_timeout)
-            .min()
+        self.instances.iter().filter_map(VirtualRouter::next_timeout).min()
     }
 
     /// Clamps `now` to be monotonic and fires every timer due by then, in deadline order.
@@ -283,9 +266,7 @@ impl Router {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, inst)| {
-                    inst.next_timeout()
-                        .filter(|at| *at <= now)
-                        .map(|at| (at, i))
+                    inst.next_timeout().filter(|at| *at <= now).map(|at| (at, i))
                 })
                 .min();
             let Some((_, i)) = due else { break };
@@ -314,10 +295,7 @@ impl Router {
         let mut faulted = self.links_down.contains(&cfg.ifindex);
         let mut delta: i32 = 0;
         for track in &cfg.tracking {
-            let up = self
-                .trackers
-                .get(track.tracker.0 as usize)
-                .is_none_or(Tracker::is_up);
+            let up = self.trackers.get(track.tracker.0 as usize).is_none_or(Tracker::is_up);
             if !up {
                 if track.weight == 0 {
                     faulted = true;
@@ -338,10 +316,6 @@ impl Router {
 
     fn drop_unrouted(&mut self, reason: &'static str, from: core::net::IpAddr) {
         self.unrouted.count_drop(reason);
-        self.out.events.push_back(Event::Dropped {
-            instance: None,
-            reason,
-            from,
-        });
+        self.out.events.push_back(Event::Dropped { instance: None, reason, from });
     }
 }

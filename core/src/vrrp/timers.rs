@@ -52,9 +52,7 @@ impl TimerTable {
 
     /// The earliest deadline and its timer.
     pub(crate) fn next(&self) -> Option<(Instant, Timer)> {
-        ALL.iter()
-            .filter_map(|&t| self.get(t).map(|at| (at, t)))
-            .min()
+        ALL.iter().filter_map(|&t| self.get(t).map(|at| (at, t))).min()
     }
 
     /// Removes and returns the earliest timer due at or before `now`.
@@ -81,9 +79,6 @@ mod tests {
         assert_eq!(t.pop_expired(now), Some(Timer::Adver));
         assert_eq!(t.pop_expired(now), Some(Timer::MasterDown));
         assert_eq!(t.pop_expired(now), None);
-        assert_eq!(
-            t.next(),
-            Some((Instant::from_millis(50), Timer::AnnounceRepeat))
-        );
+        assert_eq!(t.next(), Some((Instant::from_millis(50), Timer::AnnounceRepeat)));
     }
 }

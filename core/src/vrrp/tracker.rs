@@ -16,11 +16,7 @@ impl Default for TrackerConfig {
     /// keepalived's and k0s's health check habit: one success or two failures decide,
     /// assumed up until told otherwise.
     fn default() -> Self {
-        Self {
-            rise: 1,
-            fall: 2,
-            initially_up: true,
-        }
+        Self { rise: 1, fall: 2, initially_up: true }
     }
 }
 
@@ -34,11 +30,7 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     pub(crate) fn new(config: TrackerConfig) -> Self {
-        Self {
-            config,
-            up: config.initially_up,
-            streak: 0,
-        }
+        Self { config, up: config.initially_up, streak: 0 }
     }
 
     pub(crate) fn is_up(&self) -> bool {
@@ -52,11 +44,7 @@ impl Tracker {
             return None;
         }
         self.streak += 1;
-        let needed = if ok {
-            self.config.rise
-        } else {
-            self.config.fall
-        };
+        let needed = if ok { self.config.rise } else { self.config.fall };
         (self.streak >= needed).then(|| {
             self.up = ok;
             self.streak = 0;
@@ -71,11 +59,7 @@ mod tests {
 
     #[test]
     fn needs_fall_failures_in_a_row_and_rise_successes_in_a_row() {
-        let mut t = Tracker::new(TrackerConfig {
-            rise: 2,
-            fall: 3,
-            initially_up: true,
-        });
+        let mut t = Tracker::new(TrackerConfig { rise: 2, fall: 3, initially_up: true });
         assert_eq!(t.record(false), None);
         assert_eq!(t.record(false), None);
         assert_eq!(t.record(true), None); // the streak is broken

@@ -16,12 +16,7 @@ pub const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 200, 0, 200));
 
 /// The address of node `i`: 10.200.0.10 + i.
 pub fn addr(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(
-        10,
-        200,
-        0,
-        10 + u8::try_from(i).expect("small"),
-    ))
+    IpAddr::V4(Ipv4Addr::new(10, 200, 0, 10 + u8::try_from(i).expect("small")))
 }
 
 /// k0s's generated keepalived instance: v2, priority 200, 1 s, simple auth, VRID 51.
@@ -31,10 +26,7 @@ pub fn k0s_instance(i: usize) -> InstanceConfig {
         IF,
         Vrid::new(51).expect("vrid"),
         addr(i),
-        vec![VirtualIp {
-            addr: VIP,
-            prefix_len: 24,
-        }],
+        vec![VirtualIp { addr: VIP, prefix_len: 24 }],
     );
     cfg.priority = Priority(200);
     cfg.auth = Authentication::SimpleText(AuthPass::new(b"k0s-lab1").expect("pass"));
@@ -150,10 +142,7 @@ impl Lan {
 
     pub fn state(&self, i: usize) -> State {
         let node = &self.nodes[i];
-        node.instances
-            .first()
-            .and_then(|&id| node.router.state(id))
-            .unwrap_or(State::Initialize)
+        node.instances.first().and_then(|&id| node.router.state(id)).unwrap_or(State::Initialize)
     }
 
     pub fn states(&self) -> Vec<State> {
@@ -169,42 +158,26 @@ impl Lan {
 
     /// State names of node `i`'s transcript.
     pub fn transcript(&self, i: usize) -> Vec<&'static str> {
-        self.nodes[i]
-            .transcript
-            .iter()
-            .map(|(_, s)| s.as_str())
-            .collect()
+        self.nodes[i].transcript.iter().map(|(_, s)| s.as_str()).collect()
     }
 
     /// When node `i` last entered `state`.
     pub fn entered(&self, i: usize, state: State) -> Option<Instant> {
-        self.nodes[i]
-            .transcript
-            .iter()
-            .rev()
-            .find(|(_, s)| *s == state)
-            .map(|(t, _)| *t)
+        self.nodes[i].transcript.iter().rev().find(|(_, s)| *s == state).map(|(t, _)| *t)
     }
 
     /// Time of the next event: a delivery or a router deadline.
     pub fn next_event(&self) -> Option<Instant> {
         let frames = self.in_flight.iter().map(|f| f.at);
-        let timers = self
-            .nodes
-            .iter()
-            .filter(|n| n.powered)
-            .filter_map(|n| n.router.poll_timeout());
+        let timers =
+            self.nodes.iter().filter(|n| n.powered).filter_map(|n| n.router.poll_timeout());
         frames.chain(timers).min()
     }
 
     /// Advances to the next event and handles everything due then. Returns false when idle.
     pub fn step(&mut self) -> bool {
         self.steps += 1;
-        assert!(
-            self.steps < 1_000_000,
-            "livelock: over a million steps at {}",
-            self.now
-        );
+        assert!(self.steps < 1_000_000, "livelock: over a million steps at {}", self.now);
         let Some(at) = self.next_event() else {
             return false;
         };
@@ -212,9 +185,8 @@ impl Lan {
         self.now = at;
         loop {
             let due: Vec<Frame> = {
-                let (due, rest) = std::mem::take(&mut self.in_flight)
-                    .into_iter()
-                    .partition(|f| f.at <= at);
+                let (due, rest) =
+                    std::mem::take(&mut self.in_flight).into_iter().partition(|f| f.at <= at);
                 self.in_flight = rest;
                 due
             };
@@ -258,14 +230,7 @@ impl Lan {
     pub fn inject(&mut self, to: usize, src: IpAddr, dst: IpAddr, ttl: u8, payload: &[u8]) {
         let now = self.now;
         let header = IpHeader { src, dst, ttl };
-        self.nodes[to].router.handle_packet(
-            now,
-            Incoming {
-                ifindex: IF,
-                header,
-                payload,
-            },
-        );
+        self.nodes[to].router.handle_packet(now, Incoming { ifindex: IF, header, payload });
         self.drain(to);
     }
 
@@ -293,9 +258,7 @@ impl Lan {
             if let Ok((advert, _)) =
                 Advertisement::decode(&frame.payload, frame.src, frame.dst, &lenient())
             {
-                self.nodes[j]
-                    .heard
-                    .push((self.now, frame.src, advert.priority.0));
+                self.nodes[j].heard.push((self.now, frame.src, advert.priority.0));
             }
             self.inject(j, frame.src, frame.dst, frame.ttl, &frame.payload.clone());
         }
@@ -344,10 +307,7 @@ impl Lan {
 }
 
 fn lenient() -> ReceiveRules {
-    ReceiveRules {
-        allow_global_first_ipv6: true,
-        ..ReceiveRules::default()
-    }
+    ReceiveRules { allow_global_first_ipv6: true, ..ReceiveRules::default() }
 }
 
 /// Counts per key.

@@ -84,12 +84,7 @@ pub fn hand_built() -> Vec<Vector> {
             }
             let expect =
                 expect.unwrap_or_else(|| panic!("{} has no '# expect:' line", path.display()));
-            Vector {
-                path,
-                hex,
-                args,
-                expect,
-            }
+            Vector { path, hex, args, expect }
         })
         .collect()
 }
@@ -125,20 +120,11 @@ fn parse_tcpdump(path: &Path) -> Vec<Captured> {
         let (endpoints, rest) = summary.split_once(": VRRPv").expect("VRRP summary");
         let (src, dst) = endpoints.split_once(" > ").expect("src > dst");
         let mut frame_hex = String::new();
-        for dump in lines[i + 2..]
-            .iter()
-            .take_while(|l| l.trim_start().starts_with("0x"))
-        {
+        for dump in lines[i + 2..].iter().take_while(|l| l.trim_start().starts_with("0x")) {
             let cols = dump.trim_start().split_once(':').expect("offset").1;
             frame_hex.push_str(cols.trim_start().split("  ").next().expect("hex"));
         }
-        let intvl = rest
-            .split("intvl ")
-            .nth(1)
-            .expect("intvl")
-            .split(',')
-            .next()
-            .expect("intvl");
+        let intvl = rest.split("intvl ").nth(1).expect("intvl").split(',').next().expect("intvl");
         let interval_cs = match intvl.strip_suffix("cs") {
             Some(cs) => cs.parse().expect("cs"),
             None => intvl.trim_end_matches('s').parse::<u16>().expect("s") * 100,
@@ -159,10 +145,7 @@ fn parse_tcpdump(path: &Path) -> Vec<Captured> {
             priority: field_after(rest, "prio ").expect("prio"),
             interval_cs,
             auth,
-            addresses: addrs
-                .split(',')
-                .map(|a| a.trim().parse().expect("addr"))
-                .collect(),
+            addresses: addrs.split(',').map(|a| a.trim().parse().expect("addr")).collect(),
         });
     }
     out
@@ -170,9 +153,7 @@ fn parse_tcpdump(path: &Path) -> Vec<Captured> {
 
 fn field_after<T: std::str::FromStr>(s: &str, key: &str) -> Option<T> {
     let start = s.find(key)? + key.len();
-    let end = s[start..]
-        .find(|c: char| !c.is_ascii_alphanumeric())
-        .map_or(s.len(), |e| start + e);
+    let end = s[start..].find(|c: char| !c.is_ascii_alphanumeric()).map_or(s.len(), |e| start + e);
     s[start..end].parse().ok()
 }
 
@@ -186,8 +167,7 @@ pub fn cplb(args: &[&str], stdin: Option<&str>) -> Output {
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("run cplb");
     let mut pipe = child.stdin.take().expect("stdin");
-    pipe.write_all(stdin.unwrap_or_default().as_bytes())
-        .expect("write stdin");
+    pipe.write_all(stdin.unwrap_or_default().as_bytes()).expect("write stdin");
     drop(pipe);
     child.wait_with_output().expect("cplb output")
 }
@@ -197,10 +177,6 @@ pub fn decode_json(args: &[&str], stdin: Option<&str>) -> serde_json::Value {
     let mut all = vec!["packet", "decode"];
     all.extend_from_slice(args);
     let out = cplb(&all, stdin);
-    assert!(
-        out.status.success(),
-        "cplb {all:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "cplb {all:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
