@@ -130,8 +130,7 @@ fn decode_ip(
     let (header, message) = vrrp::parse_ip(bytes)?;
     let (received, ok): (Received, bool) =
         with_checksum_override(message, opts, |m| vrrp::decode_received(header, m, rules))?;
-    let checksum = checksum_field(message);
-    Ok(report(&received.advertisement, received.checksum_form, Some(header), ok, checksum))
+    Ok(report(&received.advertisement, received.checksum_form, Some(header), ok, message))
 }
 
 fn decode_payload(
@@ -139,19 +138,18 @@ fn decode_payload(
     opts: &DecodeOptions,
     rules: &ReceiveRules,
 ) -> Result<DecodeReport, PacketError> {
-    let checksum = checksum_field(bytes);
     match (opts.src, opts.dst) {
         (Some(src), Some(dst)) => {
             let ((advert, form), ok) =
                 with_checksum_override(bytes, opts, |m| Advertisement::decode(m, src, dst, rules))?;
             let header = IpHeader { src, dst, ttl: vrrp::TTL };
             // The TTL of a bare payload is unknown.
-            Ok(DecodeReport { ttl: None, ..report(&advert, form, Some(header), ok, checksum) })
+            Ok(DecodeReport { ttl: None, ..report(&advert, form, Some(header), ok, bytes) })
         }
         (None, None) => {
             let ((advert, form), ok) =
                 with_checksum_override(bytes, opts, Advertisement::decode_detached)?;
-            Ok(report(&advert, form, None, ok, checksum))
+            Ok(report(&advert, form, None, ok, bytes))
         }
         _ => Err(PacketError::Usage("--src and --dst go together".into())),
     }
@@ -182,14 +180,16 @@ fn report(
     form: ChecksumForm,
     header: Option<IpHeader>,
     checksum_ok: bool,
-    checksum: u16,
+    message: &[u8],
 ) -> DecodeReport {
-    let auth_data = match &advert.auth {
-        Authentication::SimpleText(pass) => {
-            Some(String::from_utf8_lossy(pass.trimmed()).into_owned())
-        }
-        Authentication::None => None,
-    };
+    // v2 carries 8 bytes of authentication data whatever the type (zero for type 0, which
+    // receivers ignore); they are shown as sent, trailing NULs removed. v3 has none.
+    let auth_data = (advert.version == Version::V2).then(|| {
+        let tail = message.get(message.len().saturating_sub(8)..).unwrap_or_default();
+        let end = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        String::from_utf8_lossy(tail.get(..end).unwrap_or_default()).into_owned()
+    });
+    let checksum = checksum_field(message);
     DecodeReport {
         ip_version: advert.addresses.family(),
         src: header.map(|h| h.src),

@@ -473,26 +473,11 @@ impl Sim {
             let Some(d) = self.hosts[i].daemon.as_mut() else {
                 return;
             };
-            let mut transmits = Vec::new();
-            while let Some(t) = d.router.poll_transmit() {
-                transmits.push(t);
-            }
-            let mut commands = Vec::new();
-            while let Some(c) = d.router.poll_command() {
-                commands.push(c);
-            }
-            let mut events = Vec::new();
-            while let Some(e) = d.router.poll_event() {
-                events.push(e);
-            }
-            let mut probes = Vec::new();
-            while let Some(p) = d.health.poll_probe() {
-                probes.push(p);
-            }
-            let mut changes = Vec::new();
-            while let Some(c) = d.health.poll_change() {
-                changes.push(c);
-            }
+            let transmits: Vec<_> = std::iter::from_fn(|| d.router.poll_transmit()).collect();
+            let commands: Vec<_> = std::iter::from_fn(|| d.router.poll_command()).collect();
+            let events: Vec<_> = std::iter::from_fn(|| d.router.poll_event()).collect();
+            let probes: Vec<_> = std::iter::from_fn(|| d.health.poll_probe()).collect();
+            let changes: Vec<_> = std::iter::from_fn(|| d.health.poll_change()).collect();
             let incarnation = d.incarnation;
             let tracks = &self.instances;
             let instance_of = |id| {

@@ -87,7 +87,8 @@ def main():
             ip_version=ipaddress.ip_address(v["src"]).version, src=v["src"], dst=v["dst"], ttl=255,
             version=v["version"], type=1, vrid=v["vrid"], priority=v["prio"], count=len(v["addrs"]),
             advert_interval_cs=v["interval"], auth_type="simple" if v.get("auth") else "none",
-            auth_data=v.get("auth"), checksum_ok=True, checksum_form=v["form"], addresses=v["addrs"],
+            # v2 always carries 8 auth bytes (shown as text, NULs trimmed); v3 has none.
+            auth_data=(v.get("auth") or "") if v["version"] == 2 else None, checksum_ok=True, checksum_form=v["form"], addresses=v["addrs"],
         )
         hexlines = [pkt[i:i + 16].hex(" ", 2) for i in range(0, len(pkt), 16)]
         with open(os.path.join(HERE, v["name"] + ".vec"), "w") as f:
