@@ -212,11 +212,26 @@ fn main() -> ExitCode {
         }
     };
     match run(cli) {
-        Ok(out) => {
-            emit(&format!("{out}\n"));
-            ExitCode::SUCCESS
+        Ok(done) => {
+            if !done.stdout.is_empty() {
+                emit(&format!("{}\n", done.stdout));
+            }
+            ExitCode::from(done.code)
         }
         Err(message) => fail(&message),
+    }
+}
+
+/// What a command printed and its exit code: 0 success, 1 a check failed (an expectation,
+/// an invariant, a fuzz case), 2 bad input (already reported on stderr).
+struct Done {
+    stdout: String,
+    code: u8,
+}
+
+impl Done {
+    fn ok(stdout: String) -> Self {
+        Self { stdout, code: 0 }
     }
 }
 
@@ -234,27 +249,29 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn run(cli: Cli) -> Result<String, String> {
+fn run(cli: Cli) -> Result<Done, String> {
     match cli.command {
         Command::Validate(args) => validate(args),
-        Command::Sim(SimCommand::List) => Ok(cplb_scenarios::catalog::CATALOG
-            .iter()
-            .map(|(name, text)| {
-                let about = cplb_scenarios::scenario::parse(name, text)
-                    .map(|s| s.description)
-                    .unwrap_or_default();
-                format!("{name:<28} {}", about.split(". ").next().unwrap_or_default())
-            })
-            .collect::<Vec<_>>()
-            .join("\n")),
+        Command::Sim(SimCommand::List) => Ok(Done::ok(
+            cplb_scenarios::catalog::CATALOG
+                .iter()
+                .map(|(name, text)| {
+                    let about = cplb_scenarios::scenario::parse(name, text)
+                        .map(|s| s.description)
+                        .unwrap_or_default();
+                    format!("{name:<28} {}", about.split(". ").next().unwrap_or_default())
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )),
         Command::Sim(SimCommand::Run(args)) => sim_run(args),
         Command::Sim(SimCommand::Fuzz(args)) => sim_fuzz(args),
-        Command::Packet(PacketCommand::Decode(args)) => decode(args),
-        Command::Packet(PacketCommand::Encode(args)) => encode(args),
+        Command::Packet(PacketCommand::Decode(args)) => decode(args).map(Done::ok),
+        Command::Packet(PacketCommand::Encode(args)) => encode(args).map(Done::ok),
     }
 }
 
-fn sim_run(args: SimRunArgs) -> Result<String, String> {
+fn sim_run(args: SimRunArgs) -> Result<Done, String> {
     let (file, text) = match cplb_scenarios::catalog::get(&args.scenario) {
         Some(text) => (format!("catalog/{}.yaml", args.scenario), text.to_owned()),
         None => {
@@ -283,21 +300,16 @@ fn sim_run(args: SimRunArgs) -> Result<String, String> {
         write("trace.txt", report.outcome.timeline.join("\n") + "\n")?;
     }
     let out = if args.json { json.to_string() } else { story.trim_end().to_owned() };
-    if report.ok {
-        Ok(out)
-    } else {
-        emit(&format!("{out}\n"));
-        if !report.outcome.violations.is_empty() {
-            eprintln!(
-                "seed {seed}: invariant violated; replay with: cplb sim run {} --seed {seed}",
-                args.scenario
-            );
-        }
-        std::process::exit(1);
+    if !report.outcome.violations.is_empty() {
+        eprintln!(
+            "seed {seed}: invariant violated; replay with: cplb sim run {} --seed {seed}",
+            args.scenario
+        );
     }
+    Ok(Done { stdout: out, code: if report.ok { 0 } else { 1 } })
 }
 
-fn sim_fuzz(args: SimFuzzArgs) -> Result<String, String> {
+fn sim_fuzz(args: SimFuzzArgs) -> Result<Done, String> {
     use cplb_scenarios::fuzz;
     if args.controllers.is_some_and(|c| !(1..=7).contains(&c)) {
         return Err("--controllers takes 1 to 7".into());
@@ -358,15 +370,10 @@ fn sim_fuzz(args: SimFuzzArgs) -> Result<String, String> {
         }
         s
     };
-    if summary.failures.is_empty() {
-        Ok(out)
-    } else {
-        emit(&format!("{out}\n"));
-        std::process::exit(1);
-    }
+    Ok(Done { stdout: out, code: if summary.failures.is_empty() { 0 } else { 1 } })
 }
 
-fn validate(args: ValidateArgs) -> Result<String, String> {
+fn validate(args: ValidateArgs) -> Result<Done, String> {
     let text = if args.file.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).map_err(|e| format!("reading stdin: {e}"))?;
@@ -386,12 +393,8 @@ fn validate(args: ValidateArgs) -> Result<String, String> {
     for line in &outcome.stderr {
         eprintln!("{line}");
     }
-    if outcome.exit_code == 0 {
-        Ok(outcome.stdout.trim_end().to_owned())
-    } else {
-        // The errors are already on stderr, one per line.
-        std::process::exit(i32::from(outcome.exit_code));
-    }
+    // On failure the errors are already on stderr, one per line, and stdout stays empty.
+    Ok(Done { stdout: outcome.stdout.trim_end().to_owned(), code: outcome.exit_code })
 }
 
 fn decode(args: DecodeArgs) -> Result<String, String> {
