@@ -80,8 +80,8 @@ fn sim_run_cli_contract() {
 
 #[test]
 fn sim_run_exit_codes() {
-    let dir = std::env::temp_dir().join(format!("cplb-scenario-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let tmp = common::TempDir::new("scenario");
+    let dir = &tmp.0;
     let bad = dir.join("bad.yaml");
     std::fs::write(&bad, "name: x\n").expect("write");
     assert_eq!(cplb(&["sim", "run", bad.to_str().expect("path")], None).status.code(), Some(2));
@@ -102,7 +102,6 @@ fn sim_run_exit_codes() {
     assert_eq!(cplb(&["sim", "run", "no-such-scenario"], None).status.code(), Some(2));
     let list = cplb(&["sim", "list"], None);
     assert!(String::from_utf8_lossy(&list.stdout).lines().count() >= 13);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

@@ -89,8 +89,8 @@ fn tshark_agrees_with_every_hand_built_vector() {
     if !tshark_available() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("cplb-tshark-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let tmp = common::TempDir::new("tshark");
+    let dir = &tmp.0;
     for v in hand_built() {
         let bytes = v.ip_packet();
         let path = dir.join(v.path.file_stem().expect("stem")).with_extension("pcap");
@@ -131,5 +131,4 @@ fn tshark_agrees_with_every_hand_built_vector() {
             );
         }
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
