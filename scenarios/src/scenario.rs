@@ -67,13 +67,14 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         .into_iter()
         .find(|d| d.root().is_some())
         .ok_or_else(|| err(1, "empty scenario".into()))?;
-    let mut p = Parser { doc: &doc, file, hosts: Vec::new() };
+    let mut p = Parser { doc: &doc, file, text, hosts: Vec::new() };
     p.scenario()
 }
 
 struct Parser<'a> {
     doc: &'a Document,
     file: &'a str,
+    text: &'a str,
     hosts: Vec<HostSpec>,
 }
 
@@ -149,8 +150,16 @@ impl Parser<'_> {
         }
     }
 
+    /// A ratio: `0.3` or `"30%"`.
     fn ratio(&self, id: NodeId, what: &str) -> Result<f64, ScenarioError> {
-        let r = self.number(id, what)?;
+        let percent = self
+            .doc
+            .scalar(id)
+            .and_then(|(s, _)| s.trim().strip_suffix('%')?.trim().parse::<f64>().ok());
+        let r = match percent {
+            Some(p) => p / 100.0,
+            None => self.number(id, what)?,
+        };
         if (0.0..=1.0).contains(&r) {
             Ok(r)
         } else {
@@ -302,28 +311,53 @@ impl Parser<'_> {
     }
 
     /// The embedded k0s.yaml / k0sctl.yaml / spec: fragment, read like `cplb validate`.
+    /// The embedded k0s.yaml, k0sctl.yaml or `spec:` fragment, read like `cplb validate`:
+    /// either a block string (`config: |`) or written in place as a mapping.
     fn config(&self, id: NodeId) -> Result<cplb_core::config::ClusterConfig, ScenarioError> {
-        let text = self.string(
-            id,
-            "config (a k0s.yaml, k0sctl.yaml or spec: fragment as a block: config: |)",
-        )?;
-        match cplb_core::config::load(&text, LoadOptions::default()) {
-            Ok(l) => Ok(l.config),
-            Err(r) => {
-                // The block scalar is marked at its first content line.
-                let base = self.doc.mark(id).line;
-                let first = r
-                    .errors
-                    .first()
-                    .map(|e| (base + e.mark.line - 1, e.to_string()))
-                    .unwrap_or((base, String::new()));
-                Err(ScenarioError {
-                    file: self.file.to_owned(),
-                    line: first.0,
-                    message: format!("config: {}", first.1),
-                })
+        // The text and the scenario line its first line stands on.
+        let (text, first_line) = if self.doc.entries(id).is_some() {
+            self.mapping_text(id)
+        } else {
+            let what =
+                "config (a k0s.yaml, k0sctl.yaml or spec: fragment, as a mapping or a block)";
+            (self.string(id, what)?, self.doc.mark(id).line)
+        };
+        cplb_core::config::load(&text, LoadOptions::default()).map(|l| l.config).map_err(|r| {
+            let (line, message) = r
+                .errors
+                .first()
+                .map(|e| (first_line + e.mark.line - 1, e.to_string()))
+                .unwrap_or((first_line, String::new()));
+            ScenarioError {
+                file: self.file.to_owned(),
+                line,
+                message: format!("config: {message}"),
             }
+        })
+    }
+
+    /// The source text of a block mapping: its lines from the first key on, while they are
+    /// indented at least as far, dedented.
+    fn mapping_text(&self, id: NodeId) -> (String, usize) {
+        let mark = self.doc.mark(id);
+        let indent = mark.col.saturating_sub(1);
+        let mut out = String::new();
+        for line in self.text.lines().skip(mark.line.saturating_sub(1)) {
+            let body = line.trim_start();
+            let own_indent = line.len() - body.len();
+            if !out.is_empty() && !body.is_empty() && !body.starts_with('#') && own_indent < indent
+            {
+                break;
+            }
+            let cut = if out.is_empty() {
+                line.get(indent..).unwrap_or(body)
+            } else {
+                line.get(indent..).unwrap_or("")
+            };
+            out.push_str(cut);
+            out.push('\n');
         }
+        (out, mark.line)
     }
 
     fn boolean(&self, id: NodeId, what: &str) -> Result<bool, ScenarioError> {
@@ -367,7 +401,12 @@ impl Parser<'_> {
             let tf = self.fields(t, "a traffic entry", &["from", "rate", "vip", "start"])?;
             let from_id = Self::get(&tf, "from")
                 .ok_or_else(|| self.err(t, "traffic needs \"from\"".into()))?;
-            let from = self.host(from_id)?;
+            // One host, or a list of hosts that each connect at the rate.
+            let sources = if self.doc.items(from_id).is_some() {
+                self.hosts_list(from_id)?
+            } else {
+                vec![self.host(from_id)?]
+            };
             let rate = match Self::get(&tf, "rate") {
                 Some(r) => self.number(r, "rate")?,
                 None => 10.0,
@@ -388,7 +427,7 @@ impl Parser<'_> {
                 .map(|s| self.duration(s, "start"))
                 .transpose()?
                 .unwrap_or_default();
-            out.push(TrafficSpec { from, rate, vip, start });
+            out.extend(sources.into_iter().map(|from| TrafficSpec { from, rate, vip, start }));
         }
         Ok(out)
     }
@@ -456,6 +495,22 @@ impl Parser<'_> {
             "heal" => Fault::Heal,
             "loss" => Fault::Loss(self.ratio(v, "loss")?),
             "duplicate" => Fault::Duplicate(self.ratio(v, "duplicate")?),
+            "delay" if self.doc.entries(v).is_none() => {
+                // "10ms..50ms", or one time for a fixed delay.
+                let text = self.string(v, "delay")?;
+                let (a, b) = text.split_once("..").unwrap_or((&text, &text));
+                let parse = |t: &str| {
+                    match parse_go_duration(t.trim()) {
+                    Ok(ns) if ns >= 0 => Ok(Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))),
+                    _ => Err(self.err(v, format!("delay {text:?}: expected {{min, max}} or \"MIN..MAX\" such as \"10ms..50ms\""))),
+                }
+                };
+                let (min, max) = (parse(a)?, parse(b)?);
+                if max < min {
+                    return Err(self.err(v, "delay max is below min".into()));
+                }
+                Fault::Delay(min, max)
+            }
             "delay" => {
                 let df = self.fields(v, "delay", &["min", "max"])?;
                 let min = Self::get(&df, "min")
@@ -472,6 +527,16 @@ impl Parser<'_> {
                 Fault::Delay(min, max)
             }
             "clock_drift" => {
+                // {host: H, ppm: P}, or {H: P}.
+                if let Some(&[(k, ppm)]) = self.doc.entries(v)
+                    && self.keyed_by_host(&[(k, ppm)])
+                {
+                    let ppm_v = self.number(ppm, "ppm")?;
+                    if ppm_v.abs() > 100_000.0 {
+                        return Err(self.err(ppm, "ppm must be within ±100000".into()));
+                    }
+                    return Ok(TimedFault { at, fault: Fault::ClockDrift(self.host(k)?, ppm_v) });
+                }
                 let cf = self.fields(v, "clock_drift", &["host", "ppm"])?;
                 let host = Self::get(&cf, "host")
                     .ok_or_else(|| self.err(v, "clock_drift needs \"host\"".into()))?;
@@ -486,6 +551,13 @@ impl Parser<'_> {
             _ => return Err(self.err(id, format!("unknown fault {kind:?}"))),
         };
         Ok(TimedFault { at, fault })
+    }
+
+    /// Whether a one-entry mapping is keyed by a host name (`{ctl0: 500}`).
+    fn keyed_by_host(&self, entries: &[(NodeId, NodeId)]) -> bool {
+        entries.iter().all(|(k, _)| {
+            self.doc.scalar(*k).is_some_and(|(n, _)| self.hosts.iter().any(|h| h.name == n))
+        })
     }
 
     fn expect(&self, id: NodeId) -> Result<Vec<Expectation>, ScenarioError> {

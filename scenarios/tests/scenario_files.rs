@@ -127,3 +127,18 @@ fn invariants_catch_a_real_dual_master() {
     let first = &r.outcome.violations[0];
     assert!(!first.recent.is_empty(), "the last events before the violation are reported");
 }
+
+#[test]
+fn the_config_may_be_written_in_place_and_faults_in_short_forms() {
+    let text = "name: t\nduration: 30s\nhosts:\n  - {name: a, role: controller, address: 10.200.0.10}\n  - {name: c, role: client, address: 10.200.0.100}\n  - {name: d, role: worker, address: 10.200.0.101}\nconfig:\n  spec:\n    network:\n      controlPlaneLoadBalancing:\n        enabled: true\n        keepalived:\n          vrrpInstances:\n          - virtualIPs: [\"10.200.0.200/24\"]\n            authPass: x\ntraffic:\n  - {from: [c, d], rate: 5}\nfaults:\n  - {at: 5s, delay: \"1ms..80ms\"}\n  - {at: 6s, loss: \"10%\"}\n  - {at: 7s, clock_drift: {a: 500}}\n";
+    let s = parse("t.yaml", text).expect("valid");
+    assert_eq!(s.spec.traffic.len(), 2, "one source per listed host");
+    use cplb_sim::Fault;
+    let kinds: Vec<&Fault> = s.spec.faults.iter().map(|f| &f.fault).collect();
+    assert!(matches!(kinds[0], Fault::Delay(a, b) if a.as_millis() == 1 && b.as_millis() == 80));
+    assert!(matches!(kinds[1], Fault::Loss(r) if (*r - 0.1).abs() < 1e-9));
+    assert!(matches!(kinds[2], Fault::ClockDrift(0, p) if *p == 500.0));
+    let bad = text.replace("authPass: x", "authPass: toolongpass");
+    let e = parse("t.yaml", &bad).expect_err("refused");
+    assert_eq!(e.line, 15, "the line in the scenario file: {e}");
+}
