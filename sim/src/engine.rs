@@ -791,14 +791,7 @@ impl Sim {
             let now = self.now;
             let Some(vs) = self.hosts[at].ipvs.get_mut(&key) else {
                 // No service here: the VIP is local (dummy/lo), the API server answers directly.
-                if !self.hosts[at].apiserver_up {
-                    return Err("real server's API server refuses");
-                }
-                return if self.both_ways(at, client_host) {
-                    Ok(())
-                } else {
-                    Err("reply path cut")
-                };
+                return self.local_answer(at, client_host);
             };
             let Some(server) = vs.schedule(now, client) else {
                 return Err("no real server");
@@ -808,14 +801,7 @@ impl Sim {
                 return Err("unknown real server");
             };
             if next == at {
-                if !self.hosts[at].apiserver_up {
-                    return Err("real server's API server refuses");
-                }
-                return if self.both_ways(at, client_host) {
-                    Ok(())
-                } else {
-                    Err("reply path cut")
-                };
+                return self.local_answer(at, client_host);
             }
             if !self.both_ways(at, next) || !self.hosts[next].accepts(key.vip) {
                 return Err("real server unreachable");
@@ -823,14 +809,7 @@ impl Sim {
             // The loop guard (see cplb_core::lb::ServiceSpec): a frame from a real server's
             // MAC is not scheduled again; the VIP is local, the API server answers.
             if self.loop_guard {
-                if !self.hosts[next].apiserver_up {
-                    return Err("real server's API server refuses");
-                }
-                return if self.both_ways(next, client_host) {
-                    Ok(())
-                } else {
-                    Err("reply path cut")
-                };
+                return self.local_answer(next, client_host);
             }
             at = next;
         }
@@ -842,6 +821,14 @@ impl Sim {
             );
         }
         Err("forwarding loop")
+    }
+
+    /// The API server on `host` takes the connection and answers the client directly.
+    fn local_answer(&self, host: usize, client_host: usize) -> Result<(), &'static str> {
+        if !self.hosts[host].apiserver_up {
+            return Err("real server's API server refuses");
+        }
+        if self.both_ways(host, client_host) { Ok(()) } else { Err("reply path cut") }
     }
 
     /// The userspace proxy on `at`: round robin, and a failed dial tries the next server.
