@@ -1,5 +1,5 @@
-//! The seed document's views of the cluster: each controller's `ip -4 addr`, the master's
-//! IPVS table.
+//! The seed document's views of the cluster: each controller's `ip addr` lines, the master's
+//! IPVS table (listing and `ipvsadm --save -n` form).
 
 use core::fmt::Write as _;
 
@@ -19,10 +19,13 @@ pub(crate) fn render(sim: &Sim) -> String {
             let _ = writeln!(out, "  (powered off)");
             continue;
         }
+        let inet = |ip: &core::net::IpAddr| if ip.is_ipv6() { "inet6" } else { "inet" };
         let _ = writeln!(
             out,
-            "2: eth0    inet {}/{} scope global eth0",
-            h.spec.address, h.spec.prefix_len
+            "2: eth0    {} {}/{} scope global eth0",
+            inet(&h.spec.address),
+            h.spec.address,
+            h.spec.prefix_len
         );
         for vip in &h.vips_on_eth0 {
             let prefix = sim
@@ -31,10 +34,19 @@ pub(crate) fn render(sim: &Sim) -> String {
                     k.vrrp_instances.iter().flat_map(|i| &i.virtual_ips).find(|c| c.addr == *vip)
                 })
                 .map_or(32, |c| c.prefix_len);
-            let _ = writeln!(out, "2: eth0    inet {vip}/{prefix} scope global secondary eth0");
+            let _ = writeln!(
+                out,
+                "2: eth0    {} {vip}/{prefix} scope global secondary eth0",
+                inet(vip)
+            );
         }
         for vip in &h.dataplane.local_vips {
-            let _ = writeln!(out, "3: dummyvip0    inet {vip}/32 scope global dummyvip0");
+            let host_len = if vip.is_ipv6() { 128 } else { 32 };
+            let _ = writeln!(
+                out,
+                "3: dummyvip0    {} {vip}/{host_len} scope global dummyvip0",
+                inet(vip)
+            );
         }
     }
     for h in sim.hosts().iter().filter(|h| !h.dataplane.services.is_empty()) {
@@ -63,6 +75,25 @@ pub(crate) fn render(sim: &Sim) -> String {
                     r.addr.to_string(),
                     r.weight
                 );
+            }
+        }
+        // The same table as `ipvsadm --save -n` prints it (the form the seed's command uses).
+        let _ = writeln!(out, "{}: ipvsadm --save -n", h.spec.name);
+        for s in &h.dataplane.services {
+            let service = std::net::SocketAddr::new(s.key.vip, s.key.port);
+            let persistent = if s.persistence_secs > 0 {
+                format!(" -p {}", s.persistence_secs)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "-A -t {service} -s {}{persistent}", s.algo.as_str());
+            let flag = match s.forwarding {
+                LbKind::Dr => "-g",
+                LbKind::Nat => "-m",
+                LbKind::Tun => "-i",
+            };
+            for r in &s.real_servers {
+                let _ = writeln!(out, "-a -t {service} -r {} {flag} -w {}", r.addr, r.weight);
             }
         }
     }
