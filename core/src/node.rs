@@ -88,6 +88,8 @@ fn instance(
     }
     if !inst.unicast_peers.is_empty() {
         cfg.unicast_peers = controllers.iter().copied().filter(|a| *a != address).collect();
+        // keepalived (the other side during a migration) sends IPv6 unicast with hop limit 64.
+        cfg.unicast_any_ttl = true;
     }
     cfg.announce.refresh_every = Some(ANNOUNCE_REFRESH);
     cfg.tracking = tracker

@@ -369,3 +369,22 @@ fn priority_zero_and_owner_decode_as_sent() {
         assert_eq!(decode(&packet(&a)).expect("decodes").advertisement.priority, p);
     }
 }
+
+#[test]
+fn unicast_from_a_peer_may_skip_the_ttl_check_when_configured() {
+    let peer = IpAddr::V4(Ipv4Addr::new(10, 200, 0, 12));
+    let mut bytes =
+        encode_packet(&v2(), &IpParams::new(SRC4, peer), V3Ipv4Checksum::Rfc9568).expect("ok");
+    patch_ipv4_header(&mut bytes, 8, 64);
+    let strict = ReceiveRules { unicast_peers: vec![peer], ..ReceiveRules::default() };
+    assert_eq!(
+        decode_packet(&bytes, &strict),
+        Err(DecodeError::TtlNot255 { field: "TTL", value: 64 })
+    );
+    let keepalived_like = ReceiveRules { unicast_any_ttl: true, ..strict };
+    assert!(decode_packet(&bytes, &keepalived_like).is_ok());
+    // Multicast always needs 255.
+    let mut group = packet(&v2());
+    patch_ipv4_header(&mut group, 8, 64);
+    assert!(matches!(decode_packet(&group, &keepalived_like), Err(DecodeError::TtlNot255 { .. })));
+}

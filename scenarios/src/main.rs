@@ -132,6 +132,10 @@ struct DecodeArgs {
     /// sends them outside its strict mode (RFC 9568 §5.2.9 requires a link-local one).
     #[arg(long)]
     allow_global_first_ipv6: bool,
+    /// With --peer: accept unicast adverts from a peer whatever their TTL / hop limit, as
+    /// keepalived does (its IPv6 unicast adverts leave with hop limit 64).
+    #[arg(long)]
+    unicast_any_ttl: bool,
     /// Print the packet even if its checksum is wrong (checksum_ok: false).
     #[arg(long)]
     ignore_checksum: bool,
@@ -421,6 +425,7 @@ fn decode(args: DecodeArgs) -> Result<String, String> {
                 AcceptedForm::PseudoHeader => ChecksumPolicy::Only(V3Ipv4Checksum::PseudoHeader),
             },
             allow_global_first_ipv6: args.allow_global_first_ipv6,
+            unicast_any_ttl: args.unicast_any_ttl,
         },
         ignore_checksum: args.ignore_checksum,
     };

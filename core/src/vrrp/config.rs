@@ -102,6 +102,9 @@ pub struct InstanceConfig {
     /// Accept, and send, IPv6 adverts whose first address is not link-local (keepalived
     /// interop; unicast IPv6 from a global source address).
     pub allow_global_first_ipv6: bool,
+    /// Accept any TTL / hop limit on unicast adverts from the configured peers (keepalived's
+    /// unicast behaviour; see `ReceiveRules::unicast_any_ttl`).
+    pub unicast_any_ttl: bool,
     /// Announcement timing.
     pub announce: AnnounceConfig,
     /// Tracked inputs and their effect.
@@ -134,6 +137,7 @@ impl InstanceConfig {
             v3_ipv4_checksum: V3Ipv4Checksum::default(),
             accept_checksum: ChecksumPolicy::default(),
             allow_global_first_ipv6: false,
+            unicast_any_ttl: false,
             announce: AnnounceConfig::default(),
             tracking: Vec::new(),
         }

@@ -78,6 +78,7 @@ impl VirtualRouter {
             unicast_peers: unicast,
             checksum: cfg.accept_checksum,
             allow_global_first_ipv6: cfg.allow_global_first_ipv6,
+            unicast_any_ttl: cfg.unicast_any_ttl,
         };
         Self {
             id,

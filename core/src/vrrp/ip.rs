@@ -89,7 +89,9 @@ pub fn check_ip_rules(header: &IpHeader, rules: &ReceiveRules) -> Result<(), Dec
     if src.is_ipv4() != dst.is_ipv4() {
         return Err(DecodeError::MixedFamilies { src, dst });
     }
-    if header.ttl != TTL {
+    let from_peer = !dst.is_multicast()
+        && (rules.unicast_peers.contains(&src) || rules.unicast_peers.contains(&dst));
+    if header.ttl != TTL && !(rules.unicast_any_ttl && from_peer) {
         let field = if src.is_ipv4() { "TTL" } else { "hop limit" };
         return Err(DecodeError::TtlNot255 { field, value: header.ttl });
     }

@@ -17,4 +17,8 @@ pub struct ReceiveRules {
     /// (erratum 8300) requires it to be, but keepalived outside `strict_mode` sends the
     /// configured VIPs as they are and only logs a warning; interoperating with it needs this.
     pub allow_global_first_ipv6: bool,
+    /// Accept any TTL / hop limit on unicast adverts from a configured peer. Unicast VRRP is
+    /// not in the RFCs; keepalived skips the 255 check for it (unicast may cross routers, and
+    /// its IPv6 unicast adverts leave with the kernel's default hop limit of 64).
+    pub unicast_any_ttl: bool,
 }
