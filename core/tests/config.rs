@@ -386,6 +386,13 @@ fn garbage_and_truncated_files_are_errors_not_panics() {
 }
 
 #[test]
+fn windows_files_with_a_byte_order_mark_and_crlf_read_the_same() {
+    let unix = file("seed-fragment.yaml");
+    let windows = format!("\u{feff}{}", unix.replace('\n', "\r\n"));
+    assert_eq!(ok(&windows).config, ok(&unix).config);
+}
+
+#[test]
 fn an_alias_bomb_is_cheap() {
     let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
     for i in 1..30 {

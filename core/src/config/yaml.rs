@@ -117,6 +117,8 @@ impl Document {
 
 /// Parses every document of the text.
 pub fn parse(text: &str) -> Result<Vec<Document>, SyntaxError> {
+    // Editors on Windows start files with a byte-order mark; it is not part of the first key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut parser = Parser::new_from_str(text);
     let mut docs = Vec::new();
     let mut builder = Builder::default();
