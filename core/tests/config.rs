@@ -386,6 +386,16 @@ fn garbage_and_truncated_files_are_errors_not_panics() {
 }
 
 #[test]
+fn a_misplaced_block_is_pointed_out() {
+    let w = warnings("spec:\n  controlPlaneLoadBalancing:\n    enabled: true\n");
+    assert!(
+        w.iter().any(|w| w.contains("spec.controlPlaneLoadBalancing")
+            && w.contains("belongs under spec.network")),
+        "{w:#?}"
+    );
+}
+
+#[test]
 fn windows_files_with_a_byte_order_mark_and_crlf_read_the_same() {
     let unix = file("seed-fragment.yaml");
     let windows = format!("\u{feff}{}", unix.replace('\n', "\r\n"));

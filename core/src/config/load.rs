@@ -226,6 +226,12 @@ impl Walker<'_> {
 
     fn spec(&mut self, id: NodeId, path: &str, single: bool) -> Option<Spec> {
         let mut fields = self.mapping(id, path)?;
+        if let Some(misplaced) = fields.take(self, path, "controlPlaneLoadBalancing") {
+            let message = format!(
+                "controlPlaneLoadBalancing is not read here: it belongs under {path}.network"
+            );
+            self.warn(&join(path, "controlPlaneLoadBalancing"), misplaced, message);
+        }
         let api = match fields.take(self, path, "api") {
             Some(api) => self.api(api, &join(path, "api")),
             None => Some(default_api()),
