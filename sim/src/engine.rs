@@ -141,27 +141,14 @@ pub struct Sim {
 impl Sim {
     /// Prepares a run of `spec` with `seed`. Every random choice comes from the seed.
     pub fn new(spec: SimSpec, seed: u64) -> Self {
-        let keepalived = spec
-            .config
-            .spec
-            .network
-            .control_plane_load_balancing
-            .as_ref()
-            .filter(|c| c.enabled)
-            .and_then(|c| c.keepalived.clone());
+        let keepalived = spec.config.enabled_keepalived().cloned();
         let hosts: Vec<Host> =
             spec.hosts.iter().enumerate().map(|(i, h)| Host::new(h.clone(), i)).collect();
         let mut instances: Vec<InstanceTrack> = Vec::new();
         let configs = std::iter::once(&spec.config)
             .chain(spec.hosts.iter().filter_map(|h| h.config.as_ref()));
         for config in configs {
-            let Some(k) = config
-                .spec
-                .network
-                .control_plane_load_balancing
-                .as_ref()
-                .and_then(|c| c.keepalived.as_ref())
-            else {
+            let Some(k) = config.enabled_keepalived() else {
                 continue;
             };
             for i in &k.vrrp_instances {
@@ -435,13 +422,7 @@ impl Sim {
             })
             .map(|h| h.spec.address)
             .collect();
-        let keepalived = config
-            .spec
-            .network
-            .control_plane_load_balancing
-            .as_ref()
-            .filter(|c| c.enabled)
-            .and_then(|c| c.keepalived.clone());
+        let keepalived = config.enabled_keepalived().cloned();
         let api_port = config.spec.api.port;
         let daemon =
             host::start_daemon(config, spec, self.spec.vrrp, &cluster, local, self.incarnations);

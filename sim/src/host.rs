@@ -175,11 +175,7 @@ pub(crate) fn start_daemon(
     now: Instant,
     incarnation: u64,
 ) -> Option<Daemon> {
-    let cplb = config.spec.network.control_plane_load_balancing.as_ref()?;
-    let keepalived = cplb.keepalived.as_ref()?;
-    if !cplb.enabled {
-        return None;
-    }
+    let keepalived = config.enabled_keepalived()?;
     let mut router = Router::new(now);
     let tracker = router.add_tracker(TrackerConfig::default()).ok()?;
     let mut instances = Vec::new();

@@ -22,6 +22,14 @@ pub struct ClusterConfig {
     pub spec: Spec,
 }
 
+impl ClusterConfig {
+    /// The keepalived section CPLB runs: present only when CPLB is enabled.
+    pub fn enabled_keepalived(&self) -> Option<&Keepalived> {
+        let cplb = self.spec.network.control_plane_load_balancing.as_ref()?;
+        cplb.keepalived.as_ref().filter(|_| cplb.enabled)
+    }
+}
+
 /// `spec`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Spec {
