@@ -9,12 +9,24 @@ log() { printf '\n==> %s\n' "$*"; }
 # --- tools the tests use ------------------------------------------------------------------
 need_pkgs=()
 command -v tshark >/dev/null || need_pkgs+=(tshark)
+# The namespace tests (cplb-netns, root only): iproute2 builds the hosts, nft observes the
+# rules cplbd programs, keepalived is the interoperation peer.
+command -v ip >/dev/null || need_pkgs+=(iproute2)
+command -v nft >/dev/null || need_pkgs+=(nftables)
+command -v keepalived >/dev/null || need_pkgs+=(keepalived)
 if ((${#need_pkgs[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         log "installing ${need_pkgs[*]}"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
+        # keepalived's package must not start a system-wide daemon: the tests run their own.
+        made_policy=0
+        if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+            printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+            made_policy=1
+        fi
         apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+        if ((made_policy)); then rm -f /usr/sbin/policy-rc.d; fi
     else
         echo "not root: cannot install ${need_pkgs[*]}; tests that need them will say they skipped" >&2
     fi

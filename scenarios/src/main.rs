@@ -29,6 +29,60 @@ enum Command {
     /// Check a k0s.yaml, k0sctl.yaml or spec: fragment and print the effective CPLB
     /// configuration with every default filled in.
     Validate(ValidateArgs),
+    /// Show a running cplbd: each instance's state, VIP, master, counters and the data
+    /// plane (talks to the daemon over its local socket).
+    Status(StatusArgs),
+    /// The seed document's cluster in network namespaces on this machine, with a cplbd on
+    /// every controller (needs root).
+    #[command(subcommand)]
+    Lab(LabCommand),
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// The daemon's status socket.
+    #[arg(long, value_name = "PATH", default_value = "/run/cplb/cplbd.sock")]
+    socket: std::path::PathBuf,
+    /// Print the daemon's JSON snapshot.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum LabCommand {
+    /// Build the lab (3 controllers with API servers and cplbd, 3 workers, a client).
+    Up,
+    /// Power off the master while the client connects to VIP:6443 every 10 ms; print the
+    /// failover time and the seed's views.
+    Failover(LabFailoverArgs),
+    /// Remove everything the lab created.
+    Down,
+    /// The lab's stand-in API server (started by `lab up` in each controller).
+    #[command(hide = true)]
+    Apiserver(LabApiserverArgs),
+}
+
+#[derive(Debug, Args)]
+struct LabFailoverArgs {
+    /// Print {failover_s, client_failed, client_attempts, new_master} (+ reps) as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Power off this many times, restoring the old master as a backup in between.
+    #[arg(long, value_name = "N")]
+    reps: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+struct LabApiserverArgs {
+    /// The name it answers with.
+    #[arg(long)]
+    name: String,
+    /// Where it listens (IP:PORT).
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    /// Plain HTTP instead of HTTPS.
+    #[arg(long)]
+    plain: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,6 +310,8 @@ fn fail(message: &str) -> ExitCode {
 fn run(cli: Cli) -> Result<Done, String> {
     match cli.command {
         Command::Validate(args) => validate(args),
+        Command::Status(args) => status(&args),
+        Command::Lab(cmd) => lab(cmd),
         Command::Sim(SimCommand::List) => Ok(Done::ok(
             cplb_scenarios::catalog::CATALOG
                 .iter()
@@ -272,6 +328,63 @@ fn run(cli: Cli) -> Result<Done, String> {
         Command::Sim(SimCommand::Fuzz(args)) => sim_fuzz(args),
         Command::Packet(PacketCommand::Decode(args)) => decode(args).map(Done::ok),
         Command::Packet(PacketCommand::Encode(args)) => encode(args).map(Done::ok),
+    }
+}
+
+fn status(args: &StatusArgs) -> Result<Done, String> {
+    use cplb_netns::status;
+    let snapshot = status::query(&args.socket, std::time::Duration::from_secs(2))?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&snapshot).map_err(|e| e.to_string())?;
+        Ok(Done::ok(text))
+    } else {
+        Ok(Done::ok(status::render(&snapshot).trim_end().to_owned()))
+    }
+}
+
+fn lab(cmd: LabCommand) -> Result<Done, String> {
+    use cplb_netns::lab;
+    match cmd {
+        LabCommand::Up => {
+            let programs = lab::Programs::beside_current_exe()?;
+            lab::up(&programs).map(Done::ok)
+        }
+        LabCommand::Down => Ok(Done::ok(lab::down())),
+        LabCommand::Failover(args) => {
+            let programs = lab::Programs::beside_current_exe()?;
+            let results = match lab::failover(&programs, args.reps.unwrap_or(1)) {
+                Ok(r) => r,
+                Err(e) => {
+                    let saved = lab::save_logs();
+                    let _ = lab::down();
+                    return Err(format!("{e} (the lab was removed{saved})"));
+                }
+            };
+            if args.json {
+                let v = lab::json(&results, args.reps.is_some());
+                Ok(Done::ok(format!("{v:#}")))
+            } else {
+                Ok(Done::ok(format!("{}\n{}", lab::report(&results), lab::current_views())))
+            }
+        }
+        LabCommand::Apiserver(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind(args.listen)
+                    .await
+                    .map_err(|e| format!("binding {}: {e}", args.listen))?;
+                let options = cplb_netns::apiserver::ApiServerOptions {
+                    name: args.name,
+                    tls: !args.plain,
+                    client_ca: None,
+                };
+                cplb_netns::apiserver::serve(listener, options).await.map_err(|e| e.to_string())
+            })?;
+            Ok(Done::ok(String::new()))
+        }
     }
 }
 

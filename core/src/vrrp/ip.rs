@@ -227,9 +227,15 @@ pub fn encode_packet(
     v3_ipv4: V3Ipv4Checksum,
 ) -> Result<Vec<u8>, EncodeError> {
     let message = advert.encode(ip.src, ip.dst, v3_ipv4)?;
+    wrap_message(&message, ip)
+}
+
+/// Puts an IP header (`ip`) in front of an encoded VRRP message, as drivers that send
+/// whole packets (IPv4 `IP_HDRINCL`) need for what [`Transmit`](super::Transmit) carries.
+pub fn wrap_message(message: &[u8], ip: &IpParams) -> Result<Vec<u8>, EncodeError> {
     let header_len = if ip.src.is_ipv4() { IPV4_MIN_HEADER } else { IPV6_HEADER };
     let mut out = vec![0; header_len + message.len()];
-    out.get_mut(header_len..).unwrap_or_default().copy_from_slice(&message);
+    out.get_mut(header_len..).unwrap_or_default().copy_from_slice(message);
     // The message is at most 8 + 255 × 16 bytes, so the lengths below fit in u16.
     let payload_len = u16::try_from(message.len()).unwrap_or(u16::MAX);
     match (ip.src, ip.dst) {

@@ -31,7 +31,7 @@ pub use config::{
 pub use error::{DecodeError, EncodeError};
 pub use ip::{
     GROUP_V4, GROUP_V6, IpHeader, IpParams, PROTOCOL, Received, TTL, check_ip_rules, decode_packet,
-    decode_received, encode_packet, group_for, parse_ip,
+    decode_received, encode_packet, group_for, parse_ip, wrap_message,
 };
 pub use output::{Cause, Command, Event, InstanceId, State, Transmit};
 pub use router::{Incoming, Router};

@@ -1,0 +1,1690 @@
+//! IPVS virtual services over generic netlink: the driver that carries out the IPVS part of
+//! a [`cplb_core::lb::diff`] on Linux, and reads the kernel's table back so the daemon can
+//! reconcile after a restart.
+//!
+//! The kernel side is `net/netfilter/ipvs/ip_vs_ctl.c`, family `"IPVS"`; the numbers are
+//! those of `include/uapi/linux/ip_vs.h`. Every request is built by a public function that
+//! returns its generic netlink payload (genl header and attributes), so the tests check the
+//! bytes against the uapi numbers without a kernel, and every reply is decoded by a public
+//! function that takes the same kind of payload.
+//!
+//! Byte order, as the kernel reads and writes each attribute:
+//! - ports (`nla_get_be16` / `nla_put_be16`) and addresses (`nla_memcpy` into
+//!   `union nf_inet_addr`) are in network order;
+//! - the netmask is a `__be32` read with `nla_get_be32`: the IPv4 mask in network order, but
+//!   for IPv6 the kernel casts it to a host `u32` and takes it as a prefix length
+//!   (`ip_vs_add_service`), so 128 goes in host order;
+//! - every other integer (`AF`, `PROTOCOL`, `FWMARK`, `TIMEOUT`, `FLAGS`, `FWD_METHOD`,
+//!   `WEIGHT`, thresholds, `ADDR_FAMILY`) is `nla_get_u16` / `nla_get_u32`: host order.
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::collections::BTreeMap;
+use std::io;
+
+use cplb_core::config::{LbAlgo, LbKind};
+use cplb_core::lb::{Change, RealServer, ServiceKey, ServiceSpec};
+use netlink_packet_core::{
+    DoneBuffer, Emitable, ErrorBuffer, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE,
+    NLMSG_ERROR, NLMSG_NOOP, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NetlinkSerializable,
+};
+use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
+use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
+use netlink_packet_generic::{GenlHeader, GenlMessage};
+use netlink_sys::protocols::NETLINK_GENERIC;
+use netlink_sys::{Socket, SocketAddr as NetlinkAddr};
+
+// ---------------------------------------------------------------------------------------
+// uapi numbers (include/uapi/linux/ip_vs.h unless said otherwise)
+// ---------------------------------------------------------------------------------------
+
+/// `IPVS_GENL_NAME`: the generic netlink family the kernel's ip_vs module registers.
+pub const IPVS_GENL_NAME: &str = "IPVS";
+/// `IPVS_GENL_VERSION`: the version byte of every request's genl header.
+pub const IPVS_GENL_VERSION: u8 = 1;
+
+// Commands (the `IPVS_CMD_*` enum, from IPVS_CMD_UNSPEC = 0).
+/// Add a service; also the command of each GET_SERVICE reply.
+pub const IPVS_CMD_NEW_SERVICE: u8 = 1;
+/// Change a service's scheduler, flags, timeout, netmask.
+pub const IPVS_CMD_SET_SERVICE: u8 = 2;
+/// Delete a service and its destinations.
+pub const IPVS_CMD_DEL_SERVICE: u8 = 3;
+/// Get (dump) services.
+pub const IPVS_CMD_GET_SERVICE: u8 = 4;
+/// Add a destination; also the command of each GET_DEST reply.
+pub const IPVS_CMD_NEW_DEST: u8 = 5;
+/// Change a destination's forwarding method, weight, thresholds.
+pub const IPVS_CMD_SET_DEST: u8 = 6;
+/// Delete a destination.
+pub const IPVS_CMD_DEL_DEST: u8 = 7;
+/// Dump a service's destinations.
+pub const IPVS_CMD_GET_DEST: u8 = 8;
+/// Delete every service (after NEW_DAEMON 9 ... ZERO 16). Not used by the driver, which
+/// only removes the services of its own VIPs; here so the numbering is checked.
+pub const IPVS_CMD_FLUSH: u8 = 17;
+
+// First-level attributes (IPVS_CMD_ATTR_*).
+/// Nested service attributes.
+const IPVS_CMD_ATTR_SERVICE: u16 = 1;
+/// Nested destination attributes.
+const IPVS_CMD_ATTR_DEST: u16 = 2;
+
+// Service attributes, nested in IPVS_CMD_ATTR_SERVICE (IPVS_SVC_ATTR_*).
+/// u16, host order: AF_INET / AF_INET6.
+const IPVS_SVC_ATTR_AF: u16 = 1;
+/// u16, host order: IPPROTO_*.
+const IPVS_SVC_ATTR_PROTOCOL: u16 = 2;
+/// Address bytes, network order (the kernel replies with all 16 bytes of the union).
+const IPVS_SVC_ATTR_ADDR: u16 = 3;
+/// u16, network order.
+const IPVS_SVC_ATTR_PORT: u16 = 4;
+/// u32, host order; a fwmark service has no protocol, address or port.
+const IPVS_SVC_ATTR_FWMARK: u16 = 5;
+/// NUL-terminated scheduler name (at most IP_VS_SCHEDNAME_MAXLEN - 1 = 15 bytes).
+const IPVS_SVC_ATTR_SCHED_NAME: u16 = 6;
+/// `struct ip_vs_flags { __u32 flags; __u32 mask; }`, host order.
+const IPVS_SVC_ATTR_FLAGS: u16 = 7;
+/// u32, host order: persistence timeout in seconds.
+const IPVS_SVC_ATTR_TIMEOUT: u16 = 8;
+/// `__be32`: see the module comment.
+const IPVS_SVC_ATTR_NETMASK: u16 = 9;
+
+// Destination attributes, nested in IPVS_CMD_ATTR_DEST (IPVS_DEST_ATTR_*).
+/// Address bytes, network order.
+const IPVS_DEST_ATTR_ADDR: u16 = 1;
+/// u16, network order.
+const IPVS_DEST_ATTR_PORT: u16 = 2;
+/// u32, host order: IP_VS_CONN_F_* forwarding method.
+const IPVS_DEST_ATTR_FWD_METHOD: u16 = 3;
+/// u32, host order (the kernel's `int`, refused when negative).
+const IPVS_DEST_ATTR_WEIGHT: u16 = 4;
+/// u32, host order: upper connection threshold (0: none). Required by NEW_DEST / SET_DEST.
+const IPVS_DEST_ATTR_U_THRESH: u16 = 5;
+/// u32, host order: lower connection threshold. Required by NEW_DEST / SET_DEST.
+const IPVS_DEST_ATTR_L_THRESH: u16 = 6;
+/// u16, host order: the destination's own family (older kernels assume the service's).
+const IPVS_DEST_ATTR_ADDR_FAMILY: u16 = 11;
+
+// Forwarding methods (IP_VS_CONN_F_*), the low three bits of a destination's conn flags.
+/// IP_VS_CONN_F_FWD_MASK.
+const IP_VS_CONN_F_FWD_MASK: u32 = 0x0007;
+/// Masquerading (NAT).
+pub const IP_VS_CONN_F_MASQ: u32 = 0x0000;
+/// Local node: kernels before 3.x rewrote every method to this for a local destination
+/// address, which loses the method; it never decides the service's forwarding.
+pub const IP_VS_CONN_F_LOCALNODE: u32 = 0x0001;
+/// IP-in-IP tunnelling.
+pub const IP_VS_CONN_F_TUNNEL: u32 = 0x0002;
+/// Direct routing.
+pub const IP_VS_CONN_F_DROUTE: u32 = 0x0003;
+
+/// IP_VS_SVC_F_PERSISTENT: the service keeps a client on its real server.
+pub const IP_VS_SVC_F_PERSISTENT: u32 = 0x0001;
+/// The `mask` of the flags we send: every bit, so the spec is the whole truth about the
+/// service's flags (the kernel adds its own HASHED bit back itself).
+const IP_VS_SVC_FLAGS_MASK_ALL: u32 = 0xffff_ffff;
+
+/// AF_INET (include/linux/socket.h).
+pub const AF_INET: u16 = 2;
+/// AF_INET6 (include/linux/socket.h).
+pub const AF_INET6: u16 = 10;
+/// IPPROTO_TCP (include/uapi/linux/in.h): the Kubernetes API is TCP.
+pub const IPPROTO_TCP: u16 = 6;
+
+/// NLA_F_NESTED (include/uapi/linux/netlink.h): set on the nests we send, as strict
+/// validation wants; the kernel replies without it, so decoding masks it off.
+const NLA_F_NESTED: u16 = 0x8000;
+/// NLA_TYPE_MASK: the attribute type without the NESTED and NET_BYTEORDER flags.
+const NLA_TYPE_MASK: u16 = 0x3fff;
+/// struct nlattr is 4 bytes (u16 length, u16 type), attributes 4-byte aligned.
+const NLA_HDRLEN: usize = 4;
+/// GENL_HDRLEN: struct genlmsghdr { u8 cmd; u8 version; u16 reserved; }.
+const GENL_HDRLEN: usize = 4;
+
+/// Errnos the driver tells apart (include/uapi/asm-generic/errno-base.h).
+const ENOENT: i32 = 2;
+/// No such service (the kernel's answer to a command on a service that does not exist).
+const ESRCH: i32 = 3;
+/// Already exists.
+const EEXIST: i32 = 17;
+
+/// MSG_TRUNC (include/linux/socket.h): makes recv report a datagram's full length, so a
+/// reply larger than the buffer is an error rather than silently cut.
+const MSG_TRUNC: i32 = 0x20;
+/// Receive buffer: the kernel sizes dump datagrams to at most 32 KiB.
+const RX_BUFFER: usize = 64 * 1024;
+
+/// Forwarding assumed for a service without destinations that this process did not
+/// create: k0s's default `lbKind`.
+const DEFAULT_FORWARDING: LbKind = LbKind::Dr;
+
+// ---------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------
+
+/// What can go wrong talking to IPVS.
+#[derive(Debug, thiserror::Error)]
+pub enum IpvsError {
+    /// The kernel has no IPVS (the generic netlink family does not resolve).
+    #[error("IPVS unavailable: {reason}")]
+    Unavailable {
+        /// Why, for the operator.
+        reason: String,
+    },
+    /// The kernel refused a request.
+    #[error("{request} failed: {message}")]
+    Kernel {
+        /// The request, with its service and destination.
+        request: String,
+        /// The positive errno.
+        errno: i32,
+        /// The errno's text.
+        message: String,
+    },
+    /// A reply that does not decode.
+    #[error("malformed IPVS netlink data: {what}")]
+    Malformed {
+        /// What was wrong.
+        what: String,
+    },
+    /// The netlink socket failed.
+    #[error("IPVS netlink socket: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl IpvsError {
+    fn kernel(request: String, errno: i32) -> Self {
+        let mut message = io::Error::from_raw_os_error(errno).to_string();
+        // What ip_vs_ctl.c means by the errnos whose usual text misleads.
+        let service_cmd = request.starts_with("NEW_SERVICE") || request.starts_with("SET_SERVICE");
+        let dest_cmd = request.starts_with("SET_DEST") || request.starts_with("DEL_DEST");
+        let hint = match errno {
+            ESRCH => Some("no such virtual service"),
+            ENOENT if service_cmd => Some("the kernel has no module for that scheduler"),
+            ENOENT if dest_cmd => Some("no such real server in the service"),
+            _ => None,
+        };
+        if let Some(hint) = hint {
+            message = format!("{message}: {hint}");
+        }
+        Self::Kernel { request, errno, message }
+    }
+}
+
+fn malformed(what: impl Into<String>) -> IpvsError {
+    IpvsError::Malformed { what: what.into() }
+}
+
+// ---------------------------------------------------------------------------------------
+// Mapping between the core's model and the kernel's names
+// ---------------------------------------------------------------------------------------
+
+/// The kernel scheduler module name (`ip_vs_<name>`) of a core scheduler.
+pub fn scheduler_name(algo: LbAlgo) -> &'static str {
+    // The core's names are ipvsadm's, which are the kernel's; a test pins each one.
+    algo.as_str()
+}
+
+/// The core scheduler of a kernel scheduler name, if the core has it.
+pub fn scheduler_from_name(name: &str) -> Option<LbAlgo> {
+    LbAlgo::ALL.into_iter().find(|a| a.as_str() == name)
+}
+
+/// The IP_VS_CONN_F_* forwarding method of a core forwarding kind.
+pub fn forwarding_method(kind: LbKind) -> u32 {
+    match kind {
+        LbKind::Nat => IP_VS_CONN_F_MASQ,
+        LbKind::Dr => IP_VS_CONN_F_DROUTE,
+        LbKind::Tun => IP_VS_CONN_F_TUNNEL,
+    }
+}
+
+/// The core forwarding kind of a destination's forwarding method, if it is one.
+pub fn forwarding_from_method(method: u32) -> Option<LbKind> {
+    match method & IP_VS_CONN_F_FWD_MASK {
+        IP_VS_CONN_F_MASQ => Some(LbKind::Nat),
+        IP_VS_CONN_F_DROUTE => Some(LbKind::Dr),
+        IP_VS_CONN_F_TUNNEL => Some(LbKind::Tun),
+        _ => None,
+    }
+}
+
+fn family(ip: IpAddr) -> u16 {
+    match ip {
+        IpAddr::V4(_) => AF_INET,
+        IpAddr::V6(_) => AF_INET6,
+    }
+}
+
+fn addr_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+/// IPVS_SVC_ATTR_NETMASK for one client address per persistence template: the all-ones
+/// IPv4 mask (network order, the same bytes either way), or the IPv6 prefix length 128,
+/// which the kernel reads as a host-order integer.
+fn netmask_bytes(vip: IpAddr) -> [u8; 4] {
+    match vip {
+        IpAddr::V4(_) => [0xff; 4],
+        IpAddr::V6(_) => 128u32.to_ne_bytes(),
+    }
+}
+
+fn key_addr(key: ServiceKey) -> SocketAddr {
+    SocketAddr::new(key.vip, key.port)
+}
+
+// ---------------------------------------------------------------------------------------
+// Encoding
+// ---------------------------------------------------------------------------------------
+
+/// Netlink attributes being laid out, each padded to 4 bytes.
+#[derive(Debug, Default)]
+struct Attrs(Vec<u8>);
+
+impl Attrs {
+    fn put(&mut self, kind: u16, value: &[u8]) -> &mut Self {
+        // Attributes here are tens of bytes: the length always fits nla_len's u16.
+        let len = u16::try_from(NLA_HDRLEN + value.len()).unwrap_or(u16::MAX);
+        self.0.extend_from_slice(&len.to_ne_bytes());
+        self.0.extend_from_slice(&kind.to_ne_bytes());
+        self.0.extend_from_slice(value);
+        self.0.resize(self.0.len().next_multiple_of(4), 0);
+        self
+    }
+
+    fn put_u16(&mut self, kind: u16, value: u16) -> &mut Self {
+        self.put(kind, &value.to_ne_bytes())
+    }
+
+    fn put_u32(&mut self, kind: u16, value: u32) -> &mut Self {
+        self.put(kind, &value.to_ne_bytes())
+    }
+
+    fn put_be16(&mut self, kind: u16, value: u16) -> &mut Self {
+        self.put(kind, &value.to_be_bytes())
+    }
+
+    fn nest(&mut self, kind: u16, inner: &Self) -> &mut Self {
+        self.put(kind | NLA_F_NESTED, &inner.0)
+    }
+}
+
+/// The genl payload: header (command, version, reserved) then attributes.
+fn genl_payload(cmd: u8, attrs: &Attrs) -> Vec<u8> {
+    let header = GenlHeader { cmd, version: IPVS_GENL_VERSION };
+    let mut out = vec![0; header.buffer_len()];
+    header.emit(&mut out);
+    out.extend_from_slice(&attrs.0);
+    out
+}
+
+/// The attributes that identify a service: family, protocol, address, port.
+fn service_id(protocol: u16, addr: SocketAddr) -> Attrs {
+    let mut a = Attrs::default();
+    a.put_u16(IPVS_SVC_ATTR_AF, family(addr.ip()))
+        .put_u16(IPVS_SVC_ATTR_PROTOCOL, protocol)
+        .put(IPVS_SVC_ATTR_ADDR, &addr_bytes(addr.ip()))
+        .put_be16(IPVS_SVC_ATTR_PORT, addr.port());
+    a
+}
+
+/// A full service (NEW_SERVICE / SET_SERVICE need every field).
+fn service_full(spec: &ServiceSpec) -> Attrs {
+    let mut a = service_id(IPPROTO_TCP, key_addr(spec.key));
+    let mut sched = scheduler_name(spec.algo).as_bytes().to_vec();
+    sched.push(0);
+    let persistent = spec.persistence_secs > 0;
+    let flags = if persistent { IP_VS_SVC_F_PERSISTENT } else { 0 };
+    let mut flags_bytes = flags.to_ne_bytes().to_vec();
+    flags_bytes.extend_from_slice(&IP_VS_SVC_FLAGS_MASK_ALL.to_ne_bytes());
+    a.put(IPVS_SVC_ATTR_SCHED_NAME, &sched)
+        .put(IPVS_SVC_ATTR_FLAGS, &flags_bytes)
+        .put_u32(IPVS_SVC_ATTR_TIMEOUT, if persistent { spec.persistence_secs } else { 0 })
+        .put(IPVS_SVC_ATTR_NETMASK, &netmask_bytes(spec.key.vip));
+    a
+}
+
+fn with_service(cmd: u8, service: &Attrs, dest: Option<&Attrs>) -> Vec<u8> {
+    let mut top = Attrs::default();
+    top.nest(IPVS_CMD_ATTR_SERVICE, service);
+    if let Some(dest) = dest {
+        top.nest(IPVS_CMD_ATTR_DEST, dest);
+    }
+    genl_payload(cmd, &top)
+}
+
+fn dest_id(addr: SocketAddr) -> Attrs {
+    let mut a = Attrs::default();
+    a.put(IPVS_DEST_ATTR_ADDR, &addr_bytes(addr.ip())).put_be16(IPVS_DEST_ATTR_PORT, addr.port());
+    a
+}
+
+fn dest_full(rs: &RealServer, forwarding: LbKind) -> Attrs {
+    let mut a = dest_id(rs.addr);
+    a.put_u32(IPVS_DEST_ATTR_FWD_METHOD, forwarding_method(forwarding))
+        .put_u32(IPVS_DEST_ATTR_WEIGHT, rs.weight)
+        .put_u32(IPVS_DEST_ATTR_U_THRESH, 0)
+        .put_u32(IPVS_DEST_ATTR_L_THRESH, 0)
+        .put_u16(IPVS_DEST_ATTR_ADDR_FAMILY, family(rs.addr.ip()));
+    a
+}
+
+/// NEW_SERVICE payload: a TCP service on the spec's VIP and port, without destinations.
+pub fn new_service_request(spec: &ServiceSpec) -> Vec<u8> {
+    with_service(IPVS_CMD_NEW_SERVICE, &service_full(spec), None)
+}
+
+/// SET_SERVICE payload: the spec's scheduler and persistence for an existing service.
+pub fn set_service_request(spec: &ServiceSpec) -> Vec<u8> {
+    with_service(IPVS_CMD_SET_SERVICE, &service_full(spec), None)
+}
+
+/// DEL_SERVICE payload for the TCP service `key`.
+pub fn del_service_request(key: ServiceKey) -> Vec<u8> {
+    del_service_request_proto(IPPROTO_TCP, key_addr(key))
+}
+
+/// DEL_SERVICE payload for a service of any protocol.
+fn del_service_request_proto(protocol: u16, addr: SocketAddr) -> Vec<u8> {
+    with_service(IPVS_CMD_DEL_SERVICE, &service_id(protocol, addr), None)
+}
+
+/// GET_SERVICE payload, sent as a dump: no attributes.
+pub fn get_services_request() -> Vec<u8> {
+    genl_payload(IPVS_CMD_GET_SERVICE, &Attrs::default())
+}
+
+/// GET_DEST payload, sent as a dump: the service whose destinations to list.
+pub fn get_dests_request(key: ServiceKey) -> Vec<u8> {
+    with_service(IPVS_CMD_GET_DEST, &service_id(IPPROTO_TCP, key_addr(key)), None)
+}
+
+/// NEW_DEST payload: real server `rs` with `forwarding` in the TCP service `key`.
+pub fn new_dest_request(key: ServiceKey, rs: &RealServer, forwarding: LbKind) -> Vec<u8> {
+    let svc = service_id(IPPROTO_TCP, key_addr(key));
+    with_service(IPVS_CMD_NEW_DEST, &svc, Some(&dest_full(rs, forwarding)))
+}
+
+/// SET_DEST payload: new weight and forwarding of real server `rs` in service `key`.
+pub fn set_dest_request(key: ServiceKey, rs: &RealServer, forwarding: LbKind) -> Vec<u8> {
+    let svc = service_id(IPPROTO_TCP, key_addr(key));
+    with_service(IPVS_CMD_SET_DEST, &svc, Some(&dest_full(rs, forwarding)))
+}
+
+/// DEL_DEST payload: remove real server `addr` from service `key`.
+pub fn del_dest_request(key: ServiceKey, addr: SocketAddr) -> Vec<u8> {
+    let svc = service_id(IPPROTO_TCP, key_addr(key));
+    let mut dest = dest_id(addr);
+    dest.put_u16(IPVS_DEST_ATTR_ADDR_FAMILY, family(addr.ip()));
+    with_service(IPVS_CMD_DEL_DEST, &svc, Some(&dest))
+}
+
+// ---------------------------------------------------------------------------------------
+// Decoding
+// ---------------------------------------------------------------------------------------
+
+/// Splits attributes into (type without flags, value). Rejects anything that does not
+/// tile the buffer, so garbage is `Malformed` rather than half-read.
+fn parse_attrs<'a>(mut buf: &'a [u8], what: &str) -> Result<Vec<(u16, &'a [u8])>, IpvsError> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let (Some(len), Some(kind)) = (u16_at(buf, 0), u16_at(buf, 2)) else {
+            return Err(malformed(format!(
+                "{what}: {} stray bytes after the attributes",
+                buf.len()
+            )));
+        };
+        let len = usize::from(len);
+        let Some(value) = buf.get(NLA_HDRLEN..len).filter(|_| len >= NLA_HDRLEN) else {
+            return Err(malformed(format!(
+                "{what}: attribute {} claims {len} bytes, {} left",
+                kind & NLA_TYPE_MASK,
+                buf.len()
+            )));
+        };
+        out.push((kind & NLA_TYPE_MASK, value));
+        // The last attribute's padding may be left out.
+        buf = buf.get(len.next_multiple_of(4)..).unwrap_or_default();
+    }
+    Ok(out)
+}
+
+fn u16_at(buf: &[u8], at: usize) -> Option<u16> {
+    let b: [u8; 2] = buf.get(at..at + 2)?.try_into().ok()?;
+    Some(u16::from_ne_bytes(b))
+}
+
+fn find<'a>(attrs: &[(u16, &'a [u8])], kind: u16) -> Option<&'a [u8]> {
+    attrs.iter().find(|(k, _)| *k == kind).map(|(_, v)| *v)
+}
+
+fn fixed<const N: usize>(value: Option<&[u8]>, what: &str) -> Result<[u8; N], IpvsError> {
+    let value = value.ok_or_else(|| malformed(format!("{what} missing")))?;
+    value.try_into().map_err(|_| malformed(format!("{what}: {} bytes, not {N}", value.len())))
+}
+
+fn host_u16(value: Option<&[u8]>, what: &str) -> Result<u16, IpvsError> {
+    fixed::<2>(value, what).map(u16::from_ne_bytes)
+}
+
+fn host_u32(value: Option<&[u8]>, what: &str) -> Result<u32, IpvsError> {
+    fixed::<4>(value, what).map(u32::from_ne_bytes)
+}
+
+fn net_u16(value: Option<&[u8]>, what: &str) -> Result<u16, IpvsError> {
+    fixed::<2>(value, what).map(u16::from_be_bytes)
+}
+
+/// An address attribute of family `af`: the kernel sends the whole 16-byte union, with an
+/// IPv4 address in its first four bytes; requests carry 4 bytes. Both are accepted.
+fn address(value: Option<&[u8]>, af: u16, what: &str) -> Result<IpAddr, IpvsError> {
+    let value = value.ok_or_else(|| malformed(format!("{what} missing")))?;
+    match af {
+        AF_INET => {
+            let b: [u8; 4] = value
+                .get(..4)
+                .filter(|_| value.len() == 4 || value.len() == 16)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| malformed(format!("{what}: {} bytes for IPv4", value.len())))?;
+            Ok(IpAddr::V4(Ipv4Addr::from(b)))
+        }
+        AF_INET6 => {
+            let b: [u8; 16] = value
+                .try_into()
+                .map_err(|_| malformed(format!("{what}: {} bytes for IPv6", value.len())))?;
+            Ok(IpAddr::V6(Ipv6Addr::from(b)))
+        }
+        other => Err(malformed(format!("{what}: unknown address family {other}"))),
+    }
+}
+
+/// The nested attributes of `kind` in a genl payload whose command must be `cmd`.
+fn nested_of<'a>(
+    payload: &'a [u8],
+    cmd: u8,
+    kind: u16,
+    what: &str,
+) -> Result<Vec<(u16, &'a [u8])>, IpvsError> {
+    let header = GenlHeader::parse(payload)
+        .map_err(|e| malformed(format!("{what}: generic netlink header: {e}")))?;
+    if header.cmd != cmd {
+        return Err(malformed(format!("{what}: command {}, expected {cmd}", header.cmd)));
+    }
+    let top = parse_attrs(payload.get(GENL_HDRLEN..).unwrap_or_default(), what)?;
+    let nest =
+        find(&top, kind).ok_or_else(|| malformed(format!("{what}: no nested attributes")))?;
+    parse_attrs(nest, what)
+}
+
+/// A virtual service as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelService {
+    /// AF_INET or AF_INET6.
+    pub af: u16,
+    /// IPPROTO_* of an address service (0 for a fwmark service).
+    pub protocol: u16,
+    /// VIP and port; `None` for a fwmark service.
+    pub addr: Option<SocketAddr>,
+    /// Firewall mark (0 for an address service).
+    pub fwmark: u32,
+    /// Scheduler name.
+    pub sched_name: String,
+    /// IP_VS_SVC_F_* flags (the kernel's HASHED bit included).
+    pub flags: u32,
+    /// Persistence timeout in seconds.
+    pub timeout: u32,
+}
+
+/// A destination (real server) as the kernel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelDest {
+    /// Address and port.
+    pub addr: SocketAddr,
+    /// IP_VS_CONN_F_* forwarding method.
+    pub fwd_method: u32,
+    /// Weight.
+    pub weight: u32,
+}
+
+/// Decodes one GET_SERVICE reply payload (genl header and attributes; the kernel answers
+/// with command NEW_SERVICE). Statistics and unknown attributes are skipped.
+pub fn decode_service_reply(payload: &[u8]) -> Result<KernelService, IpvsError> {
+    let what = "GET_SERVICE reply";
+    let attrs = nested_of(payload, IPVS_CMD_NEW_SERVICE, IPVS_CMD_ATTR_SERVICE, what)?;
+    let af = host_u16(find(&attrs, IPVS_SVC_ATTR_AF), "service family")?;
+    if af != AF_INET && af != AF_INET6 {
+        return Err(malformed(format!("{what}: unknown address family {af}")));
+    }
+    let fwmark = match find(&attrs, IPVS_SVC_ATTR_FWMARK) {
+        Some(v) => host_u32(Some(v), "service fwmark")?,
+        None => 0,
+    };
+    let (protocol, addr) = if fwmark != 0 {
+        (0, None)
+    } else {
+        let protocol = host_u16(find(&attrs, IPVS_SVC_ATTR_PROTOCOL), "service protocol")?;
+        let ip = address(find(&attrs, IPVS_SVC_ATTR_ADDR), af, "service address")?;
+        let port = net_u16(find(&attrs, IPVS_SVC_ATTR_PORT), "service port")?;
+        (protocol, Some(SocketAddr::new(ip, port)))
+    };
+    let sched = find(&attrs, IPVS_SVC_ATTR_SCHED_NAME)
+        .ok_or_else(|| malformed(format!("{what}: scheduler name missing")))?;
+    let sched = sched.split(|b| *b == 0).next().unwrap_or_default();
+    let sched_name = String::from_utf8(sched.to_vec())
+        .map_err(|_| malformed(format!("{what}: scheduler name is not UTF-8")))?;
+    let flags = fixed::<8>(find(&attrs, IPVS_SVC_ATTR_FLAGS), "service flags")?;
+    let (flags, _mask) = flags.split_at(4);
+    let flags = host_u32(Some(flags), "service flags")?;
+    let timeout = host_u32(find(&attrs, IPVS_SVC_ATTR_TIMEOUT), "service timeout")?;
+    Ok(KernelService { af, protocol, addr, fwmark, sched_name, flags, timeout })
+}
+
+/// Decodes one GET_DEST reply payload (command NEW_DEST). `service_af` is the family of
+/// the service, which kernels without IPVS_DEST_ATTR_ADDR_FAMILY imply.
+pub fn decode_dest_reply(payload: &[u8], service_af: u16) -> Result<KernelDest, IpvsError> {
+    let what = "GET_DEST reply";
+    let attrs = nested_of(payload, IPVS_CMD_NEW_DEST, IPVS_CMD_ATTR_DEST, what)?;
+    let af = match find(&attrs, IPVS_DEST_ATTR_ADDR_FAMILY) {
+        Some(v) => host_u16(Some(v), "destination family")?,
+        None => service_af,
+    };
+    let ip = address(find(&attrs, IPVS_DEST_ATTR_ADDR), af, "destination address")?;
+    let port = net_u16(find(&attrs, IPVS_DEST_ATTR_PORT), "destination port")?;
+    let fwd_method = host_u32(find(&attrs, IPVS_DEST_ATTR_FWD_METHOD), "forwarding method")?;
+    let weight = host_u32(find(&attrs, IPVS_DEST_ATTR_WEIGHT), "destination weight")?;
+    Ok(KernelDest { addr: SocketAddr::new(ip, port), fwd_method, weight })
+}
+
+impl KernelService {
+    /// The core's view of this service with `dests`, or `None` when the core cannot hold it
+    /// (not TCP, a fwmark service, a scheduler the core lacks): such a service is not one
+    /// of cplb's. The forwarding is the destinations' (IPVS keeps it per destination);
+    /// without a destination that says, `fallback`.
+    pub fn to_spec(&self, dests: &[KernelDest], fallback: LbKind) -> Option<ServiceSpec> {
+        let addr = self.addr.filter(|_| self.protocol == IPPROTO_TCP && self.fwmark == 0)?;
+        let algo = scheduler_from_name(&self.sched_name)?;
+        let forwarding =
+            dests.iter().find_map(|d| forwarding_from_method(d.fwd_method)).unwrap_or(fallback);
+        let persistent = self.flags & IP_VS_SVC_F_PERSISTENT != 0;
+        let mut real_servers: Vec<RealServer> =
+            dests.iter().map(|d| RealServer { addr: d.addr, weight: d.weight }).collect();
+        real_servers.sort();
+        Some(ServiceSpec {
+            key: ServiceKey { vip: addr.ip(), port: addr.port() },
+            algo,
+            forwarding,
+            persistence_secs: if persistent { self.timeout } else { 0 },
+            real_servers,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Netlink transport
+// ---------------------------------------------------------------------------------------
+
+/// A generic netlink payload already laid out, sent as a netlink message of `family`.
+#[derive(Debug)]
+struct RawGenl<'a> {
+    family: u16,
+    payload: &'a [u8],
+}
+
+impl NetlinkSerializable for RawGenl<'_> {
+    fn message_type(&self) -> u16 {
+        self.family
+    }
+
+    fn buffer_len(&self) -> usize {
+        self.payload.len()
+    }
+
+    fn serialize(&self, buffer: &mut [u8]) {
+        buffer.copy_from_slice(self.payload);
+    }
+}
+
+/// How a request ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Acknowledged (or dump finished), with the replies' genl payloads.
+    Ok(Vec<Vec<u8>>),
+    /// The kernel's positive errno.
+    Errno(i32),
+}
+
+/// Reads one received datagram for request `seq` of message type `family`: pushes reply
+/// payloads, and returns the outcome once the ack, error or end of dump is in it. Messages
+/// of other sequence numbers (a late reply to an earlier request) are skipped.
+fn read_datagram(
+    mut buf: &[u8],
+    seq: u32,
+    family: u16,
+    done_on_reply: bool,
+    replies: &mut Vec<Vec<u8>>,
+) -> Result<Option<Outcome>, IpvsError> {
+    while !buf.is_empty() {
+        let msg = NetlinkBuffer::new_checked(buf)
+            .map_err(|e| malformed(format!("netlink message: {e}")))?;
+        let len = msg.length() as usize;
+        if msg.sequence_number() == seq {
+            match msg.message_type() {
+                NLMSG_ERROR => {
+                    let err = ErrorBuffer::new_checked(msg.payload())
+                        .map_err(|e| malformed(format!("netlink error message: {e}")))?;
+                    return Ok(Some(match err.code() {
+                        None => Outcome::Ok(core::mem::take(replies)),
+                        Some(code) => Outcome::Errno(code.get().saturating_abs()),
+                    }));
+                }
+                NLMSG_DONE => {
+                    // The kernel may put a dump's error in the done message.
+                    let code = if msg.payload().is_empty() {
+                        0
+                    } else {
+                        DoneBuffer::new_checked(msg.payload())
+                            .map_err(|e| malformed(format!("netlink done message: {e}")))?
+                            .code()
+                    };
+                    return Ok(Some(if code == 0 {
+                        Outcome::Ok(core::mem::take(replies))
+                    } else {
+                        Outcome::Errno(code.saturating_abs())
+                    }));
+                }
+                NLMSG_NOOP => {}
+                t if t == family => {
+                    replies.push(msg.payload().to_vec());
+                    if done_on_reply {
+                        return Ok(Some(Outcome::Ok(core::mem::take(replies))));
+                    }
+                }
+                other => return Err(malformed(format!("unexpected netlink message type {other}"))),
+            }
+        }
+        buf = buf.get(len.next_multiple_of(4)..).unwrap_or_default();
+    }
+    Ok(None)
+}
+
+/// The kernel's IPVS table, over a generic netlink socket in the caller's network
+/// namespace (the one the socket was opened in).
+#[derive(Debug)]
+pub struct Ipvs {
+    socket: Socket,
+    family: u16,
+    seq: u32,
+    /// Forwarding of the services this process created or read: IPVS keeps forwarding per
+    /// destination, so a service without any does not say it.
+    forwarding: BTreeMap<ServiceKey, LbKind>,
+    rx: Vec<u8>,
+}
+
+impl Ipvs {
+    /// Resolves the "IPVS" generic netlink family. `IpvsError::Unavailable` when the kernel
+    /// has no IPVS (the family is not registered, even after the kernel's on-demand module
+    /// load).
+    pub fn open() -> Result<Self, IpvsError> {
+        let mut ipvs = Self::connect()?;
+        match ipvs.resolve(IPVS_GENL_NAME)? {
+            Ok(family) => {
+                ipvs.family = family;
+                tracing::debug!(family, "IPVS generic netlink family resolved");
+                Ok(ipvs)
+            }
+            Err(ENOENT) => Err(IpvsError::Unavailable {
+                reason: format!(
+                    "generic netlink family {IPVS_GENL_NAME} not found: the kernel has no \
+                     ip_vs module loaded"
+                ),
+            }),
+            Err(errno) => Err(IpvsError::kernel(
+                format!("resolving generic netlink family {IPVS_GENL_NAME}"),
+                errno,
+            )),
+        }
+    }
+
+    /// A generic netlink socket, family not resolved yet.
+    fn connect() -> Result<Self, IpvsError> {
+        let mut socket = Socket::new(NETLINK_GENERIC)?;
+        socket.bind_auto()?;
+        socket.connect(&NetlinkAddr::new(0, 0))?;
+        Ok(Self {
+            socket,
+            family: 0,
+            seq: 0,
+            forwarding: BTreeMap::new(),
+            rx: Vec::with_capacity(RX_BUFFER),
+        })
+    }
+
+    /// The id of generic netlink family `name` (CTRL_CMD_GETFAMILY), or the errno:
+    /// ENOENT when the kernel has no such family.
+    fn resolve(&mut self, name: &str) -> Result<Result<u16, i32>, IpvsError> {
+        let mut msg = GenlMessage::from_payload(GenlCtrl {
+            cmd: GenlCtrlCmd::GetFamily,
+            nlas: vec![GenlCtrlAttrs::FamilyName(name.to_owned())],
+        });
+        msg.finalize();
+        let ctrl_family = msg.family_id();
+        let mut payload = vec![0; Emitable::buffer_len(&msg)];
+        msg.emit(&mut payload);
+        match self.roundtrip(ctrl_family, NLM_F_REQUEST, &payload, true)? {
+            Outcome::Errno(errno) => Ok(Err(errno)),
+            Outcome::Ok(replies) => {
+                let reply = replies.first().ok_or_else(|| malformed("no CTRL_CMD_NEWFAMILY"))?;
+                let attrs = parse_attrs(reply.get(GENL_HDRLEN..).unwrap_or_default(), "nlctrl")?;
+                // CTRL_ATTR_FAMILY_ID (include/uapi/linux/genetlink.h), u16 host order.
+                Ok(Ok(host_u16(find(&attrs, 1), "CTRL_ATTR_FAMILY_ID")?))
+            }
+        }
+    }
+
+    /// Sends one request and collects its replies until its ack, error or end of dump.
+    fn roundtrip(
+        &mut self,
+        family: u16,
+        flags: u16,
+        payload: &[u8],
+        done_on_reply: bool,
+    ) -> Result<Outcome, IpvsError> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = self.seq;
+        let mut msg =
+            NetlinkMessage::new(header, NetlinkPayload::InnerMessage(RawGenl { family, payload }));
+        msg.finalize();
+        let mut out = vec![0; msg.buffer_len()];
+        msg.serialize(&mut out);
+        self.socket.send(&out, 0)?;
+        let mut replies = Vec::new();
+        loop {
+            self.rx.clear();
+            let n = self.socket.recv(&mut self.rx, MSG_TRUNC)?;
+            if n > self.rx.len() {
+                return Err(malformed(format!(
+                    "netlink datagram of {n} bytes, more than the {} byte buffer",
+                    self.rx.len()
+                )));
+            }
+            if let Some(outcome) =
+                read_datagram(&self.rx, self.seq, family, done_on_reply, &mut replies)?
+            {
+                return Ok(outcome);
+            }
+        }
+    }
+
+    /// A command acknowledged by the kernel: Ok, or the errno.
+    fn command(&mut self, payload: &[u8]) -> Result<Result<(), i32>, IpvsError> {
+        match self.roundtrip(self.family, NLM_F_REQUEST | NLM_F_ACK, payload, false)? {
+            Outcome::Ok(_) => Ok(Ok(())),
+            Outcome::Errno(errno) => Ok(Err(errno)),
+        }
+    }
+
+    /// A command that must succeed.
+    fn must(&mut self, payload: &[u8], request: impl FnOnce() -> String) -> Result<(), IpvsError> {
+        self.command(payload)?.map_err(|errno| IpvsError::kernel(request(), errno))
+    }
+
+    fn dump(
+        &mut self,
+        payload: &[u8],
+        request: impl FnOnce() -> String,
+    ) -> Result<Vec<Vec<u8>>, IpvsError> {
+        match self.roundtrip(self.family, NLM_F_REQUEST | NLM_F_DUMP, payload, false)? {
+            Outcome::Ok(replies) => Ok(replies),
+            Outcome::Errno(errno) => Err(IpvsError::kernel(request(), errno)),
+        }
+    }
+
+    /// Every virtual service in the kernel's table, as it reports them (fwmark and other
+    /// protocols' services included).
+    pub fn kernel_services(&mut self) -> Result<Vec<KernelService>, IpvsError> {
+        let replies = self.dump(&get_services_request(), || "GET_SERVICE dump".to_owned())?;
+        replies.iter().map(|r| decode_service_reply(r)).collect()
+    }
+
+    /// The destinations of the TCP service `key`, as the kernel reports them.
+    pub fn kernel_dests(&mut self, key: ServiceKey) -> Result<Vec<KernelDest>, IpvsError> {
+        let request = get_dests_request(key);
+        let replies = self.dump(&request, || format!("GET_DEST of {}", key_addr(key)))?;
+        replies.iter().map(|r| decode_dest_reply(r, family(key.vip))).collect()
+    }
+
+    /// Every virtual service with its destinations, as core `ServiceSpec`s, sorted. Services
+    /// the core cannot describe (fwmark, not TCP, a scheduler the core lacks) are left out:
+    /// cplb never creates them.
+    pub fn services(&mut self) -> Result<Vec<ServiceSpec>, IpvsError> {
+        let mut out = Vec::new();
+        for svc in self.kernel_services()? {
+            let Some(addr) = svc.addr.filter(|_| svc.protocol == IPPROTO_TCP) else {
+                continue;
+            };
+            let key = ServiceKey { vip: addr.ip(), port: addr.port() };
+            let dests = self.kernel_dests(key)?;
+            let fallback = self.forwarding.get(&key).copied().unwrap_or(DEFAULT_FORWARDING);
+            match svc.to_spec(&dests, fallback) {
+                Some(spec) => {
+                    self.forwarding.insert(key, spec.forwarding);
+                    out.push(spec);
+                }
+                None => tracing::warn!(
+                    service = %addr,
+                    scheduler = %svc.sched_name,
+                    "IPVS service with a scheduler cplb does not know: left alone"
+                ),
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Carries out the IPVS changes of a diff, in order; other `Change` variants (proxy,
+    /// redirects, local VIPs) belong to other drivers and are ignored.
+    ///
+    /// Idempotent, so a retry after a partial failure converges: adding what exists
+    /// updates it, removing what is gone succeeds. Editing what does not exist is an error:
+    /// the table is not the one the diff was computed from, so read it again.
+    pub fn apply(&mut self, changes: &[Change]) -> Result<(), IpvsError> {
+        for change in changes {
+            match change {
+                Change::AddService(spec) => self.add_service(spec)?,
+                Change::EditService(spec) => self.edit_service(spec)?,
+                Change::RemoveService(key) => self.remove_service(*key)?,
+                Change::AddRealServer(key, rs) => self.add_dest(*key, rs)?,
+                Change::EditRealServer(key, rs) => {
+                    let fwd = self.forwarding_for(*key)?;
+                    self.must(&set_dest_request(*key, rs, fwd), || {
+                        format!("SET_DEST {} in {}", rs.addr, key_addr(*key))
+                    })?;
+                }
+                Change::RemoveRealServer(key, addr) => {
+                    match self.command(&del_dest_request(*key, *addr))? {
+                        // ENOENT: no such destination; ESRCH: no such service.
+                        Ok(()) | Err(ENOENT | ESRCH) => {}
+                        Err(errno) => {
+                            let request = format!("DEL_DEST {addr} from {}", key_addr(*key));
+                            return Err(IpvsError::kernel(request, errno));
+                        }
+                    }
+                }
+                Change::SetProxy { .. }
+                | Change::StopProxy
+                | Change::AddRedirect(_)
+                | Change::RemoveRedirect(_)
+                | Change::AddLocalVip(_)
+                | Change::RemoveLocalVip(_) => continue,
+            }
+            tracing::debug!(?change, "IPVS change applied");
+        }
+        Ok(())
+    }
+
+    fn add_service(&mut self, spec: &ServiceSpec) -> Result<(), IpvsError> {
+        match self.command(&new_service_request(spec))? {
+            Ok(()) => {
+                self.forwarding.insert(spec.key, spec.forwarding);
+            }
+            Err(EEXIST) => self.edit_service(spec)?,
+            Err(errno) => {
+                let request =
+                    format!("NEW_SERVICE {} ({})", key_addr(spec.key), scheduler_name(spec.algo));
+                return Err(IpvsError::kernel(request, errno));
+            }
+        }
+        // The core's model adds a spec's real servers with it (a diff sends none here).
+        for rs in &spec.real_servers {
+            self.add_dest(spec.key, rs)?;
+        }
+        Ok(())
+    }
+
+    /// SET_SERVICE, then the forwarding of each destination, which IPVS keeps per
+    /// destination rather than per service.
+    fn edit_service(&mut self, spec: &ServiceSpec) -> Result<(), IpvsError> {
+        let key = spec.key;
+        self.must(&set_service_request(spec), || {
+            format!("SET_SERVICE {} ({})", key_addr(key), scheduler_name(spec.algo))
+        })?;
+        self.forwarding.insert(key, spec.forwarding);
+        let method = forwarding_method(spec.forwarding);
+        for dest in self.kernel_dests(key)? {
+            if dest.fwd_method & IP_VS_CONN_F_FWD_MASK != method {
+                let rs = RealServer { addr: dest.addr, weight: dest.weight };
+                self.must(&set_dest_request(key, &rs, spec.forwarding), || {
+                    format!("SET_DEST {} in {}", rs.addr, key_addr(key))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_service(&mut self, key: ServiceKey) -> Result<(), IpvsError> {
+        match self.command(&del_service_request(key))? {
+            Ok(()) | Err(ESRCH) => {}
+            Err(errno) => {
+                return Err(IpvsError::kernel(format!("DEL_SERVICE {}", key_addr(key)), errno));
+            }
+        }
+        self.forwarding.remove(&key);
+        Ok(())
+    }
+
+    fn add_dest(&mut self, key: ServiceKey, rs: &RealServer) -> Result<(), IpvsError> {
+        let fwd = self.forwarding_for(key)?;
+        match self.command(&new_dest_request(key, rs, fwd))? {
+            Ok(()) => Ok(()),
+            Err(EEXIST) => self.must(&set_dest_request(key, rs, fwd), || {
+                format!("SET_DEST {} in {}", rs.addr, key_addr(key))
+            }),
+            Err(errno) => {
+                let request = format!("NEW_DEST {} to {}", rs.addr, key_addr(key));
+                Err(IpvsError::kernel(request, errno))
+            }
+        }
+    }
+
+    /// The forwarding of service `key`: as created or last read, else its destinations',
+    /// else k0s's default.
+    fn forwarding_for(&mut self, key: ServiceKey) -> Result<LbKind, IpvsError> {
+        if let Some(kind) = self.forwarding.get(&key) {
+            return Ok(*kind);
+        }
+        let kind = self
+            .kernel_dests(key)?
+            .iter()
+            .find_map(|d| forwarding_from_method(d.fwd_method))
+            .unwrap_or(DEFAULT_FORWARDING);
+        self.forwarding.insert(key, kind);
+        Ok(kind)
+    }
+
+    /// Deletes every address service (any protocol) whose VIP is in `vips`, with its
+    /// destinations: what a crashed predecessor may have left. Returns how many went.
+    pub fn remove_services_for(&mut self, vips: &[IpAddr]) -> Result<usize, IpvsError> {
+        let mut removed = 0;
+        for svc in self.kernel_services()? {
+            let Some(addr) = svc.addr.filter(|a| vips.contains(&a.ip())) else {
+                continue;
+            };
+            match self.command(&del_service_request_proto(svc.protocol, addr))? {
+                Ok(()) => {
+                    tracing::info!(service = %addr, protocol = svc.protocol, "IPVS service removed");
+                    removed += 1;
+                }
+                Err(ESRCH) => {}
+                Err(errno) => {
+                    return Err(IpvsError::kernel(format!("DEL_SERVICE {addr}"), errno));
+                }
+            }
+            if svc.protocol == IPPROTO_TCP {
+                self.forwarding.remove(&ServiceKey { vip: addr.ip(), port: addr.port() });
+            }
+        }
+        Ok(removed)
+    }
+}
+
+// The expected bytes below are laid out by hand from the uapi numbers. Host-order integers
+// are written little-endian, so these run on little-endian hosts (x86_64, aarch64).
+#[cfg(all(test, target_endian = "little"))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key4() -> ServiceKey {
+        ServiceKey { vip: IpAddr::V4(Ipv4Addr::new(10, 200, 0, 200)), port: 6443 }
+    }
+
+    fn rs4(last: u8) -> RealServer {
+        RealServer { addr: SocketAddr::from(([10, 200, 0, last], 6443)), weight: 1 }
+    }
+
+    fn spec4() -> ServiceSpec {
+        ServiceSpec {
+            key: key4(),
+            algo: LbAlgo::Rr,
+            forwarding: LbKind::Dr,
+            persistence_secs: 300,
+            real_servers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn uapi_numbers() {
+        // enum { IPVS_CMD_UNSPEC = 0, NEW_SERVICE, SET_SERVICE, DEL_SERVICE, GET_SERVICE,
+        // NEW_DEST, SET_DEST, DEL_DEST, GET_DEST, NEW_DAEMON, DEL_DAEMON, GET_DAEMON,
+        // SET_CONFIG, GET_CONFIG, SET_INFO, GET_INFO, ZERO, FLUSH }
+        let cmds = [
+            IPVS_CMD_NEW_SERVICE,
+            IPVS_CMD_SET_SERVICE,
+            IPVS_CMD_DEL_SERVICE,
+            IPVS_CMD_GET_SERVICE,
+            IPVS_CMD_NEW_DEST,
+            IPVS_CMD_SET_DEST,
+            IPVS_CMD_DEL_DEST,
+            IPVS_CMD_GET_DEST,
+        ];
+        assert_eq!(cmds, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(IPVS_CMD_FLUSH, 17);
+        assert_eq!(IPVS_GENL_NAME, "IPVS");
+        assert_eq!(IPVS_GENL_VERSION, 1);
+        assert_eq!(
+            [IP_VS_CONN_F_MASQ, IP_VS_CONN_F_LOCALNODE, IP_VS_CONN_F_TUNNEL, IP_VS_CONN_F_DROUTE],
+            [0, 1, 2, 3]
+        );
+        assert_eq!(IP_VS_SVC_F_PERSISTENT, 1);
+        assert_eq!((AF_INET, AF_INET6, IPPROTO_TCP), (2, 10, 6));
+    }
+
+    #[test]
+    fn schedulers_and_forwarding_use_the_kernels_names() {
+        let names: Vec<&str> = LbAlgo::ALL.into_iter().map(scheduler_name).collect();
+        assert_eq!(names, ["rr", "wrr", "lc", "wlc", "lblc", "dh", "sh", "sed", "nq"]);
+        for algo in LbAlgo::ALL {
+            assert_eq!(scheduler_from_name(scheduler_name(algo)), Some(algo));
+        }
+        assert_eq!(scheduler_from_name("mh"), None);
+        assert_eq!(forwarding_method(LbKind::Dr), 3);
+        assert_eq!(forwarding_method(LbKind::Nat), 0);
+        assert_eq!(forwarding_method(LbKind::Tun), 2);
+        for kind in LbKind::ALL {
+            assert_eq!(forwarding_from_method(forwarding_method(kind)), Some(kind));
+        }
+        assert_eq!(forwarding_from_method(IP_VS_CONN_F_LOCALNODE), None);
+    }
+
+    #[test]
+    fn new_service_ipv4_rr_persistent() {
+        #[rustfmt::skip]
+        let expected: &[u8] = &[
+            1, 1, 0, 0,                 // genl: cmd NEW_SERVICE, version 1, reserved
+            72, 0, 0x01, 0x80,          // IPVS_CMD_ATTR_SERVICE | NLA_F_NESTED, 72 bytes
+            6, 0, 1, 0, 2, 0, 0, 0,     //   SVC_ATTR_AF: AF_INET (u16 host), pad
+            6, 0, 2, 0, 6, 0, 0, 0,     //   SVC_ATTR_PROTOCOL: IPPROTO_TCP (u16 host), pad
+            8, 0, 3, 0, 10, 200, 0, 200, // SVC_ATTR_ADDR: 10.200.0.200
+            6, 0, 4, 0, 0x19, 0x2b, 0, 0, // SVC_ATTR_PORT: 6443 network order, pad
+            7, 0, 6, 0, b'r', b'r', 0, 0, // SVC_ATTR_SCHED_NAME: "rr\0", pad
+            12, 0, 7, 0,                //   SVC_ATTR_FLAGS: struct ip_vs_flags
+            1, 0, 0, 0,                 //     flags: IP_VS_SVC_F_PERSISTENT
+            0xff, 0xff, 0xff, 0xff,     //     mask: every bit
+            8, 0, 8, 0, 0x2c, 1, 0, 0,  //   SVC_ATTR_TIMEOUT: 300 s (u32 host)
+            8, 0, 9, 0, 0xff, 0xff, 0xff, 0xff, // SVC_ATTR_NETMASK: 255.255.255.255
+        ];
+        assert_eq!(new_service_request(&spec4()), expected);
+    }
+
+    #[test]
+    fn set_service_differs_only_in_command() {
+        let mut set = new_service_request(&spec4());
+        set[0] = IPVS_CMD_SET_SERVICE;
+        assert_eq!(set_service_request(&spec4()), set);
+    }
+
+    #[test]
+    fn new_service_ipv6_wlc_not_persistent() {
+        let spec = ServiceSpec {
+            key: ServiceKey { vip: "fd00::200".parse().unwrap(), port: 6443 },
+            algo: LbAlgo::Wlc,
+            forwarding: LbKind::Nat,
+            persistence_secs: 0,
+            real_servers: Vec::new(),
+        };
+        #[rustfmt::skip]
+        let expected: &[u8] = &[
+            1, 1, 0, 0,                 // genl: NEW_SERVICE, version 1
+            84, 0, 0x01, 0x80,          // IPVS_CMD_ATTR_SERVICE | NLA_F_NESTED, 84 bytes
+            6, 0, 1, 0, 10, 0, 0, 0,    //   SVC_ATTR_AF: AF_INET6
+            6, 0, 2, 0, 6, 0, 0, 0,     //   SVC_ATTR_PROTOCOL: TCP
+            20, 0, 3, 0,                //   SVC_ATTR_ADDR: fd00::200, 16 bytes
+            0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x00,
+            6, 0, 4, 0, 0x19, 0x2b, 0, 0, // SVC_ATTR_PORT: 6443
+            8, 0, 6, 0, b'w', b'l', b'c', 0, // SVC_ATTR_SCHED_NAME: "wlc\0"
+            12, 0, 7, 0,                //   SVC_ATTR_FLAGS
+            0, 0, 0, 0,                 //     flags: none (not persistent)
+            0xff, 0xff, 0xff, 0xff,     //     mask: every bit, so PERSISTENT is cleared
+            8, 0, 8, 0, 0, 0, 0, 0,     //   SVC_ATTR_TIMEOUT: 0
+            8, 0, 9, 0, 128, 0, 0, 0,   //   SVC_ATTR_NETMASK: prefix length 128, host order
+        ];
+        assert_eq!(new_service_request(&spec), expected);
+    }
+
+    #[rustfmt::skip]
+    const SERVICE_ID_10_200_0_200: [u8; 36] = [
+        36, 0, 0x01, 0x80,              // IPVS_CMD_ATTR_SERVICE | NLA_F_NESTED, 36 bytes
+        6, 0, 1, 0, 2, 0, 0, 0,         //   AF_INET
+        6, 0, 2, 0, 6, 0, 0, 0,         //   IPPROTO_TCP
+        8, 0, 3, 0, 10, 200, 0, 200,    //   10.200.0.200
+        6, 0, 4, 0, 0x19, 0x2b, 0, 0,   //   port 6443
+    ];
+
+    #[test]
+    fn new_dest_dr_weight_1() {
+        let mut expected = vec![5, 1, 0, 0]; // genl: cmd NEW_DEST, version 1
+        expected.extend_from_slice(&SERVICE_ID_10_200_0_200);
+        #[rustfmt::skip]
+        expected.extend_from_slice(&[
+            60, 0, 0x02, 0x80,          // IPVS_CMD_ATTR_DEST | NLA_F_NESTED, 60 bytes
+            8, 0, 1, 0, 10, 200, 0, 11, //   DEST_ATTR_ADDR: 10.200.0.11
+            6, 0, 2, 0, 0x19, 0x2b, 0, 0, // DEST_ATTR_PORT: 6443, pad
+            8, 0, 3, 0, 3, 0, 0, 0,     //   DEST_ATTR_FWD_METHOD: IP_VS_CONN_F_DROUTE
+            8, 0, 4, 0, 1, 0, 0, 0,     //   DEST_ATTR_WEIGHT: 1
+            8, 0, 5, 0, 0, 0, 0, 0,     //   DEST_ATTR_U_THRESH: 0 (none)
+            8, 0, 6, 0, 0, 0, 0, 0,     //   DEST_ATTR_L_THRESH: 0
+            6, 0, 11, 0, 2, 0, 0, 0,    //   DEST_ATTR_ADDR_FAMILY: AF_INET, pad
+        ]);
+        assert_eq!(new_dest_request(key4(), &rs4(11), LbKind::Dr), expected);
+        let mut set = expected.clone();
+        set[0] = IPVS_CMD_SET_DEST;
+        assert_eq!(set_dest_request(key4(), &rs4(11), LbKind::Dr), set);
+        // NAT and TUN only change the method.
+        let nat = new_dest_request(key4(), &rs4(11), LbKind::Nat);
+        assert_eq!(nat[4 + 36 + 4 + 16..][..8], [8, 0, 3, 0, 0, 0, 0, 0]);
+        let tun = new_dest_request(key4(), &rs4(11), LbKind::Tun);
+        assert_eq!(tun[4 + 36 + 4 + 16..][..8], [8, 0, 3, 0, 2, 0, 0, 0]);
+    }
+
+    #[test]
+    fn del_service_and_del_dest_carry_only_the_identity() {
+        let mut expected = vec![3, 1, 0, 0]; // genl: cmd DEL_SERVICE
+        expected.extend_from_slice(&SERVICE_ID_10_200_0_200);
+        assert_eq!(del_service_request(key4()), expected);
+
+        let mut expected = vec![7, 1, 0, 0]; // genl: cmd DEL_DEST
+        expected.extend_from_slice(&SERVICE_ID_10_200_0_200);
+        #[rustfmt::skip]
+        expected.extend_from_slice(&[
+            28, 0, 0x02, 0x80,          // IPVS_CMD_ATTR_DEST | NLA_F_NESTED, 28 bytes
+            8, 0, 1, 0, 10, 200, 0, 12, //   10.200.0.12
+            6, 0, 2, 0, 0x19, 0x2b, 0, 0, // port 6443
+            6, 0, 11, 0, 2, 0, 0, 0,    //   AF_INET
+        ]);
+        assert_eq!(del_dest_request(key4(), rs4(12).addr), expected);
+    }
+
+    #[test]
+    fn dump_requests() {
+        assert_eq!(get_services_request(), [4, 1, 0, 0]); // GET_SERVICE, no attributes
+        let mut expected = vec![8, 1, 0, 0]; // GET_DEST of the service
+        expected.extend_from_slice(&SERVICE_ID_10_200_0_200);
+        assert_eq!(get_dests_request(key4()), expected);
+    }
+
+    // ---- replies, laid out as ip_vs_genl_fill_service / _fill_dest do ----
+
+    /// One attribute, little-endian header, padded.
+    fn tlv(kind: u16, value: &[u8]) -> Vec<u8> {
+        let mut out = ((4 + value.len()) as u16).to_le_bytes().to_vec();
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(value);
+        while !out.len().is_multiple_of(4) {
+            out.push(0);
+        }
+        out
+    }
+
+    fn genl(cmd: u8, attrs: &[u8]) -> Vec<u8> {
+        let mut out = vec![cmd, 1, 0, 0];
+        out.extend_from_slice(attrs);
+        out
+    }
+
+    fn stats() -> Vec<u8> {
+        // IPVS_STATS_ATTR_CONNS (1) u32, INBYTES (4) u64: skipped by the decoder.
+        [tlv(1, &7u32.to_le_bytes()), tlv(4, &1234u64.to_le_bytes())].concat()
+    }
+
+    /// GET_SERVICE reply for 10.200.0.200:6443, rr, persistent 300 s. The kernel nests
+    /// without NLA_F_NESTED, sends the whole 16-byte address union, and reports its own
+    /// HASHED flag.
+    fn service_reply() -> Vec<u8> {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[10, 200, 0, 200]);
+        let inner = [
+            tlv(1, &[2, 0]),                               // AF: AF_INET
+            tlv(2, &[6, 0]),                               // PROTOCOL: TCP
+            tlv(3, &addr),                                 // ADDR
+            tlv(4, &[0x19, 0x2b]),                         // PORT 6443
+            tlv(6, b"rr\0"),                               // SCHED_NAME
+            tlv(7, &[3, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]), // FLAGS: PERSISTENT | HASHED
+            tlv(8, &[0x2c, 1, 0, 0]),                      // TIMEOUT 300
+            tlv(9, &[0xff; 4]),                            // NETMASK
+            tlv(10, &stats()),                             // STATS
+            tlv(12, &stats()),                             // STATS64
+        ]
+        .concat();
+        genl(IPVS_CMD_NEW_SERVICE, &tlv(1, &inner))
+    }
+
+    /// GET_DEST reply for 10.200.0.<last>:6443, DR, weight `weight`.
+    fn dest_reply(last: u8, weight: u32) -> Vec<u8> {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[10, 200, 0, last]);
+        let inner = [
+            tlv(1, &addr),                 // ADDR
+            tlv(2, &[0x19, 0x2b]),         // PORT
+            tlv(3, &[3, 0, 0, 0]),         // FWD_METHOD: DROUTE
+            tlv(4, &weight.to_le_bytes()), // WEIGHT
+            tlv(14, &[0]),                 // TUN_TYPE
+            tlv(15, &[0, 0]),              // TUN_PORT
+            tlv(16, &[0, 0]),              // TUN_FLAGS
+            tlv(5, &[0; 4]),               // U_THRESH
+            tlv(6, &[0; 4]),               // L_THRESH
+            tlv(7, &[2, 0, 0, 0]),         // ACTIVE_CONNS
+            tlv(8, &[0; 4]),               // INACT_CONNS
+            tlv(9, &[1, 0, 0, 0]),         // PERSIST_CONNS
+            tlv(11, &[2, 0]),              // ADDR_FAMILY: AF_INET
+            tlv(10, &stats()),             // STATS
+        ]
+        .concat();
+        genl(IPVS_CMD_NEW_DEST, &tlv(2, &inner))
+    }
+
+    #[test]
+    fn decodes_a_service_and_its_destinations() {
+        let svc = decode_service_reply(&service_reply()).unwrap();
+        assert_eq!(
+            svc,
+            KernelService {
+                af: AF_INET,
+                protocol: IPPROTO_TCP,
+                addr: Some(key_addr(key4())),
+                fwmark: 0,
+                sched_name: "rr".into(),
+                flags: 3,
+                timeout: 300,
+            }
+        );
+        // Listed out of order, as the kernel's list may be.
+        let dests = [
+            decode_dest_reply(&dest_reply(12, 1), AF_INET).unwrap(),
+            decode_dest_reply(&dest_reply(11, 2), AF_INET).unwrap(),
+        ];
+        assert_eq!(dests[1], KernelDest { addr: rs4(11).addr, fwd_method: 3, weight: 2 });
+        let spec = svc.to_spec(&dests, LbKind::Nat).unwrap();
+        assert_eq!(
+            spec,
+            ServiceSpec {
+                real_servers: vec![RealServer { weight: 2, ..rs4(11) }, rs4(12)],
+                ..spec4()
+            }
+        );
+        // Without destinations the forwarding is the fallback.
+        assert_eq!(svc.to_spec(&[], LbKind::Nat).unwrap().forwarding, LbKind::Nat);
+    }
+
+    #[test]
+    fn decodes_ipv6_and_leaves_out_what_is_not_cplbs() {
+        let addr: Ipv6Addr = "fd00::200".parse().unwrap();
+        let inner = [
+            tlv(1, &[10, 0]),
+            tlv(2, &[6, 0]),
+            tlv(3, &addr.octets()),
+            tlv(4, &[0x19, 0x2b]),
+            tlv(6, b"sh\0"),
+            tlv(7, &[2, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]), // HASHED only: not persistent
+            tlv(8, &[0; 4]),
+            tlv(9, &[128, 0, 0, 0]),
+        ]
+        .concat();
+        let svc = decode_service_reply(&genl(1, &tlv(1, &inner))).unwrap();
+        assert_eq!(svc.addr, Some(SocketAddr::new(IpAddr::V6(addr), 6443)));
+        let spec = svc.to_spec(&[], LbKind::Dr).unwrap();
+        assert_eq!((spec.algo, spec.persistence_secs), (LbAlgo::Sh, 0));
+
+        // An IPv6 destination without ADDR_FAMILY (older kernels) takes the service's.
+        let dest =
+            [tlv(1, &addr.octets()), tlv(2, &[0, 80]), tlv(3, &[0; 4]), tlv(4, &[5, 0, 0, 0])]
+                .concat();
+        let dest = decode_dest_reply(&genl(5, &tlv(2, &dest)), AF_INET6).unwrap();
+        assert_eq!(dest.addr, SocketAddr::new(IpAddr::V6(addr), 80));
+        assert_eq!(forwarding_from_method(dest.fwd_method), Some(LbKind::Nat));
+
+        let udp = KernelService { protocol: 17, ..svc.clone() };
+        assert_eq!(udp.to_spec(&[], LbKind::Dr), None);
+        let mh = KernelService { sched_name: "mh".into(), ..svc.clone() };
+        assert_eq!(mh.to_spec(&[], LbKind::Dr), None);
+
+        // A fwmark service: AF, FWMARK, no protocol/address/port.
+        let inner = [
+            tlv(1, &[2, 0]),
+            tlv(5, &[7, 0, 0, 0]),
+            tlv(6, b"rr\0"),
+            tlv(7, &[0; 8]),
+            tlv(8, &[0; 4]),
+            tlv(9, &[0xff; 4]),
+        ]
+        .concat();
+        let fw = decode_service_reply(&genl(1, &tlv(1, &inner))).unwrap();
+        assert_eq!((fw.addr, fw.fwmark), (None, 7));
+        assert_eq!(fw.to_spec(&[], LbKind::Dr), None);
+    }
+
+    fn is_malformed<T: fmt::Debug>(r: Result<T, IpvsError>) -> bool {
+        matches!(r, Err(IpvsError::Malformed { .. }))
+    }
+
+    use core::fmt;
+
+    #[test]
+    fn truncated_and_wrong_replies_are_malformed() {
+        let svc = service_reply();
+        for len in 0..svc.len() {
+            assert!(is_malformed(decode_service_reply(&svc[..len])), "service cut at {len}");
+        }
+        let dest = dest_reply(11, 1);
+        for len in 0..dest.len() {
+            assert!(is_malformed(decode_dest_reply(&dest[..len], AF_INET)), "dest cut at {len}");
+        }
+        // A destination reply is not a service reply, and the other way round.
+        assert!(is_malformed(decode_service_reply(&dest)));
+        assert!(is_malformed(decode_dest_reply(&svc, AF_INET)));
+        // Unknown family; IPv4 address of a wrong length; attribute shorter than its header.
+        let bad_af = [tlv(1, &[99, 0]), tlv(2, &[6, 0])].concat();
+        assert!(is_malformed(decode_service_reply(&genl(1, &tlv(1, &bad_af)))));
+        let bad_addr = [tlv(1, &[1, 2, 3]), tlv(2, &[0, 80]), tlv(3, &[0; 4]), tlv(4, &[0; 4])];
+        assert!(is_malformed(decode_dest_reply(&genl(5, &tlv(2, &bad_addr.concat())), AF_INET)));
+        assert!(is_malformed(decode_service_reply(&[1, 1, 0, 0, 2, 0, 1, 0])));
+    }
+
+    #[test]
+    fn kernel_errors_name_the_request() {
+        let e = IpvsError::kernel("NEW_DEST 10.200.0.11:6443 to 10.200.0.200:6443".into(), EEXIST);
+        assert_eq!(
+            e.to_string(),
+            "NEW_DEST 10.200.0.11:6443 to 10.200.0.200:6443 failed: File exists (os error 17)"
+        );
+        assert!(matches!(e, IpvsError::Kernel { errno: 17, .. }));
+        let e = IpvsError::kernel("NEW_SERVICE 10.200.0.200:6443 (rr)".into(), ENOENT);
+        assert_eq!(
+            e.to_string(),
+            "NEW_SERVICE 10.200.0.200:6443 (rr) failed: No such file or directory (os error 2): \
+             the kernel has no module for that scheduler"
+        );
+        let e = IpvsError::kernel("NEW_DEST 10.200.0.11:6443 to 10.200.0.200:6443".into(), ESRCH);
+        assert!(e.to_string().ends_with("(os error 3): no such virtual service"), "{e}");
+    }
+
+    // ---- netlink framing of replies ----
+
+    fn nlmsg(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = ((16 + payload.len()) as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&flags.to_le_bytes());
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn datagrams_end_on_ack_error_or_done() {
+        const FAMILY: u16 = 0x22;
+        let mut replies = Vec::new();
+        // A dump: two replies (NLM_F_MULTI) and NLMSG_DONE, in one datagram, after a stale
+        // reply to an earlier request.
+        let dgram = [
+            nlmsg(FAMILY, 2, 6, &dest_reply(9, 1)),
+            nlmsg(FAMILY, 2, 7, &dest_reply(11, 1)),
+            nlmsg(FAMILY, 2, 7, &dest_reply(12, 1)),
+            nlmsg(NLMSG_DONE, 2, 7, &0i32.to_le_bytes()),
+        ]
+        .concat();
+        let out = read_datagram(&dgram, 7, FAMILY, false, &mut replies).unwrap();
+        assert_eq!(out, Some(Outcome::Ok(vec![dest_reply(11, 1), dest_reply(12, 1)])));
+        // Replies spread over datagrams: the first has no end yet.
+        let first = nlmsg(FAMILY, 2, 8, &dest_reply(11, 1));
+        assert_eq!(read_datagram(&first, 8, FAMILY, false, &mut replies).unwrap(), None);
+        assert_eq!(replies.len(), 1);
+        // An ack: NLMSG_ERROR with code 0 and the request's header.
+        replies.clear();
+        let ack = nlmsg(NLMSG_ERROR, 0x100, 9, &[0u8; 20]);
+        assert_eq!(
+            read_datagram(&ack, 9, FAMILY, false, &mut replies).unwrap(),
+            Some(Outcome::Ok(vec![]))
+        );
+        // An error: -EEXIST.
+        let mut err = (-17i32).to_le_bytes().to_vec();
+        err.extend_from_slice(&[0u8; 16]);
+        let nack = nlmsg(NLMSG_ERROR, 0, 10, &err);
+        assert_eq!(
+            read_datagram(&nack, 10, FAMILY, false, &mut replies).unwrap(),
+            Some(Outcome::Errno(17))
+        );
+        // A message of another family, or a cut one, is malformed.
+        let other = nlmsg(0x30, 0, 11, &[0; 4]);
+        assert!(is_malformed(read_datagram(&other, 11, FAMILY, false, &mut replies)));
+        assert!(is_malformed(read_datagram(&nack[..20], 10, FAMILY, false, &mut replies)));
+    }
+
+    // ---- properties ----
+
+    fn any_ip() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![any::<Ipv4Addr>().prop_map(IpAddr::V4), any::<Ipv6Addr>().prop_map(IpAddr::V6)]
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_service_reply(&bytes);
+            let _ = decode_dest_reply(&bytes, AF_INET);
+            let _ = decode_dest_reply(&bytes, AF_INET6);
+            let _ = read_datagram(&bytes, 1, 0x22, false, &mut Vec::new());
+        }
+
+        #[test]
+        fn random_attributes_never_panic(
+            attrs in proptest::collection::vec(
+                (0u16..20, proptest::collection::vec(any::<u8>(), 0..20)), 0..12),
+            cmd in prop_oneof![Just(IPVS_CMD_NEW_SERVICE), Just(IPVS_CMD_NEW_DEST)],
+        ) {
+            // Well-framed attributes with random types and values, so the field checks
+            // (not only the framing) meet garbage.
+            let inner: Vec<u8> = attrs.iter().flat_map(|(k, v)| tlv(*k, v)).collect();
+            let payload = genl(cmd, &[tlv(1, &inner), tlv(2, &inner)].concat());
+            if let Ok(svc) = decode_service_reply(&payload) {
+                let _ = svc.to_spec(&[], LbKind::Dr);
+            }
+            let _ = decode_dest_reply(&payload, AF_INET6);
+        }
+
+        #[test]
+        fn requests_decode_to_what_they_ask(
+            vip in any_ip(),
+            port in any::<u16>(),
+            algo in proptest::sample::select(LbAlgo::ALL.to_vec()),
+            forwarding in proptest::sample::select(LbKind::ALL.to_vec()),
+            persistence_secs in any::<u32>(),
+            rs_port in any::<u16>(),
+            weight in any::<u32>(),
+        ) {
+            // A NEW_SERVICE / NEW_DEST request has the shape of the kernel's replies.
+            let spec = ServiceSpec {
+                key: ServiceKey { vip, port },
+                algo,
+                forwarding,
+                persistence_secs,
+                real_servers: Vec::new(),
+            };
+            let svc = decode_service_reply(&new_service_request(&spec)).unwrap();
+            prop_assert_eq!(svc.to_spec(&[], forwarding), Some(spec.clone()));
+            let rs = RealServer { addr: SocketAddr::new(vip, rs_port), weight };
+            let dest = decode_dest_reply(&new_dest_request(spec.key, &rs, forwarding), 0).unwrap();
+            prop_assert_eq!(dest, KernelDest { addr: rs.addr, fwd_method: forwarding_method(forwarding), weight });
+        }
+    }
+}
+
+/// Against the real kernel, in a network namespace of its own. Skips (and says why) when
+/// not root or when the kernel has no IPVS.
+#[cfg(test)]
+mod live {
+    use std::fs::File;
+    use std::process::Command;
+
+    use cplb_core::lb::{DataPlane, diff};
+    use nix::sched::{CloneFlags, setns};
+
+    use super::*;
+
+    /// A named network namespace, deleted on drop (also when the test panics).
+    struct TestNetns {
+        name: String,
+    }
+
+    impl TestNetns {
+        fn create() -> Result<Self, String> {
+            let name = format!("cplb-ipvs-test-{}", std::process::id());
+            let out = Command::new("ip")
+                .args(["netns", "add", &name])
+                .output()
+                .map_err(|e| format!("ip netns add: {e}"))?;
+            if !out.status.success() {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                return Err(format!("ip netns add {name}: {}", stderr.trim()));
+            }
+            Ok(Self { name })
+        }
+
+        fn path(&self) -> String {
+            format!("/run/netns/{}", self.name)
+        }
+    }
+
+    impl Drop for TestNetns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+        }
+    }
+
+    fn effective_uid() -> Option<u32> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+        line.split_whitespace().nth(2)?.parse().ok()
+    }
+
+    fn scenario() {
+        let vip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 200));
+        let key = ServiceKey { vip, port: 6443 };
+        let rs = |last| RealServer { addr: SocketAddr::from(([192, 0, 2, last], 6443)), weight: 1 };
+        let spec = ServiceSpec {
+            key,
+            algo: LbAlgo::Rr,
+            forwarding: LbKind::Dr,
+            persistence_secs: 360,
+            real_servers: vec![rs(11), rs(12)],
+        };
+        let mut ipvs = Ipvs::open().unwrap();
+        assert_eq!(ipvs.services().unwrap(), [], "a fresh namespace has no services");
+
+        let empty = DataPlane::default();
+        let two = DataPlane { services: vec![spec.clone()], ..DataPlane::default() };
+        ipvs.apply(&diff(&empty, &two)).unwrap();
+        assert_eq!(ipvs.services().unwrap(), two.services);
+        // Applying the same diff again converges (add is an update).
+        ipvs.apply(&diff(&empty, &two)).unwrap();
+        // A second handle knows nothing of what the first did: it reads it all back.
+        assert_eq!(Ipvs::open().unwrap().services().unwrap(), two.services);
+
+        let one = DataPlane {
+            services: vec![ServiceSpec {
+                algo: LbAlgo::Wlc,
+                persistence_secs: 0,
+                real_servers: vec![rs(12)],
+                ..spec
+            }],
+            ..DataPlane::default()
+        };
+        let current = DataPlane { services: ipvs.services().unwrap(), ..DataPlane::default() };
+        ipvs.apply(&diff(&current, &one)).unwrap();
+        assert_eq!(ipvs.services().unwrap(), one.services);
+
+        assert_eq!(ipvs.remove_services_for(&[vip]).unwrap(), 1);
+        assert_eq!(ipvs.services().unwrap(), []);
+        assert_eq!(ipvs.remove_services_for(&[vip]).unwrap(), 0);
+    }
+
+    /// Changes for other drivers never reach the kernel (the family is not even resolved).
+    #[test]
+    fn apply_ignores_other_drivers_changes() {
+        let mut nl = Ipvs::connect().unwrap();
+        let vip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 200));
+        let changes = [
+            Change::SetProxy { port: 6444, backends: vec![SocketAddr::new(vip, 6443)] },
+            Change::StopProxy,
+            Change::AddRedirect(SocketAddr::new(vip, 6443)),
+            Change::RemoveRedirect(SocketAddr::new(vip, 6443)),
+            Change::AddLocalVip(vip),
+            Change::RemoveLocalVip(vip),
+        ];
+        nl.apply(&changes).unwrap();
+        assert_eq!(nl.seq, 0, "nothing sent");
+    }
+
+    /// The transport against the real kernel, through the controller family that every
+    /// kernel has: a request answered by one reply, an errno, and a multi-part dump.
+    #[test]
+    fn generic_netlink_roundtrips_with_the_kernel() {
+        let mut nl = Ipvs::connect().unwrap();
+        // GENL_ID_CTRL: nlctrl's fixed id.
+        assert_eq!(nl.resolve("nlctrl").unwrap(), Ok(16));
+        // (Family names are at most GENL_NAMSIZ - 1 = 15 bytes, or EINVAL.)
+        assert_eq!(nl.resolve("cplb-nosuch").unwrap(), Err(ENOENT));
+        // CTRL_CMD_GETFAMILY as a dump lists every family, nlctrl among them.
+        let request = [3, 2, 0, 0]; // genl: CTRL_CMD_GETFAMILY, version 2
+        let Outcome::Ok(replies) =
+            nl.roundtrip(16, NLM_F_REQUEST | NLM_F_DUMP, &request, false).unwrap()
+        else {
+            panic!("family dump refused");
+        };
+        let names: Vec<String> = replies
+            .iter()
+            .filter_map(|r| {
+                let attrs = parse_attrs(&r[GENL_HDRLEN..], "nlctrl").unwrap();
+                // CTRL_ATTR_FAMILY_NAME, NUL-terminated.
+                let name = find(&attrs, 2)?;
+                Some(String::from_utf8_lossy(name).trim_end_matches('\0').to_owned())
+            })
+            .collect();
+        assert!(names.iter().any(|n| n == "nlctrl"), "{names:?}");
+    }
+
+    #[test]
+    fn ipvs_live() {
+        if effective_uid() != Some(0) {
+            eprintln!("skipped: ipvs_live: not root (IPVS commands need CAP_NET_ADMIN)");
+            return;
+        }
+        match Ipvs::open() {
+            Err(IpvsError::Unavailable { reason }) => {
+                eprintln!("skipped: ipvs_live: {reason}");
+                return;
+            }
+            Err(e) => panic!("opening IPVS: {e}"),
+            Ok(_) => {}
+        }
+        let netns = TestNetns::create().unwrap();
+        let path = netns.path();
+        let result = std::thread::spawn(move || {
+            // Network namespaces are per thread: only this one enters it, and the sockets
+            // it opens belong to it.
+            let ns = File::open(&path).unwrap();
+            setns(&ns, CloneFlags::CLONE_NEWNET).unwrap();
+            scenario();
+        })
+        .join();
+        drop(netns);
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! `cplb lab`: the seed document's cluster out of network namespaces on this machine, with
+//! a `cplbd` on every controller, and power-off failovers measured from a client.
+//!
+//! Topology (prefix `cplb-lab-`): a bridge namespace, three controllers with the seed's
+//! addresses (192.168.122.37, .185, .87) each running a stand-in API server on :6443 and a
+//! cplbd, three workers (.219, .81, .210) and a client (.100). The VIP is 192.168.122.200/24.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::status;
+use crate::topology::{self, HostSpec, Topology};
+
+/// Namespace prefix of the lab.
+pub const PREFIX: &str = "cplb-lab-";
+/// Where the lab keeps its configuration, sockets and logs.
+pub const STATE_DIR: &str = "/run/cplb-lab";
+/// The hosts' default gateway (absent: only the route matters, for interface discovery).
+const GATEWAY: &str = "192.168.122.1";
+/// The seed's VIP.
+pub const VIP: &str = "192.168.122.200";
+const API_PORT: u16 = 6443;
+const CONTROLLERS: [(&str, &str); 3] = [
+    ("controller-0", "192.168.122.37"),
+    ("controller-1", "192.168.122.185"),
+    ("controller-2", "192.168.122.87"),
+];
+const WORKERS: [(&str, &str); 3] = [
+    ("worker-0", "192.168.122.219"),
+    ("worker-1", "192.168.122.81"),
+    ("worker-2", "192.168.122.210"),
+];
+const CLIENT: (&str, &str) = ("client", "192.168.122.100");
+/// Master_Down_Interval at k0s's defaults (advert 1 s, priority 200): 3 + 56/256 s.
+pub const MASTER_DOWN_S: f64 = 3.0 + 56.0 / 256.0;
+
+/// The lab's configuration: the seed's, in k0s's default (userspace proxy) mode.
+pub const CONFIG: &str = "\
+spec:
+  api:
+    sans:
+    - 192.168.122.200
+  network:
+    controlPlaneLoadBalancing:
+      enabled: true
+      type: Keepalived
+      keepalived:
+        vrrpInstances:
+        - virtualIPs: [\"192.168.122.200/24\"]
+          authPass: Example
+";
+
+/// One power-off and what the client saw.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failover {
+    /// Seconds from the power-off to the client's first answered connection.
+    pub failover_s: f64,
+    /// Connections that failed after the power-off.
+    pub client_failed: u32,
+    /// Connections tried after the power-off.
+    pub client_attempts: u32,
+    /// The controller that holds the VIP afterwards.
+    pub new_master: String,
+    /// The controller powered off.
+    pub old_master: String,
+}
+
+/// Paths and programs the lab uses.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    /// The `cplbd` binary.
+    pub cplbd: PathBuf,
+    /// A program that runs the stand-in API server: `PROGRAM lab apiserver --name N --listen A`.
+    pub cplb: PathBuf,
+}
+
+impl Programs {
+    /// `cplbd` beside the running executable.
+    pub fn beside_current_exe() -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("locating this program: {e}"))?;
+        let dir = exe.parent().ok_or("no directory for this program")?;
+        let cplbd = dir.join("cplbd");
+        if !cplbd.exists() {
+            return Err(format!(
+                "{} not found: build it with `cargo build --release -p cplb-netns` (or `cargo build --release`)",
+                cplbd.display()
+            ));
+        }
+        Ok(Self { cplbd, cplb: exe })
+    }
+}
+
+fn hosts() -> Vec<HostSpec> {
+    CONTROLLERS
+        .iter()
+        .chain(WORKERS.iter())
+        .chain(std::iter::once(&CLIENT))
+        .map(|(n, a)| HostSpec { name: (*n).to_owned(), address: format!("{a}/24") })
+        .collect()
+}
+
+fn topo_handle() -> Topology {
+    Topology::attach(PREFIX, hosts(), Some(GATEWAY))
+}
+
+fn socket(name: &str) -> PathBuf {
+    Path::new(STATE_DIR).join(format!("{name}.sock"))
+}
+
+/// `cplb lab up`: builds the lab and waits for one master. Everything is removed again if
+/// any step fails.
+pub fn up(programs: &Programs) -> Result<String, String> {
+    if !topology::is_root() {
+        return Err("cplb lab needs root (it creates network namespaces)".into());
+    }
+    let _ = std::fs::remove_dir_all(STATE_DIR);
+    std::fs::create_dir_all(STATE_DIR).map_err(|e| format!("creating {STATE_DIR}: {e}"))?;
+    std::fs::write(Path::new(STATE_DIR).join("k0s.yaml"), CONFIG)
+        .map_err(|e| format!("writing the configuration: {e}"))?;
+    let topo = Topology::build(PREFIX, hosts(), false, Some(GATEWAY)).map_err(|e| e.to_string())?;
+    let result = (|| {
+        for (name, _) in CONTROLLERS {
+            start_controller(&topo, programs, name)?;
+        }
+        wait_for_single_master(Duration::from_secs(15))
+    })();
+    match result {
+        Ok(master) => {
+            topo.keep();
+            Ok(format!("lab up: VIP {VIP} on {master}\n\n{}", views(&topo_handle(), &master)))
+        }
+        Err(e) => {
+            drop(topo);
+            let saved = save_logs();
+            let _ = std::fs::remove_dir_all(STATE_DIR);
+            Err(format!("{e} (the lab was removed{saved})"))
+        }
+    }
+}
+
+fn start_controller(topo: &Topology, programs: &Programs, name: &str) -> Result<(), String> {
+    let address = CONTROLLERS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, a)| *a)
+        .ok_or("unknown controller")?;
+    let log = Path::new(STATE_DIR).join(format!("{name}.log"));
+    let listen = format!("{address}:{API_PORT}");
+    topo.spawn(
+        name,
+        &programs.cplb.to_string_lossy(),
+        &["lab", "apiserver", "--name", name, "--listen", &listen],
+        &log,
+    )
+    .map_err(|e| format!("starting the API server of {name}: {e}"))?;
+    let servers: Vec<String> = CONTROLLERS.iter().map(|(_, a)| (*a).to_owned()).collect();
+    let config = Path::new(STATE_DIR).join("k0s.yaml");
+    let sock = socket(name);
+    let _ = std::fs::remove_file(&sock);
+    topo.spawn(
+        name,
+        &programs.cplbd.to_string_lossy(),
+        &[
+            "--config",
+            &config.to_string_lossy(),
+            "--real-servers",
+            &servers.join(","),
+            "--status-socket",
+            &sock.to_string_lossy(),
+        ],
+        &log,
+    )
+    .map_err(|e| format!("starting cplbd on {name}: {e}"))?;
+    Ok(())
+}
+
+/// The controller whose cplbd says master, if exactly one does.
+fn masters() -> Vec<String> {
+    CONTROLLERS
+        .iter()
+        .filter(|(name, _)| {
+            status::query(&socket(name), Duration::from_millis(300))
+                .is_ok_and(|s| s.instances.iter().any(|i| i.state == "master"))
+        })
+        .map(|(n, _)| (*n).to_owned())
+        .collect()
+}
+
+fn vip_holders(topo: &Topology) -> Vec<String> {
+    CONTROLLERS
+        .iter()
+        .filter(|(name, _)| {
+            topo.addresses(name).is_ok_and(|a| a.iter().any(|x| x.starts_with(&format!("{VIP}/"))))
+        })
+        .map(|(n, _)| (*n).to_owned())
+        .collect()
+}
+
+fn wait_for_single_master(limit: Duration) -> Result<String, String> {
+    let start = Instant::now();
+    let topo = topo_handle();
+    loop {
+        let m = masters();
+        let holders = vip_holders(&topo);
+        if m.len() == 1 && holders == m {
+            return Ok(m.into_iter().next().unwrap_or_default());
+        }
+        if start.elapsed() > limit {
+            return Err(format!(
+                "no single master after {limit:?} (masters {m:?}, VIP on {holders:?})"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The seed's views: each controller's addresses, and the master's data plane.
+fn views(topo: &Topology, master: &str) -> String {
+    let mut out = String::new();
+    for (name, _) in CONTROLLERS {
+        out += &format!("$ ip -o addr show dev eth0   # {name}\n");
+        out += &topo.address_lines(name).unwrap_or_else(|e| format!("{e}\n"));
+    }
+    out += &format!("\n$ cplb status   # {master}\n");
+    match status::query(&socket(master), Duration::from_secs(1)) {
+        Ok(s) => out += &status::render(&s),
+        Err(e) => out += &format!("{e}\n"),
+    }
+    if let Ok(o) = topo.exec(master, "nft", &["list", "table", "ip", "cplb"]) {
+        out += &format!(
+            "\n$ nft list table ip cplb   # {master}\n{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    out
+}
+
+/// Copies the lab's logs to a temporary directory; says where (for error messages).
+pub fn save_logs() -> String {
+    let saved = std::env::temp_dir().join("cplb-lab-logs");
+    let _ = std::fs::remove_dir_all(&saved);
+    let _ = std::fs::create_dir_all(&saved);
+    if let Ok(dir) = std::fs::read_dir(STATE_DIR) {
+        for entry in dir.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "log") {
+                let _ = std::fs::copy(entry.path(), saved.join(entry.file_name()));
+            }
+        }
+    }
+    format!("; logs kept in {}", saved.display())
+}
+
+/// `cplb lab down`: removes everything the lab made.
+pub fn down() -> String {
+    topology::remove_prefix(PREFIX);
+    let _ = std::fs::remove_dir_all(STATE_DIR);
+    "lab down".to_owned()
+}
+
+struct Attempt {
+    start: Instant,
+    end: Instant,
+    answered: bool,
+}
+
+/// `cplb lab failover`: powers off the master (its link down, then its processes killed,
+/// so no goodbye leaves it) while the client connects to VIP:6443 every 10 ms; `reps` times,
+/// restoring the old master as a backup in between.
+pub fn failover(programs: &Programs, reps: u32) -> Result<Vec<Failover>, String> {
+    if !Path::new(STATE_DIR).join("k0s.yaml").exists() {
+        return Err("the lab is not up: run `cplb lab up` first".into());
+    }
+    let topo = topo_handle();
+    let mut out = Vec::new();
+    for rep in 0..reps.max(1) {
+        let master = wait_for_single_master(Duration::from_secs(15))?;
+        let result = power_off(&topo, &master)?;
+        eprintln!(
+            "rep {}: {} powered off, {} answered after {:.3} s ({} of {} connections failed)",
+            rep + 1,
+            result.old_master,
+            result.new_master,
+            result.failover_s,
+            result.client_failed,
+            result.client_attempts
+        );
+        out.push(result);
+        // Restore the old master as a backup: a reboot brings its link, API server and a
+        // fresh cplbd back, which must not take the VIP.
+        topo.set_link(&master, true).map_err(|e| e.to_string())?;
+        start_controller(&topo, programs, &master)?;
+        let back = Instant::now();
+        while status::query(&socket(&master), Duration::from_millis(300))
+            .map_or(true, |s| s.instances.iter().all(|i| i.state != "backup"))
+        {
+            if back.elapsed() > Duration::from_secs(10) {
+                return Err(format!("{master} did not come back as backup"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Let health checks see its API server again before the next power-off.
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    Ok(out)
+}
+
+fn power_off(topo: &Topology, master: &str) -> Result<Failover, String> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_client = std::sync::Arc::clone(&stop);
+    let vip: std::net::SocketAddr = format!("{VIP}:{API_PORT}").parse().map_err(|_| "VIP")?;
+    let client = topology::in_namespace(&topo.ns(CLIENT.0), move || client_loop(vip, &stop_client))
+        .map_err(|e| format!("entering the client namespace: {e}"))?;
+    // A second of normal service first.
+    std::thread::sleep(Duration::from_secs(1));
+    // The power-off instant is when the link is down: a connection begun while `ip` was
+    // still taking it down could still reach the old master.
+    topo.set_link(master, false).map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    topo.kill_all(master, nix::sys::signal::Signal::SIGKILL);
+    let deadline = t0 + Duration::from_secs(20);
+    let new_master = loop {
+        let m = masters();
+        if m.len() == 1 && m[0] != master {
+            break m[0].clone();
+        }
+        if Instant::now() > deadline {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(format!("no new master 20 s after powering off {master}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Keep the client going until it has been answered for a while.
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let attempts = client.join().ok().flatten().ok_or("the client thread failed")?;
+    let after: Vec<&Attempt> = attempts.iter().filter(|a| a.start >= t0).collect();
+    let first = after
+        .iter()
+        .filter(|a| a.answered)
+        .map(|a| a.end)
+        .min()
+        .ok_or_else(|| format!("the client was never answered after powering off {master}"))?;
+    Ok(Failover {
+        failover_s: (first - t0).as_secs_f64(),
+        client_failed: u32::try_from(after.iter().filter(|a| !a.answered).count())
+            .unwrap_or(u32::MAX),
+        client_attempts: u32::try_from(after.len()).unwrap_or(u32::MAX),
+        new_master,
+        old_master: master.to_owned(),
+    })
+}
+
+/// A new connection to the VIP every 10 ms, each with a 1 s limit, until told to stop.
+fn client_loop(vip: std::net::SocketAddr, stop: &std::sync::atomic::AtomicBool) -> Vec<Attempt> {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return Vec::new();
+    };
+    rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            tick.tick().await;
+            tasks.spawn(async move {
+                let start = Instant::now();
+                let answered =
+                    crate::apiserver::fetch(vip, "/", true, Duration::from_secs(1)).await.is_ok();
+                Attempt { start, end: Instant::now(), answered }
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(a) = r {
+                out.push(a);
+            }
+        }
+        out
+    })
+}
+
+/// The text `cplb lab failover` prints.
+pub fn report(results: &[Failover]) -> String {
+    let mut out = String::new();
+    for (i, r) in results.iter().enumerate() {
+        let within = r.failover_s <= MASTER_DOWN_S + 0.1;
+        out += &format!(
+            "rep {:>2}: {} off -> {} answered after {:.3} s  ({}/{} connections failed){}\n",
+            i + 1,
+            r.old_master,
+            r.new_master,
+            r.failover_s,
+            r.client_failed,
+            r.client_attempts,
+            if within { "" } else { "  OVER Master_Down_Interval + 100 ms" }
+        );
+    }
+    if let Some((med, min, max)) = summary(results) {
+        out += &format!(
+            "failover median {med:.3} s, min {min:.3} s, max {max:.3} s (bound: Master_Down_Interval + 100 ms = {:.3} s)\n",
+            MASTER_DOWN_S + 0.1
+        );
+    }
+    out
+}
+
+/// Median, min and max failover.
+pub fn summary(results: &[Failover]) -> Option<(f64, f64, f64)> {
+    let mut v: Vec<f64> = results.iter().map(|r| r.failover_s).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return None;
+    }
+    let med = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    Some((med, v[0], v[n - 1]))
+}
+
+/// The views after a failover.
+pub fn current_views() -> String {
+    let m = masters();
+    views(&topo_handle(), m.first().map_or("controller-0", String::as_str))
+}
+
+/// `--json` output: the last rep's figures at the top (the only rep without `--reps`), and
+/// with `--reps` also every rep plus median/min/max.
+pub fn json(results: &[Failover], with_reps: bool) -> serde_json::Value {
+    let last = results.last();
+    let mut v = serde_json::json!({
+        "failover_s": last.map(|r| r.failover_s),
+        "client_failed": last.map(|r| r.client_failed),
+        "client_attempts": last.map(|r| r.client_attempts),
+        "new_master": last.map(|r| r.new_master.clone()),
+    });
+    if let (true, Some(obj)) = (with_reps, v.as_object_mut()) {
+        obj.insert("reps".into(), serde_json::to_value(results).unwrap_or_default());
+        if let Some((med, min, max)) = summary(results) {
+            obj.insert("median_s".into(), med.into());
+            obj.insert("min_s".into(), min.into());
+            obj.insert("max_s".into(), max.into());
+        }
+    }
+    v
+}

@@ -1,0 +1,339 @@
+//! Interfaces and addresses over rtnetlink: finding the interface k0s's rules name, and
+//! adding and removing the virtual addresses.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::route::RouteAttribute;
+use rtnetlink::{Handle, LinkDummy, RouteMessageBuilder};
+
+/// One interface as the daemon needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// Kernel index.
+    pub index: u32,
+    /// Name (`eth0`).
+    pub name: String,
+    /// Hardware address (empty for interfaces without one).
+    pub mac: Vec<u8>,
+    /// Administratively up.
+    pub up: bool,
+}
+
+/// An address on an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Address {
+    /// The address.
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub prefix_len: u8,
+    /// A secondary address (IPv4: not the first in its subnet).
+    pub secondary: bool,
+    /// IPv6 link-local scope.
+    pub link_local: bool,
+}
+
+/// An rtnetlink connection.
+#[derive(Debug, Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+/// What went wrong talking to the kernel, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {cause}")]
+pub struct LinkError {
+    what: String,
+    cause: rtnetlink::Error,
+}
+
+impl LinkError {
+    fn new(what: impl Into<String>, source: rtnetlink::Error) -> Self {
+        Self { what: what.into(), cause: source }
+    }
+
+    /// The kernel's errno, when it answered with one.
+    pub fn errno(&self) -> Option<i32> {
+        match &self.cause {
+            rtnetlink::Error::NetlinkError(e) => e.code.map(|c| -c.get()),
+            _ => None,
+        }
+    }
+}
+
+const EEXIST: i32 = 17;
+const EADDRNOTAVAIL: i32 = 99;
+
+impl Netlink {
+    /// Opens a connection; its I/O runs on a task of the current tokio runtime.
+    pub fn open() -> std::io::Result<Self> {
+        let (connection, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    /// Every interface.
+    pub async fn interfaces(&self) -> Result<Vec<Interface>, LinkError> {
+        let links: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| LinkError::new("listing interfaces", e))?;
+        Ok(links.iter().map(interface_of).collect())
+    }
+
+    /// The interface k0s would use for `spec`: a name, a MAC address (`aa:bb:..`), or, when
+    /// empty, the interface of the default route of `family_v4`'s family.
+    pub async fn resolve_interface(
+        &self,
+        spec: &str,
+        family_v4: bool,
+    ) -> Result<Interface, ResolveError> {
+        let all = self.interfaces().await.map_err(ResolveError::Netlink)?;
+        if spec.is_empty() {
+            let index = self.default_route_interface(family_v4).await?;
+            return all
+                .into_iter()
+                .find(|i| i.index == index)
+                .ok_or(ResolveError::NoDefaultRoute { v4: family_v4 });
+        }
+        if let Some(found) = all.iter().find(|i| i.name == spec) {
+            return Ok(found.clone());
+        }
+        if let Some(found) = parse_mac(spec).and_then(|mac| all.iter().find(|i| i.mac == mac)) {
+            return Ok(found.clone());
+        }
+        Err(ResolveError::NotFound {
+            spec: spec.to_owned(),
+            known: all.iter().map(|i| i.name.clone()).collect(),
+        })
+    }
+
+    async fn default_route_interface(&self, v4: bool) -> Result<u32, ResolveError> {
+        let message = if v4 {
+            RouteMessageBuilder::<Ipv4Addr>::new().build()
+        } else {
+            RouteMessageBuilder::<Ipv6Addr>::new().build()
+        };
+        let routes: Vec<_> = self
+            .handle
+            .route()
+            .get(message)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| ResolveError::Netlink(LinkError::new("listing routes", e)))?;
+        routes
+            .iter()
+            .filter(|r| r.header.destination_prefix_length == 0 && r.header.table == 254)
+            .find_map(|r| {
+                r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Oif(index) => Some(*index),
+                    _ => None,
+                })
+            })
+            .ok_or(ResolveError::NoDefaultRoute { v4 })
+    }
+
+    /// The addresses on interface `index`.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<Address>, LinkError> {
+        Ok(self.address_messages(index).await?.iter().filter_map(address_of).collect())
+    }
+
+    async fn address_messages(&self, index: u32) -> Result<Vec<AddressMessage>, LinkError> {
+        self.handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| LinkError::new(format!("listing the addresses of interface {index}"), e))
+    }
+
+    /// Adds `addr/prefix_len` to interface `index`; present already is fine.
+    pub async fn add_address(
+        &self,
+        index: u32,
+        addr: IpAddr,
+        prefix_len: u8,
+    ) -> Result<(), LinkError> {
+        let mut request = self.handle.address().add(index, addr, prefix_len);
+        if addr.is_ipv6() {
+            // A VIP must answer at once: duplicate address detection would hold it
+            // tentative for a second, and a VIP is expected on more than one node over time.
+            let message = request.message_mut();
+            message.attributes.push(AddressAttribute::Flags(
+                rtnetlink::packet_route::address::AddressFlags::Nodad,
+            ));
+        }
+        match request.execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err =
+                    LinkError::new(format!("adding {addr}/{prefix_len} to interface {index}"), e);
+                if err.errno() == Some(EEXIST) { Ok(()) } else { Err(err) }
+            }
+        }
+    }
+
+    /// Removes `addr` (any prefix length) from interface `index`; absent is fine. Returns
+    /// whether it was there.
+    pub async fn remove_address(&self, index: u32, addr: IpAddr) -> Result<bool, LinkError> {
+        let mut removed = false;
+        for message in self.address_messages(index).await? {
+            if address_of(&message).is_some_and(|a| a.addr == addr) {
+                match self.handle.address().del(message).execute().await {
+                    Ok(()) => removed = true,
+                    Err(e) => {
+                        let err =
+                            LinkError::new(format!("removing {addr} from interface {index}"), e);
+                        if err.errno() != Some(EADDRNOTAVAIL) {
+                            return Err(err);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Creates a dummy interface `name` (up) unless one exists; `Ok(None)` when the kernel
+    /// has no dummy interfaces.
+    pub async fn ensure_dummy(&self, name: &str) -> Result<Option<Interface>, LinkError> {
+        let existing = self.interfaces().await?.into_iter().find(|i| i.name == name);
+        if let Some(found) = existing {
+            self.set_up(found.index).await?;
+            return Ok(Some(found));
+        }
+        if let Err(e) = self.handle.link().add(LinkDummy::new(name).build()).execute().await {
+            tracing::debug!(error = %e, "the kernel refused a dummy interface");
+            return Ok(None);
+        }
+        let created = self.interfaces().await?.into_iter().find(|i| i.name == name);
+        if let Some(found) = &created {
+            self.set_up(found.index).await?;
+        }
+        Ok(created)
+    }
+
+    /// Deletes interface `index`.
+    pub async fn delete_link(&self, index: u32) -> Result<(), LinkError> {
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(|e| LinkError::new(format!("deleting interface {index}"), e))
+    }
+
+    async fn set_up(&self, index: u32) -> Result<(), LinkError> {
+        let message = rtnetlink::LinkUnspec::new_with_index(index).up().build();
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(|e| LinkError::new(format!("setting interface {index} up"), e))
+    }
+}
+
+/// The interface named in the configuration was not found.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// No interface by that name or MAC.
+    #[error("interface {spec:?} not found by name or MAC address (interfaces: {})", known.join(", "))]
+    NotFound {
+        /// What the configuration said.
+        spec: String,
+        /// The interfaces there are.
+        known: Vec<String>,
+    },
+    /// `interface` empty and no default route.
+    #[error("no interface given and no default {} route to take it from", if *v4 { "IPv4" } else { "IPv6" })]
+    NoDefaultRoute {
+        /// Which family's default route was looked for.
+        v4: bool,
+    },
+    /// Netlink failed.
+    #[error(transparent)]
+    Netlink(LinkError),
+}
+
+fn interface_of(link: &LinkMessage) -> Interface {
+    let mut out = Interface {
+        index: link.header.index,
+        name: String::new(),
+        mac: Vec::new(),
+        up: link.header.flags.contains(LinkFlags::Up),
+    };
+    for attr in &link.attributes {
+        match attr {
+            LinkAttribute::IfName(name) => out.name.clone_from(name),
+            LinkAttribute::Address(mac) => out.mac.clone_from(mac),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn address_of(message: &AddressMessage) -> Option<Address> {
+    // IPv4 `Local` is the interface's own address (`Address` is the peer on point-to-point
+    // links); IPv6 has only `Address`.
+    let addr = message
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            AddressAttribute::Local(a) => Some(*a),
+            _ => None,
+        })
+        .or_else(|| {
+            message.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(a) => Some(*a),
+                _ => None,
+            })
+        })?;
+    Some(Address {
+        addr,
+        prefix_len: message.header.prefix_len,
+        secondary: message
+            .header
+            .flags
+            .contains(rtnetlink::packet_route::address::AddressHeaderFlags::Secondary),
+        link_local: message.header.scope == AddressScope::Link,
+    })
+}
+
+/// Reads `aa:bb:cc:dd:ee:ff` (or with `-`), case-insensitive.
+pub fn parse_mac(text: &str) -> Option<Vec<u8>> {
+    let parts: Vec<&str> = text.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    parts.iter().map(|p| if p.len() == 2 { u8::from_str_radix(p, 16).ok() } else { None }).collect()
+}
+
+/// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_in_both_notations_and_reject_garbage() {
+        assert_eq!(parse_mac("02:AA:bb:0c:0d:0e"), Some(vec![2, 0xaa, 0xbb, 0x0c, 0x0d, 0x0e]));
+        assert_eq!(parse_mac("02-aa-bb-0c-0d-0e"), Some(vec![2, 0xaa, 0xbb, 0x0c, 0x0d, 0x0e]));
+        assert_eq!(parse_mac("eth0"), None);
+        assert_eq!(parse_mac("02:aa:bb:0c:0d"), None);
+        assert_eq!(parse_mac("02:aa:bb:0c:0d:zz"), None);
+        assert_eq!(format_mac(&[2, 0xaa, 0, 1, 2, 3]), "02:aa:00:01:02:03");
+    }
+}

@@ -1,0 +1,146 @@
+//! `cplbd`'s command line.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// cplbd: control-plane load balancing for Kubernetes controllers (VRRP VIPs plus a load
+/// balancer over the API servers), configured by the same k0s.yaml as `cplb validate`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "cplbd", version)]
+pub struct Options {
+    /// The configuration: a k0s.yaml, a k0sctl.yaml or a `spec:` fragment.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Read the configuration as k0s does in single-node mode (CPLB is then refused).
+    #[arg(long)]
+    pub single: bool,
+    /// The API servers to balance over and health check, as `IP` or `IP:PORT` (the port
+    /// defaults to spec.api.port), comma separated. Default: the instances' unicastPeers
+    /// plus this node's own address.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_server)]
+    pub real_servers: Vec<ServerArg>,
+    /// Serve Prometheus metrics on ADDR (`IP:PORT`); off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// The local socket `cplb status` talks to.
+    #[arg(long, value_name = "PATH", default_value = "/run/cplb/cplbd.sock")]
+    pub status_socket: PathBuf,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing's EnvFilter syntax; RUST_LOG wins when set).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// How API servers are health checked.
+    #[arg(long, value_enum, default_value_t = HealthCheck::Https)]
+    pub health_check: HealthCheck,
+    /// The path probed by the http and https checks.
+    #[arg(long, default_value = "/healthz")]
+    pub health_path: String,
+    /// Client certificate (PEM) presented by the https check, e.g. k0s's admin certificate.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// CA bundle (PEM) to verify API servers with; unverified without it.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// How long the proxy waits for an API server to accept before trying the next.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub dial_timeout: Duration,
+    /// Keep every capability (for debugging); by default only CAP_NET_ADMIN and
+    /// CAP_NET_RAW are kept after start-up.
+    #[arg(long)]
+    pub keep_capabilities: bool,
+}
+
+/// An API server given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerArg {
+    /// Address.
+    pub ip: IpAddr,
+    /// Port, when given.
+    pub port: Option<u16>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Health check kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HealthCheck {
+    /// GET the health path over TLS (what k0s does).
+    Https,
+    /// GET the health path over plain HTTP.
+    Http,
+    /// TCP connect only (keepalived's TCP_CHECK).
+    Tcp,
+}
+
+fn parse_server(text: &str) -> Result<ServerArg, String> {
+    let text = text.trim();
+    if let Ok(sa) = text.parse::<SocketAddr>() {
+        return Ok(ServerArg { ip: sa.ip(), port: Some(sa.port()) });
+    }
+    let bare = text.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<IpAddr>()
+        .map(|ip| ServerArg { ip, port: None })
+        .map_err(|_| format!("{text:?} is not an IP address or IP:PORT"))
+}
+
+/// Reads `1s`, `500ms`, `2.5s`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (t, 1.0)
+    };
+    match num.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 86_400.0 => {
+            Ok(Duration::from_secs_f64(v * scale))
+        }
+        _ => Err(format!("{text:?} is not a duration like 1s or 500ms")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_and_durations_parse_and_garbage_is_named() {
+        let o = Options::try_parse_from([
+            "cplbd",
+            "--config",
+            "k0s.yaml",
+            "--real-servers",
+            "10.0.0.1,10.0.0.2:7443,[fd00::1]:6443,fd00::2",
+            "--dial-timeout",
+            "250ms",
+        ])
+        .unwrap();
+        assert_eq!(o.real_servers.len(), 4);
+        assert_eq!(o.real_servers[1].port, Some(7443));
+        assert_eq!(o.real_servers[3].port, None);
+        assert_eq!(o.dial_timeout, Duration::from_millis(250));
+        let err = Options::try_parse_from(["cplbd", "--config", "x", "--real-servers", "node-1"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"node-1\" is not an IP address"), "{err}");
+        let err = Options::try_parse_from(["cplbd"]).unwrap_err().to_string();
+        assert!(err.contains("--config"), "{err}");
+    }
+}

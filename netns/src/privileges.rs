@@ -1,0 +1,42 @@
+//! Dropping every capability but the two the daemon needs once it runs: CAP_NET_ADMIN
+//! (addresses, nftables, IPVS) and CAP_NET_RAW (VRRP and AF_PACKET sockets).
+//!
+//! Capabilities belong to threads. The daemon drops them on its only thread before the
+//! runtime starts any other, so every thread it ever has runs with the reduced sets.
+
+use caps::{CapSet, Capability, CapsHashSet};
+
+/// What the daemon keeps.
+pub const KEPT: [Capability; 2] = [Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW];
+
+/// Reduces the bounding, inheritable, ambient, permitted and effective sets to [`KEPT`],
+/// and forbids regaining privileges through exec.
+pub fn drop_to_network_only() -> Result<(), String> {
+    let keep: CapsHashSet = KEPT.into_iter().collect();
+    // The bounding set first: changing it needs CAP_SETPCAP, which goes last.
+    for cap in caps::all() {
+        if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
+        }
+    }
+    caps::clear(None, CapSet::Ambient)
+        .map_err(|e| format!("clearing ambient capabilities: {e}"))?;
+    caps::set(None, CapSet::Inheritable, &CapsHashSet::new())
+        .map_err(|e| format!("clearing inheritable capabilities: {e}"))?;
+    caps::set(None, CapSet::Effective, &keep)
+        .map_err(|e| format!("setting effective capabilities: {e}"))?;
+    caps::set(None, CapSet::Permitted, &keep)
+        .map_err(|e| format!("setting permitted capabilities: {e}"))?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
+    Ok(())
+}
+
+/// The effective set as the kernel reports it (`CapEff` of /proc/self/status), for logs.
+pub fn effective() -> Vec<String> {
+    let mut names: Vec<String> = caps::read(None, CapSet::Effective)
+        .map(|set| set.into_iter().map(|c| c.to_string()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}

@@ -1,0 +1,993 @@
+//! Health probes of Kubernetes API servers.
+//!
+//! k0s checks every API server it load-balances to once a second with
+//! `GET https://<ip>:<apiPort>/healthz`, presenting the admin client certificate, over a fresh
+//! TCP and TLS connection each time. [`Prober`] does the same, and also offers the plain TCP
+//! connect check of keepalived (`TCP_CHECK`) and a plain-HTTP check for test set-ups.
+//!
+//! Everything that can fail at start (reading the certificate files, building the TLS client
+//! configuration) happens once in [`Prober::new`]; a probe only does network work, and all of it
+//! within one deadline, so a hung server cannot stall the caller's probe loop (k0s sets no
+//! per-request timeout and can stall exactly there).
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+
+/// Longest response head (status line and headers) accepted; a real API server's head is a few
+/// hundred bytes, and a bound keeps a misbehaving peer from growing our buffer.
+const MAX_HEAD: usize = 16 * 1024;
+/// Largest body [`Prober::fetch_body`] returns (the lab's bodies are a name and a newline).
+const MAX_BODY: usize = 1024 * 1024;
+
+/// What a probe checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// TCP connect only (keepalived's TCP_CHECK).
+    Tcp,
+    /// GET `path` over plain HTTP; healthy on a 2xx status.
+    Http {
+        /// Request path, starting with `/`, e.g. `/healthz`.
+        path: String,
+    },
+    /// GET `path` over TLS; healthy on 2xx.
+    Https(HttpsProbe),
+}
+
+/// Settings of an HTTPS probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsProbe {
+    /// Request path, starting with `/`: `/healthz` for kube-apiserver.
+    pub path: String,
+    /// Client certificate to present; kube-apiserver needs one that maps to a user allowed to
+    /// read `/healthz` when anonymous auth is off (k0s uses the admin certificate).
+    pub client_cert: Option<ClientCert>,
+    /// CA bundle (PEM) to verify the server with, against the IP address probed.
+    ///
+    /// `None`: the server certificate is not verified, like `curl -k`. API servers present
+    /// certificates for their own names and addresses, and a probe goes to each one by IP,
+    /// often before the caller knows which CA signed it; what a probe learns is only "this
+    /// address answers /healthz with 2xx", which an impostor could fake whether or not we
+    /// verified, so verification buys little for health checking. The handshake signatures are
+    /// still checked, so the server must at least hold the key of the certificate it shows.
+    pub ca: Option<PathBuf>,
+}
+
+/// A client certificate and its key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// The network step of a probe that ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Opening the TCP connection.
+    Connect,
+    /// The TLS handshake.
+    TlsHandshake,
+    /// Writing the HTTP request.
+    Request,
+    /// Waiting for (or reading) the HTTP response.
+    Response,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Worded to be followed by the peer address in `ProbeError::Timeout`.
+        f.write_str(match self {
+            Self::Connect => "the TCP connect to",
+            Self::TlsHandshake => "the TLS handshake with",
+            Self::Request => "the request to",
+            Self::Response => "the wait for the response from",
+        })
+    }
+}
+
+/// Why a probe failed or a [`Prober`] could not be built.
+///
+/// Each message names the step and the peer (or the file) so that one log line tells an
+/// operator what broke. Underlying errors are part of the message rather than a `source()`, so
+/// that a one-line log does not lose them and a chain-printing reporter does not repeat them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// A certificate or key file could not be read.
+    #[error("cannot read {what} {}: {error}", path.display())]
+    ReadFile {
+        /// What the file was meant to hold, e.g. "client certificate".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        error: io::Error,
+    },
+    /// A certificate or key file was read but is unusable.
+    #[error("{what} {}: {problem}", path.display())]
+    BadFile {
+        /// What the file was meant to hold, e.g. "client key".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// rustls refused the TLS configuration.
+    #[error("TLS configuration: {0}")]
+    TlsConfig(rustls::Error),
+    /// The request path cannot be put on a request line.
+    #[error(
+        "invalid request path {0:?}: it must start with '/' and hold no spaces or control \
+         characters"
+    )]
+    InvalidPath(String),
+    /// The TCP connection failed.
+    #[error("connect {addr}: {error}")]
+    Connect {
+        /// The peer.
+        addr: SocketAddr,
+        /// The I/O error.
+        error: io::Error,
+    },
+    /// The TLS handshake failed.
+    #[error("TLS handshake with {addr}: {error}")]
+    Tls {
+        /// The peer.
+        addr: SocketAddr,
+        /// The I/O or TLS error.
+        error: io::Error,
+    },
+    /// Writing the request failed.
+    #[error("GET {path} on {addr}: sending the request: {error}")]
+    Send {
+        /// The request path.
+        path: String,
+        /// The peer.
+        addr: SocketAddr,
+        /// The I/O or TLS error.
+        error: io::Error,
+    },
+    /// Reading the response failed (with TLS 1.3 this is also where a rejected client
+    /// certificate shows up, since the server checks it after the client's handshake is done).
+    #[error("GET {path} on {addr}: reading the response: {error}")]
+    Receive {
+        /// The request path.
+        path: String,
+        /// The peer.
+        addr: SocketAddr,
+        /// The I/O or TLS error.
+        error: io::Error,
+    },
+    /// The response is not HTTP/1.x or was cut short.
+    #[error("GET {path} on {addr}: {problem}")]
+    BadResponse {
+        /// The request path.
+        path: String,
+        /// The peer.
+        addr: SocketAddr,
+        /// What is wrong with the response.
+        problem: String,
+    },
+    /// The server answered with a status other than 2xx.
+    #[error("GET {path} on {addr}: status {status}")]
+    Status {
+        /// The request path.
+        path: String,
+        /// The peer.
+        addr: SocketAddr,
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// The probe did not finish within its timeout.
+    #[error("timed out after {after:?} during {step} {addr}")]
+    Timeout {
+        /// The peer.
+        addr: SocketAddr,
+        /// The probe's whole time budget.
+        after: Duration,
+        /// The step that was running when time ran out.
+        step: Step,
+    },
+}
+
+/// Runs probes of one kind; built once (loads files, builds the rustls `ClientConfig`), then
+/// cloned cheaply and shared by every probe.
+#[derive(Clone)]
+pub struct Prober {
+    kind: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Tcp,
+    Http { path: Arc<str> },
+    Https { path: Arc<str>, tls: TlsConnector },
+}
+
+impl fmt::Debug for Prober {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // TlsConnector has no Debug; the path and the kind are what a reader needs.
+        match &self.kind {
+            Kind::Tcp => f.write_str("Prober(tcp)"),
+            Kind::Http { path } => write!(f, "Prober(http {path})"),
+            Kind::Https { path, .. } => write!(f, "Prober(https {path})"),
+        }
+    }
+}
+
+impl Prober {
+    /// Builds a prober: checks the path, reads the certificate files and builds the TLS client
+    /// configuration. Errors name the file and what is wrong with it.
+    pub fn new(kind: ProbeKind) -> Result<Self, ProbeError> {
+        let kind = match kind {
+            ProbeKind::Tcp => Kind::Tcp,
+            ProbeKind::Http { path } => Kind::Http { path: checked_path(path)? },
+            ProbeKind::Https(https) => {
+                let tls = tls_connector(&https)?;
+                Kind::Https { path: checked_path(https.path)?, tls }
+            }
+        };
+        Ok(Self { kind })
+    }
+
+    /// One probe, with everything (connect, handshake, request, status line) within `timeout`.
+    ///
+    /// `Ok` means the TCP connect succeeded (Tcp) or the status line said 2xx (Http, Https).
+    pub async fn probe(&self, addr: SocketAddr, timeout: Duration) -> Result<(), ProbeError> {
+        let clock = Clock { addr, after: timeout, deadline: Instant::now() + timeout };
+        let tcp = connect(&clock).await?;
+        match &self.kind {
+            Kind::Tcp => Ok(()),
+            Kind::Http { path } => get(tcp, path, &clock, false).await.map(drop),
+            Kind::Https { path, tls } => {
+                let tls = handshake(tls, tcp, &clock).await?;
+                get(tls, path, &clock, false).await.map(drop)
+            }
+        }
+    }
+
+    /// GET the path and return the body of a 2xx answer, all within `timeout`; used by
+    /// [`crate::apiserver::fetch`]. A Tcp prober has no path and returns an empty body.
+    pub(crate) async fn fetch_body(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<String, ProbeError> {
+        let clock = Clock { addr, after: timeout, deadline: Instant::now() + timeout };
+        let tcp = connect(&clock).await?;
+        let (path, body) = match &self.kind {
+            Kind::Tcp => return Ok(String::new()),
+            Kind::Http { path } => (path, get(tcp, path, &clock, true).await?),
+            Kind::Https { path, tls } => {
+                let tls = handshake(tls, tcp, &clock).await?;
+                (path, get(tls, path, &clock, true).await?)
+            }
+        };
+        String::from_utf8(body).map_err(|_| ProbeError::BadResponse {
+            path: path.to_string(),
+            addr,
+            problem: "the body is not UTF-8".into(),
+        })
+    }
+}
+
+/// The deadline shared by every step of one probe.
+struct Clock {
+    addr: SocketAddr,
+    after: Duration,
+    deadline: Instant,
+}
+
+impl Clock {
+    /// Runs one step against the probe's deadline, so that a timeout names the step.
+    async fn run<F: Future>(&self, step: Step, step_future: F) -> Result<F::Output, ProbeError> {
+        tokio::time::timeout_at(self.deadline, step_future).await.map_err(|_| ProbeError::Timeout {
+            addr: self.addr,
+            after: self.after,
+            step,
+        })
+    }
+}
+
+async fn connect(clock: &Clock) -> Result<TcpStream, ProbeError> {
+    let addr = clock.addr;
+    let tcp = clock
+        .run(Step::Connect, TcpStream::connect(addr))
+        .await?
+        .map_err(|error| ProbeError::Connect { addr, error })?;
+    // The request is one small write; don't let Nagle hold it back.
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+async fn handshake(
+    tls: &TlsConnector,
+    tcp: TcpStream,
+    clock: &Clock,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ProbeError> {
+    let addr = clock.addr;
+    // The IP address is the server name: rustls verifies it against the certificate's IP
+    // SANs when a CA is given, and (as RFC 6066 asks) sends no SNI for it.
+    let name = ServerName::from(addr.ip());
+    clock
+        .run(Step::TlsHandshake, tls.connect(name, tcp))
+        .await?
+        .map_err(|error| ProbeError::Tls { addr, error: plain_http_hint(error) })
+}
+
+/// rustls reports a plain-HTTP answer to its ClientHello as a corrupt record of an invalid
+/// content type; add the likely cause to that message.
+fn plain_http_hint(error: io::Error) -> io::Error {
+    let invalid_content_type =
+        error.get_ref().and_then(|inner| inner.downcast_ref()).is_some_and(|inner| {
+            matches!(
+                inner,
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+            )
+        });
+    if invalid_content_type {
+        io::Error::new(error.kind(), format!("{error} (not a TLS server? probe it over HTTP)"))
+    } else {
+        error
+    }
+}
+
+/// Sends the GET and reads the status line; with `want_body`, also the headers and the body.
+/// Returns the body (empty without `want_body`) of a 2xx answer.
+async fn get<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    path: &str,
+    clock: &Clock,
+    want_body: bool,
+) -> Result<Vec<u8>, ProbeError> {
+    let addr = clock.addr;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: cplbd\r\n\r\n",
+        host_header(addr)
+    );
+    clock
+        .run(Step::Request, async {
+            stream.write_all(request.as_bytes()).await?;
+            // TLS buffers records until flushed.
+            stream.flush().await
+        })
+        .await?
+        .map_err(|error| ProbeError::Send { path: path.into(), addr, error })?;
+
+    let bad = |problem: String| ProbeError::BadResponse { path: path.into(), addr, problem };
+    let mut reader = Reader { buf: Vec::with_capacity(1024), eof: false };
+
+    // The status line is all a probe needs: a fresh connection per probe means nothing is
+    // gained by reading the rest, and dropping the connection is how k0s ends too.
+    let line_end = loop {
+        if let Some(at) = find(&reader.buf, b"\n") {
+            break at;
+        }
+        if reader.buf.len() >= MAX_HEAD {
+            return Err(bad(format!("no status line in the first {MAX_HEAD} bytes")));
+        }
+        if looks_like_tls(&reader.buf) {
+            // No line end may ever come: say what it is now rather than time out.
+            return Err(bad(TLS_ANSWER.into()));
+        }
+        if reader.eof {
+            return Err(bad(if reader.buf.is_empty() {
+                "connection closed before the status line".into()
+            } else {
+                format!("connection closed inside the status line {:?}", shown(&reader.buf))
+            }));
+        }
+        reader.fill(&mut stream, path, clock).await?;
+    };
+    let status = parse_status_line(&reader.buf[..line_end]).map_err(bad)?;
+    if !(200..300).contains(&status) {
+        return Err(ProbeError::Status { path: path.into(), addr, status });
+    }
+    if !want_body {
+        return Ok(Vec::new());
+    }
+
+    let head_end = loop {
+        if let Some(at) = find(&reader.buf, b"\r\n\r\n") {
+            break at + 4;
+        }
+        if reader.buf.len() >= MAX_HEAD {
+            return Err(bad(format!("response head longer than {MAX_HEAD} bytes")));
+        }
+        if reader.eof {
+            return Err(bad("connection closed inside the response head".into()));
+        }
+        reader.fill(&mut stream, path, clock).await?;
+    };
+    let length = body_length(&reader.buf[..head_end]).map_err(bad)?;
+    if length.is_some_and(|length| length > MAX_BODY) {
+        return Err(bad(format!("body longer than {MAX_BODY} bytes")));
+    }
+    loop {
+        let have = reader.buf.len() - head_end;
+        match length {
+            Some(length) if have >= length => {
+                reader.buf.truncate(head_end + length);
+                break;
+            }
+            Some(length) if reader.eof => {
+                return Err(bad(format!("body cut short at {have} of {length} bytes")));
+            }
+            None if reader.eof => break,
+            _ if have > MAX_BODY => return Err(bad(format!("body longer than {MAX_BODY} bytes"))),
+            _ => reader.fill(&mut stream, path, clock).await?,
+        }
+    }
+    Ok(reader.buf.split_off(head_end))
+}
+
+/// Accumulates what the peer sends.
+struct Reader {
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+impl Reader {
+    /// Reads once more, appending to `buf` or setting `eof`.
+    async fn fill<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        path: &str,
+        clock: &Clock,
+    ) -> Result<(), ProbeError> {
+        let mut chunk = [0u8; 4096];
+        match clock.run(Step::Response, stream.read(&mut chunk)).await? {
+            Ok(0) => self.eof = true,
+            Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            // A TLS peer that closes without close_notify. Every read this module does is
+            // bounded by a status line or Content-Length, or (without one) the server said
+            // `Connection: close`; a truncation shows as a short body or a missing line.
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => self.eof = true,
+            Err(error) => {
+                return Err(ProbeError::Receive { path: path.into(), addr: clock.addr, error });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|window| window == needle)
+}
+
+/// The start of the peer's bytes, printable, for error messages.
+fn shown(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(64)]).into_owned()
+}
+
+const TLS_ANSWER: &str = "the server answered with TLS; probe it over HTTPS";
+
+/// Whether the peer's first bytes are a TLS record header (alert 0x15 or handshake 0x16, then
+/// version 3.x): what a TLS server sends back to a plain-HTTP request.
+fn looks_like_tls(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x15 | 0x16, 3, ..])
+}
+
+/// Parses `HTTP/1.x NNN[ reason]` (without the line end) into the status code.
+fn parse_status_line(line: &[u8]) -> Result<u16, String> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if looks_like_tls(line) {
+        return Err(TLS_ANSWER.into());
+    }
+    let not_http = || format!("not an HTTP/1.x status line: {:?}", shown(line));
+    let rest = line.strip_prefix(b"HTTP/1.").ok_or_else(not_http)?;
+    match rest {
+        [minor, b' ', a, b, c, tail @ ..]
+            if minor.is_ascii_digit()
+                && [a, b, c].iter().all(|d| d.is_ascii_digit())
+                && (tail.is_empty() || tail[0] == b' ') =>
+        {
+            Ok(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
+        }
+        _ => Err(not_http()),
+    }
+}
+
+/// The body length a response head announces; `None` when the body runs to the end of the
+/// connection.
+fn body_length(head: &[u8]) -> Result<Option<usize>, String> {
+    let head = String::from_utf8_lossy(head);
+    let mut length = None;
+    for line in head.split("\r\n").skip(1) {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            let parsed = value.parse().map_err(|_| format!("bad Content-Length {value:?}"))?;
+            if length.is_some_and(|old| old != parsed) {
+                return Err("conflicting Content-Length headers".into());
+            }
+            length = Some(parsed);
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            && !value.eq_ignore_ascii_case("identity")
+        {
+            // Only the lab's own server is fetched from, and it never chunks.
+            return Err(format!("Transfer-Encoding {value:?} is not supported"));
+        }
+    }
+    Ok(length)
+}
+
+/// The Host header value: `ip:port`, with an IPv6 address in brackets and without a zone
+/// (a zone is local to this host and means nothing to the server).
+fn host_header(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(v4) => v4.to_string(),
+        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+    }
+}
+
+/// Rejects paths that would break the request line (or smuggle headers into it).
+fn checked_path(path: String) -> Result<Arc<str>, ProbeError> {
+    if path.starts_with('/') && !path.bytes().any(|b| b == b' ' || b.is_ascii_control()) {
+        Ok(path.into())
+    } else {
+        Err(ProbeError::InvalidPath(path))
+    }
+}
+
+/// The one crypto provider used for every TLS configuration of this crate, passed explicitly so
+/// that nothing depends on (or fights over) a process-wide default provider.
+pub(crate) fn crypto_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_connector(https: &HttpsProbe) -> Result<TlsConnector, ProbeError> {
+    let provider = crypto_provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(ProbeError::TlsConfig)?;
+    let builder = match &https.ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in load_certs("CA bundle", ca)? {
+                roots.add(cert).map_err(|error| ProbeError::BadFile {
+                    what: "CA bundle",
+                    path: ca.clone(),
+                    problem: format!("unusable CA certificate: {error}"),
+                })?;
+            }
+            builder.with_root_certificates(roots)
+        }
+        None => builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyServerCert {
+            algorithms: provider.signature_verification_algorithms,
+        })),
+    };
+    let mut config = match &https.client_cert {
+        Some(client) => {
+            let chain = load_certs("client certificate", &client.cert)?;
+            let key = load_key("client key", &client.key)?;
+            builder.with_client_auth_cert(chain, key).map_err(|error| ProbeError::BadFile {
+                what: "client certificate",
+                path: client.cert.clone(),
+                problem: format!("cannot be used with key {}: {error}", client.key.display()),
+            })?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    // Say so explicitly: the request below is HTTP/1.1, and kube-apiserver also offers h2.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, ProbeError> {
+    std::fs::read(path).map_err(|error| ProbeError::ReadFile { what, path: path.into(), error })
+}
+
+fn pem_problem(what: &'static str, path: &Path, error: &pem::Error) -> ProbeError {
+    ProbeError::BadFile { what, path: path.into(), problem: format!("bad PEM: {error}") }
+}
+
+/// Reads every `CERTIFICATE` block of a PEM file; at least one must be there.
+pub(crate) fn load_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, ProbeError> {
+    let pem = read_file(what, path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| pem_problem(what, path, &error))?;
+    if certs.is_empty() {
+        return Err(ProbeError::BadFile {
+            what,
+            path: path.into(),
+            problem: "holds no PEM CERTIFICATE block".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file.
+pub(crate) fn load_key(
+    what: &'static str,
+    path: &Path,
+) -> Result<PrivateKeyDer<'static>, ProbeError> {
+    let pem = read_file(what, path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|error| match error {
+        pem::Error::NoItemsFound => ProbeError::BadFile {
+            what,
+            path: path.into(),
+            problem: "holds no PEM private key (PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY \
+                      block)"
+                .into(),
+        },
+        error => pem_problem(what, path, &error),
+    })
+}
+
+/// Accepts any server certificate (see [`HttpsProbe::ca`] for why), but still checks the
+/// handshake signature against the certificate's key.
+#[derive(Debug)]
+struct AnyServerCert {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::apiserver::{self, ApiServerOptions};
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn https(path: &str) -> HttpsProbe {
+        HttpsProbe { path: path.into(), client_cert: None, ca: None }
+    }
+
+    async fn listener() -> (TcpListener, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (listener, addr)
+    }
+
+    /// Runs `apiserver::serve` in the background; it stops when the handle is aborted or the
+    /// test's runtime ends.
+    async fn api_server(
+        name: &str,
+        tls: bool,
+        client_ca: Option<PathBuf>,
+    ) -> (SocketAddr, tokio::task::JoinHandle<io::Result<()>>) {
+        let (listener, addr) = listener().await;
+        let options = ApiServerOptions { name: name.into(), tls, client_ca };
+        (addr, tokio::spawn(apiserver::serve(listener, options)))
+    }
+
+    /// A directory under the system temp dir, removed on drop (also when a test fails).
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir =
+                std::env::temp_dir().join(format!("cplb-probe-test-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        fn write(&self, name: &str, contents: &str) -> PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, contents).unwrap();
+            path
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Writes `ca.pem`, and `client.pem` + `client-key.pem` (an admin-like client certificate
+    /// signed by that CA).
+    fn write_client_pki(dir: &TempDir) -> (PathBuf, ClientCert) {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        ca_params.distinguished_name.push(DnType::CommonName, "cplb test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::from_params(&ca_params, &ca_key);
+
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params.distinguished_name.push(DnType::CommonName, "kubernetes-admin");
+        client_params.distinguished_name.push(DnType::OrganizationName, "system:masters");
+        client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
+
+        let ca = dir.write("ca.pem", &ca_cert.pem());
+        let cert = dir.write("client.pem", &client_cert.pem());
+        let key = dir.write("client-key.pem", &client_key.serialize_pem());
+        (ca, ClientCert { cert, key })
+    }
+
+    #[tokio::test]
+    async fn tcp_probe_ok_against_a_listener() {
+        let (_listener, addr) = listener().await;
+        Prober::new(ProbeKind::Tcp).unwrap().probe(addr, SECOND).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn tcp_probe_fails_fast_on_a_closed_port() {
+        let (listener, addr) = listener().await;
+        drop(listener);
+        let started = std::time::Instant::now();
+        let error = Prober::new(ProbeKind::Tcp).unwrap().probe(addr, SECOND).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(500), "took {:?}", started.elapsed());
+        assert!(matches!(error, ProbeError::Connect { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(message.starts_with(&format!("connect {addr}: ")), "{message}");
+        assert!(message.to_lowercase().contains("refused"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn http_probe_times_out_on_a_silent_server() {
+        // The kernel completes the connect from the backlog; nobody ever answers.
+        let (_listener, addr) = listener().await;
+        let timeout = Duration::from_millis(300);
+        let prober = Prober::new(ProbeKind::Http { path: "/healthz".into() }).unwrap();
+        let started = std::time::Instant::now();
+        let error = prober.probe(addr, timeout).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(took >= timeout && took < timeout + Duration::from_millis(500), "took {took:?}");
+        assert!(matches!(error, ProbeError::Timeout { step: Step::Response, .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            format!("timed out after 300ms during the wait for the response from {addr}")
+        );
+    }
+
+    #[tokio::test]
+    async fn https_probe_times_out_in_the_handshake_on_a_silent_server() {
+        let (_listener, addr) = listener().await;
+        let prober = Prober::new(ProbeKind::Https(https("/healthz"))).unwrap();
+        let error = prober.probe(addr, Duration::from_millis(200)).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("timed out after 200ms during the TLS handshake with {addr}")
+        );
+    }
+
+    #[tokio::test]
+    async fn https_probe_against_the_tls_api_server() {
+        let (addr, _server) = api_server("controller-1", true, None).await;
+        let prober = Prober::new(ProbeKind::Https(https("/healthz"))).unwrap();
+        // Shared clones probe concurrently.
+        let clone = prober.clone();
+        let (a, b) = tokio::join!(clone.probe(addr, SECOND), prober.probe(addr, SECOND));
+        a.unwrap();
+        b.unwrap();
+        assert_eq!(apiserver::fetch(addr, "/", true, SECOND).await.unwrap(), "controller-1\n");
+        assert_eq!(apiserver::fetch(addr, "/healthz", true, SECOND).await.unwrap(), "ok");
+    }
+
+    #[tokio::test]
+    async fn http_probe_against_a_tls_server_says_so() {
+        let (addr, _server) = api_server("controller-1", true, None).await;
+        let prober = Prober::new(ProbeKind::Http { path: "/healthz".into() }).unwrap();
+        let error = prober.probe(addr, SECOND).await.unwrap_err();
+        let message = error.to_string();
+        assert!(message.starts_with(&format!("GET /healthz on {addr}: ")), "{message}");
+        assert!(!matches!(error, ProbeError::Timeout { .. }), "{message}");
+        println!("plain HTTP to a TLS server: {message}");
+    }
+
+    #[tokio::test]
+    async fn https_probe_against_a_plain_server_fails_in_the_handshake() {
+        let (addr, _server) = api_server("controller-1", false, None).await;
+        let prober = Prober::new(ProbeKind::Https(https("/healthz"))).unwrap();
+        let error = prober.probe(addr, SECOND).await.unwrap_err();
+        assert!(matches!(error, ProbeError::Tls { .. }), "{error:?}");
+        assert!(error.to_string().ends_with("(not a TLS server? probe it over HTTP)"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn status_500_is_an_error_naming_the_status() {
+        let (listener, addr) = listener().await;
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request).await.unwrap();
+            stream
+                .write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+        });
+        let prober = Prober::new(ProbeKind::Http { path: "/healthz".into() }).unwrap();
+        let error = prober.probe(addr, SECOND).await.unwrap_err();
+        assert!(matches!(error, ProbeError::Status { status: 500, .. }), "{error:?}");
+        assert_eq!(error.to_string(), format!("GET /healthz on {addr}: status 500"));
+    }
+
+    #[tokio::test]
+    async fn request_is_minimal_http_1_1() {
+        let (listener, addr) = listener().await;
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 256];
+            while find(&request, b"\r\n\r\n").is_none() {
+                let n = stream.read(&mut chunk).await.unwrap();
+                assert_ne!(n, 0);
+                request.extend_from_slice(&chunk[..n]);
+            }
+            // The status line arrives in pieces; the probe must wait for all of it.
+            for piece in [&b"HTTP/1."[..], b"1 2", b"04 No Content\r", b"\n\r\n"] {
+                stream.write_all(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            String::from_utf8(request).unwrap()
+        });
+        let prober = Prober::new(ProbeKind::Http { path: "/healthz".into() }).unwrap();
+        prober.probe(addr, SECOND).await.unwrap();
+        assert_eq!(
+            server.await.unwrap(),
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+                 User-Agent: cplbd\r\n\r\n"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn client_certificate_is_required_and_accepted() {
+        let dir = TempDir::new();
+        let (ca, client) = write_client_pki(&dir);
+        let (addr, _server) = api_server("controller-2", true, Some(ca.clone())).await;
+
+        let anonymous = Prober::new(ProbeKind::Https(https("/healthz"))).unwrap();
+        let error = anonymous.probe(addr, SECOND).await.unwrap_err();
+        assert!(!matches!(error, ProbeError::Timeout { .. }), "{error:?}");
+        println!("without a client certificate: {error}");
+        assert!(apiserver::fetch(addr, "/", true, SECOND).await.is_err());
+
+        let admin = HttpsProbe { client_cert: Some(client.clone()), ..https("/healthz") };
+        Prober::new(ProbeKind::Https(admin)).unwrap().probe(addr, SECOND).await.unwrap();
+
+        // A CA given for the server is used: the server's self-signed certificate fails it.
+        let verified = HttpsProbe { client_cert: Some(client), ca: Some(ca), ..https("/healthz") };
+        let error =
+            Prober::new(ProbeKind::Https(verified)).unwrap().probe(addr, SECOND).await.unwrap_err();
+        assert!(matches!(error, ProbeError::Tls { .. }), "{error:?}");
+        println!("server verified against the wrong CA: {error}");
+    }
+
+    #[test]
+    fn missing_or_garbage_files_are_named() {
+        let dir = TempDir::new();
+        let (_ca, client) = write_client_pki(&dir);
+        let garbage = dir.write("garbage.pem", "this is not PEM\n");
+        let missing = dir.0.join("missing.pem");
+        let with = |cert: &Path, key: &Path, ca: Option<&Path>| {
+            let client_cert = Some(ClientCert { cert: cert.into(), key: key.into() });
+            let probe = HttpsProbe { client_cert, ca: ca.map(Path::to_path_buf), ..https("/") };
+            Prober::new(ProbeKind::Https(probe)).unwrap_err().to_string()
+        };
+
+        let message = with(&missing, &client.key, None);
+        assert!(message.starts_with("cannot read client certificate "), "{message}");
+        assert!(message.contains(&missing.display().to_string()), "{message}");
+
+        let message = with(&garbage, &client.key, None);
+        assert_eq!(
+            message,
+            format!("client certificate {}: holds no PEM CERTIFICATE block", garbage.display())
+        );
+
+        let message = with(&client.cert, &garbage, None);
+        assert!(message.starts_with(&format!("client key {}: ", garbage.display())), "{message}");
+
+        // A certificate file is not a key, and a key is not a certificate.
+        let message = with(&client.cert, &client.cert, None);
+        assert!(message.contains("holds no PEM private key"), "{message}");
+
+        let message = with(&client.cert, &client.key, Some(&missing));
+        assert!(message.starts_with("cannot read CA bundle "), "{message}");
+
+        let message = with(&client.cert, &client.key, Some(&garbage));
+        assert!(message.starts_with(&format!("CA bundle {}: ", garbage.display())), "{message}");
+
+        // A key that does not belong to the certificate.
+        let other_key = dir.write("other-key.pem", &KeyPair::generate().unwrap().serialize_pem());
+        let message = with(&client.cert, &other_key, None);
+        assert!(message.starts_with("client certificate "), "{message}");
+        assert!(message.contains(&other_key.display().to_string()), "{message}");
+    }
+
+    #[test]
+    fn bad_paths_are_refused() {
+        for path in ["healthz", "/a b", "/x\r\nEvil: 1", ""] {
+            let error = Prober::new(ProbeKind::Http { path: path.into() }).unwrap_err();
+            assert!(matches!(error, ProbeError::InvalidPath(_)), "{path:?}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK\r"), Ok(200));
+        assert_eq!(parse_status_line(b"HTTP/1.0 503"), Ok(503));
+        assert_eq!(
+            parse_status_line(b"HTTP/1.1 200OK"),
+            Err("not an HTTP/1.x status line: \"HTTP/1.1 200OK\"".into())
+        );
+        assert!(parse_status_line(b"HTTP/2 200").is_err());
+        assert!(parse_status_line(b"SSH-2.0-OpenSSH").is_err());
+        assert!(parse_status_line(b"HTTP/1.1 2x0 OK").is_err());
+        assert_eq!(parse_status_line(&[0x15, 3, 3, 0, 2]), Err(TLS_ANSWER.into()));
+    }
+
+    #[test]
+    fn host_header_brackets_ipv6_and_drops_the_zone() {
+        assert_eq!(host_header("10.0.0.1:6443".parse().unwrap()), "10.0.0.1:6443");
+        assert_eq!(host_header("[fd00::1]:6443".parse().unwrap()), "[fd00::1]:6443");
+        let scoped = std::net::SocketAddrV6::new("fe80::1".parse().unwrap(), 6443, 0, 2);
+        assert_eq!(host_header(scoped.into()), "[fe80::1]:6443");
+    }
+}

@@ -1,0 +1,177 @@
+//! Raw IP protocol 112 sockets: how VRRP advertisements leave and reach the daemon.
+//!
+//! IPv4 sends whole packets (`IP_HDRINCL`) built by the core's encoder, so the TTL (255),
+//! the source (the interface's primary address) and the checksum are exactly what the core
+//! decided; receiving gives the whole packet, header included. IPv6 raw sockets never carry
+//! the header, so the kernel fills it from socket options (hop limit 255, the bound source)
+//! and hands the received hop limit and destination over as control messages.
+
+use std::io::{self, IoSliceMut, Read};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::os::fd::AsRawFd;
+
+use cplb_core::vrrp::{self, IpHeader, IpParams};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn6, recvmsg, setsockopt, sockopt};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
+use tokio::io::unix::AsyncFd;
+
+/// IP protocol number of VRRP.
+pub const IPPROTO_VRRP: i32 = 112;
+const GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+const GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
+
+/// One received VRRP packet: header fields and the VRRP message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    /// Source, destination and TTL / hop limit.
+    pub header: IpHeader,
+    /// The VRRP message.
+    pub payload: Vec<u8>,
+}
+
+/// A raw VRRP socket on one interface, for one address family.
+#[derive(Debug)]
+pub struct VrrpSocket {
+    fd: AsyncFd<Socket>,
+    v4: bool,
+    ifindex: u32,
+}
+
+impl VrrpSocket {
+    /// Opens the socket on interface `ifname` (`ifindex`), joins the VRRP group there, and,
+    /// for IPv6, binds `source` (the link-local or unicast source the core sends from).
+    pub fn open(ifname: &str, ifindex: u32, v4: bool, source: Option<IpAddr>) -> io::Result<Self> {
+        let family = if v4 { "IPv4" } else { "IPv6" };
+        let context = |what: &'static str| {
+            move |e: io::Error| {
+                io::Error::new(
+                    e.kind(),
+                    format!("raw {family} VRRP socket on {ifname}: {what}: {e}"),
+                )
+            }
+        };
+        let domain = if v4 { Domain::IPV4 } else { Domain::IPV6 };
+        let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(IPPROTO_VRRP)))
+            .map_err(context("socket"))?;
+        // Only this interface's packets in, and sends out of it whatever the routes say.
+        socket.bind_device(Some(ifname.as_bytes())).map_err(context("SO_BINDTODEVICE"))?;
+        if v4 {
+            socket.set_header_included_v4(true).map_err(context("IP_HDRINCL"))?;
+            socket
+                .join_multicast_v4_n(&GROUP_V4, &InterfaceIndexOrAddress::Index(ifindex))
+                .map_err(context("joining 224.0.0.18"))?;
+            socket.set_multicast_loop_v4(false).map_err(context("IP_MULTICAST_LOOP"))?;
+        } else {
+            socket.set_multicast_hops_v6(255).map_err(context("IPV6_MULTICAST_HOPS"))?;
+            socket.set_unicast_hops_v6(255).map_err(context("IPV6_UNICAST_HOPS"))?;
+            socket.set_multicast_if_v6(ifindex).map_err(context("IPV6_MULTICAST_IF"))?;
+            socket.join_multicast_v6(&GROUP_V6, ifindex).map_err(context("joining ff02::12"))?;
+            socket.set_multicast_loop_v6(false).map_err(context("IPV6_MULTICAST_LOOP"))?;
+            setsockopt(&socket, sockopt::Ipv6RecvHopLimit, &true)
+                .map_err(|e| context("IPV6_RECVHOPLIMIT")(e.into()))?;
+            setsockopt(&socket, sockopt::Ipv6RecvPacketInfo, &true)
+                .map_err(|e| context("IPV6_RECVPKTINFO")(e.into()))?;
+            if let Some(IpAddr::V6(src)) = source {
+                let scope = if is_link_local(src) { ifindex } else { 0 };
+                socket
+                    .bind(&SockAddr::from(SocketAddrV6::new(src, 0, 0, scope)))
+                    .map_err(context("binding the source address"))?;
+            }
+        }
+        socket.set_nonblocking(true).map_err(context("O_NONBLOCK"))?;
+        // `AsyncFd::new` is deprecated because a borrowed descriptor could be closed while
+        // registered; here the AsyncFd owns the socket (an OwnedFd), so that cannot happen,
+        // and the safe constructor keeps this crate free of `unsafe`.
+        #[allow(deprecated)]
+        let fd = AsyncFd::new(socket).map_err(context("registering with tokio"))?;
+        Ok(Self { fd, v4, ifindex })
+    }
+
+    /// The interface index.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Waits for the next packet. Cancel-safe: a packet is only taken when returned.
+    pub async fn recv(&self) -> io::Result<Packet> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let result = guard.try_io(|inner| {
+                if self.v4 { recv_v4(inner.get_ref()) } else { recv_v6(inner.get_ref()) }
+            });
+            match result {
+                Ok(Ok(Some(packet))) => return Ok(packet),
+                // A packet that is not VRRP over IP at all: the core never sees it.
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => {}
+            }
+        }
+    }
+
+    /// Sends one VRRP message from `src` to `dst` with TTL / hop limit 255.
+    pub fn send(&self, src: IpAddr, dst: IpAddr, payload: &[u8]) -> io::Result<()> {
+        let socket = self.fd.get_ref();
+        if self.v4 {
+            let bytes = ipv4_packet(src, dst, payload)?;
+            socket.send_to(&bytes, &SockAddr::from(SocketAddr::new(dst, 0)))?;
+        } else {
+            let scope = match dst {
+                IpAddr::V6(d) if d.is_multicast() || is_link_local(d) => self.ifindex,
+                _ => 0,
+            };
+            let IpAddr::V6(d) = dst else {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "IPv4 peer on IPv6"));
+            };
+            socket.send_to(payload, &SockAddr::from(SocketAddrV6::new(d, 0, 0, scope)))?;
+        }
+        Ok(())
+    }
+}
+
+/// Wraps a VRRP message in the IPv4 header the core would write (TTL 255, TOS 0xc0).
+fn ipv4_packet(src: IpAddr, dst: IpAddr, payload: &[u8]) -> io::Result<Vec<u8>> {
+    vrrp::wrap_message(payload, &IpParams::new(src, dst))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+}
+
+fn recv_v4(socket: &Socket) -> io::Result<Option<Packet>> {
+    let mut buf = [0u8; 2048];
+    let n = (&*socket).read(&mut buf)?;
+    let Some(bytes) = buf.get(..n) else { return Ok(None) };
+    Ok(vrrp::parse_ip(bytes)
+        .ok()
+        .map(|(header, payload)| Packet { header, payload: payload.to_vec() }))
+}
+
+fn recv_v6(socket: &Socket) -> io::Result<Option<Packet>> {
+    let mut buf = [0u8; 2048];
+    let mut cmsg = Vec::with_capacity(128);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg =
+        recvmsg::<SockaddrIn6>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+            .map_err(io::Error::from)?;
+    let Some(src) = msg.address.map(|a| a.ip()) else { return Ok(None) };
+    let mut hop_limit = None;
+    let mut dst = None;
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        match c {
+            ControlMessageOwned::Ipv6HopLimit(h) => hop_limit = u8::try_from(h).ok(),
+            ControlMessageOwned::Ipv6PacketInfo(info) => {
+                dst = Some(Ipv6Addr::from(info.ipi6_addr.s6_addr));
+            }
+            _ => {}
+        }
+    }
+    let n = msg.bytes;
+    let (Some(ttl), Some(dst)) = (hop_limit, dst) else { return Ok(None) };
+    let Some(payload) = buf.get(..n) else { return Ok(None) };
+    Ok(Some(Packet {
+        header: IpHeader { src: IpAddr::V6(src), dst: IpAddr::V6(dst), ttl },
+        payload: payload.to_vec(),
+    }))
+}
+
+fn is_link_local(a: Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
+}

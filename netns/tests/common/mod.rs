@@ -1,0 +1,265 @@
+//! Clusters of cplbd (and keepalived) in network namespaces, for the root-only tests.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cplb_netns::status::{self, Snapshot};
+use cplb_netns::topology::{self, HostSpec, Topology};
+
+/// Master_Down_Interval at k0s's defaults: 3 × 1 s + (256 − 200)/256 s.
+pub const MASTER_DOWN: Duration = Duration::from_nanos(3_218_750_000);
+/// Skew_Time at priority 200.
+pub const SKEW: Duration = Duration::from_nanos(218_750_000);
+pub const MARGIN: Duration = Duration::from_millis(100);
+
+/// Whether the test can run; prints why not.
+pub fn can_run(test: &str) -> bool {
+    if !topology::is_root() {
+        eprintln!("skipped: {test}: needs root (creates network namespaces)");
+        return false;
+    }
+    if std::process::Command::new("ip").arg("-V").output().is_err() {
+        eprintln!("skipped: {test}: iproute2 (`ip`) is not installed");
+        return false;
+    }
+    true
+}
+
+pub struct Cluster {
+    pub topo: Topology,
+    pub net: String,
+    pub dir: PathBuf,
+    pub controllers: Vec<String>,
+    pub daemons: Vec<Option<Child>>,
+    api_stops: Vec<Option<Arc<AtomicBool>>>,
+    pub vip: String,
+}
+
+impl Cluster {
+    /// `n` controllers `c0..` at `<net>.10+i/24` and a client at `<net>.100`; `net` like
+    /// `10.200.1`. Namespaces are `cplbt-<tag>-...`.
+    pub fn new(tag: &str, net: &str, n: usize) -> Self {
+        let mut hosts: Vec<HostSpec> = (0..n)
+            .map(|i| HostSpec { name: format!("c{i}"), address: format!("{net}.{}/24", 10 + i) })
+            .collect();
+        hosts.push(HostSpec { name: "client".into(), address: format!("{net}.100/24") });
+        let prefix = format!("cplbt-{tag}-");
+        let topo = Topology::build(&prefix, hosts, false, None).expect("namespaces");
+        let dir = std::env::temp_dir().join(format!("cplbt-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let vip = format!("{net}.200");
+        std::fs::write(
+            dir.join("k0s.yaml"),
+            format!(
+                "spec:\n  network:\n    controlPlaneLoadBalancing:\n      enabled: true\n      type: Keepalived\n      keepalived:\n        vrrpInstances:\n        - virtualIPs: [\"{vip}/24\"]\n          authPass: k0s-lab1\n          virtualRouterID: 51\n          interface: eth0\n"
+            ),
+        )
+        .unwrap();
+        Self {
+            topo,
+            net: net.to_owned(),
+            dir,
+            controllers: (0..n).map(|i| format!("c{i}")).collect(),
+            daemons: (0..n).map(|_| None).collect(),
+            api_stops: (0..n).map(|_| None).collect(),
+            vip,
+        }
+    }
+
+    pub fn addr(&self, i: usize) -> String {
+        format!("{}.{}", self.net, 10 + i)
+    }
+
+    pub fn socket(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("c{i}.sock"))
+    }
+
+    pub fn log(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("c{i}.log"))
+    }
+
+    /// Starts the stand-in API server of controller `i` (HTTPS on :6443) on a thread of
+    /// this process inside its namespace.
+    pub fn start_api(&mut self, i: usize) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let listen: SocketAddr = format!("{}:6443", self.addr(i)).parse().unwrap();
+        let name = format!("c{i}");
+        topology::in_namespace(&self.topo.ns(&name), move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+                let options =
+                    cplb_netns::apiserver::ApiServerOptions { name, tls: true, client_ca: None };
+                tokio::select! {
+                    _ = cplb_netns::apiserver::serve(listener, options) => {}
+                    () = async { while !flag.load(Ordering::Relaxed) { tokio::time::sleep(Duration::from_millis(20)).await } } => {}
+                }
+            });
+        })
+        .unwrap();
+        self.api_stops[i] = Some(stop);
+    }
+
+    /// Stops controller `i`'s API server (its port then refuses connections).
+    pub fn stop_api(&mut self, i: usize) {
+        if let Some(s) = self.api_stops[i].take() {
+            s.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub fn real_servers(&self) -> String {
+        (0..self.controllers.len()).map(|i| self.addr(i)).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn start_cplbd(&mut self, i: usize) {
+        let config = self.dir.join("k0s.yaml");
+        let child = self
+            .topo
+            .spawn(
+                &format!("c{i}"),
+                env!("CARGO_BIN_EXE_cplbd"),
+                &[
+                    "--config",
+                    &config.to_string_lossy(),
+                    "--real-servers",
+                    &self.real_servers(),
+                    "--status-socket",
+                    &self.socket(i).to_string_lossy(),
+                    "--log-level",
+                    "info,cplb_netns=debug",
+                ],
+                &self.log(i),
+            )
+            .expect("cplbd starts");
+        self.daemons[i] = Some(child);
+    }
+
+    pub fn signal(
+        &mut self,
+        i: usize,
+        signal: nix::sys::signal::Signal,
+    ) -> Option<std::process::ExitStatus> {
+        let child = self.daemons[i].as_mut()?;
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.daemons[i] = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.daemons[i].as_ref().map(Child::id)
+    }
+
+    /// Controllers whose eth0 holds the VIP.
+    pub fn holders(&self) -> Vec<usize> {
+        (0..self.controllers.len())
+            .filter(|i| {
+                self.topo
+                    .addresses(&format!("c{i}"))
+                    .is_ok_and(|a| a.iter().any(|x| x.starts_with(&format!("{}/", self.vip))))
+            })
+            .collect()
+    }
+
+    pub fn status(&self, i: usize) -> Option<Snapshot> {
+        status::query(&self.socket(i), Duration::from_millis(500)).ok()
+    }
+
+    /// Waits until `pred(holders)`; returns when it held (from `since`).
+    pub fn wait_holders(
+        &self,
+        since: Instant,
+        limit: Duration,
+        pred: impl Fn(&[usize]) -> bool,
+    ) -> Option<Duration> {
+        loop {
+            let h = self.holders();
+            if pred(&h) {
+                return Some(since.elapsed());
+            }
+            if since.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// One connection from the client to VIP:6443; the name of the API server that answered.
+    pub fn client_fetch(&self) -> Result<String, String> {
+        let vip: SocketAddr = format!("{}:6443", self.vip).parse().unwrap();
+        topology::in_namespace(&self.topo.ns("client"), move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(cplb_netns::apiserver::fetch(vip, "/", true, Duration::from_secs(2)))
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|e| e.to_string())?
+        .join()
+        .map_err(|_| "client thread panicked".to_owned())?
+        .unwrap_or_else(|| Err("client thread did not start".into()))
+    }
+
+    /// Retries the client for up to `limit` until answered.
+    pub fn client_answered_within(&self, limit: Duration) -> Result<String, String> {
+        let start = Instant::now();
+        loop {
+            match self.client_fetch() {
+                Ok(name) => return Ok(name),
+                Err(e) if start.elapsed() > limit => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// `nft list table ip cplb` of controller `i`.
+    pub fn nft_table(&self, i: usize) -> String {
+        self.topo
+            .exec(&format!("c{i}"), "nft", &["list", "table", "ip", "cplb"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn logs(&self) -> String {
+        (0..self.controllers.len())
+            .map(|i| {
+                format!("--- c{i}\n{}", std::fs::read_to_string(self.log(i)).unwrap_or_default())
+            })
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.daemons.len() {
+            self.stop_api(i);
+            if let Some(mut c) = self.daemons[i].take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        self.topo.remove();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("logs kept in {}", self.dir.display());
+        }
+    }
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}
