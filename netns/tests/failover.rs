@@ -119,6 +119,18 @@ fn a_master_whose_api_server_stops_answering_hands_the_vip_to_a_healthy_controll
     eprintln!("API server down: VIP moved after {took:?}");
     let s = c.status(master).expect("status");
     assert!(s.instances[0].priority < 200, "{s:?}");
+    // The metrics endpoint tells the same story.
+    let m = c.metrics(master);
+    assert!(m.starts_with("HTTP/1.1 200"), "{m}");
+    assert!(m.contains("cplb_vrrp_state{instance=\"k0s-vip-0\",vrid=\"51\"} 1"), "{m}");
+    assert!(m.contains("cplb_vrrp_transitions_total{instance=\"k0s-vip-0\",vrid=\"51\"} 3"), "{m}");
+    assert!(
+        m.contains(&format!(
+            "cplb_real_server_healthy{{server=\"{}:6443\",local=\"true\"}} 0",
+            c.addr(master)
+        )),
+        "{m}"
+    );
     assert!(!s.real_servers.iter().find(|r| r.local).unwrap().healthy, "{s:?}");
     // Clients are served by the healthy API servers only.
     for _ in 0..6 {

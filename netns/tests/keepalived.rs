@@ -1,7 +1,7 @@
 //! Interoperation with keepalived (Debian's package), VRRP only, configured as k0s
 //! generates it: VRRPv2, PASS authentication, priority 200, advert 1 s (root only).
 //!
-//! c0 and c1 run keepalived, c2 (the highest address, so it wins ties) runs cplbd.
+//! c0 and c1 run keepalived, c2 runs cplbd.
 
 #![allow(clippy::unwrap_used)]
 
@@ -147,8 +147,17 @@ fn one_cplbd_and_two_keepalived_elect_one_master_and_fail_over_both_ways() {
     assert_eq!(c.holders(), vec![ka_master], "{}", c.logs());
     assert_eq!(c.status(CPLBD).unwrap().instances[0].state, "backup");
 
-    // Kill the keepalived master: cplbd (highest address) wins the tie with the other
-    // keepalived and holds the VIP alone.
+    // Kill the keepalived master: the VIP moves to cplbd. The other keepalived is stopped
+    // first: with equal priorities, whichever backup times out first keeps the VIP (a backup
+    // never preempts an equal priority), so with both still there the VIP could stay with
+    // keepalived.
+    let other = 1 - ka_master;
+    c.topo.kill_all(&format!("c{other}"), Signal::SIGTERM);
+    if let Some(mut k) = kas[other].take() {
+        let _ = k.wait();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(c.holders(), vec![ka_master], "{}", c.logs());
     let t1 = Instant::now();
     c.topo.set_link(&format!("c{ka_master}"), false).unwrap();
     kill_all_keepalived(&c, ka_master);

@@ -120,6 +120,7 @@ impl Cluster {
 
     pub fn start_cplbd(&mut self, i: usize) {
         let config = self.dir.join("k0s.yaml");
+        let metrics = format!("{}:9464", self.addr(i));
         let child = self
             .topo
             .spawn(
@@ -134,6 +135,8 @@ impl Cluster {
                     &self.socket(i).to_string_lossy(),
                     "--log-level",
                     "info,cplb_netns=debug",
+                    "--metrics",
+                    &metrics,
                 ],
                 &self.log(i),
             )
@@ -223,6 +226,22 @@ impl Cluster {
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         }
+    }
+
+    /// Controller `i`'s Prometheus endpoint, scraped from the client.
+    pub fn metrics(&self, i: usize) -> String {
+        use std::io::{Read, Write};
+        let addr: SocketAddr = format!("{}:9464", self.addr(i)).parse().unwrap();
+        topology::in_namespace(&self.topo.ns("client"), move || {
+            let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            Some(out)
+        })
+        .ok()
+        .and_then(|h| h.join().ok().flatten().flatten())
+        .unwrap_or_default()
     }
 
     /// `nft list table ip cplb` of controller `i`.
