@@ -146,7 +146,8 @@ fn recv_v4(socket: &Socket) -> io::Result<Option<Packet>> {
 
 fn recv_v6(socket: &Socket) -> io::Result<Option<Packet>> {
     let mut buf = [0u8; 2048];
-    let mut cmsg = Vec::with_capacity(128);
+    // nix reads the control buffer's length, not its capacity.
+    let mut cmsg = vec![0u8; 128];
     let mut iov = [IoSliceMut::new(&mut buf)];
     let msg =
         recvmsg::<SockaddrIn6>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
