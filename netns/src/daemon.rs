@@ -126,8 +126,8 @@ struct InstanceInfo {
     master: Option<IpAddr>,
 }
 
-/// Everything the driver changes, apart from what it waits on.
-struct State_ {
+/// The driver's state: the core objects and the kernel handles it carries their outputs to.
+struct Driver {
     started: tokio::time::Instant,
     keepalived: Keepalived,
     api_port: u16,
@@ -285,7 +285,7 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
     }
 
     let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
-    let mut state = State_ {
+    let mut state = Driver {
         started,
         keepalived,
         api_port,
@@ -361,7 +361,7 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
     Ok(())
 }
 
-impl State_ {
+impl Driver {
     fn now(&self) -> Instant {
         Instant::from_nanos(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
@@ -614,7 +614,8 @@ impl State_ {
             tracing::error!("nftables unavailable: VIP traffic is not redirected");
             return;
         };
-        let Some(port) = self.dataplane.proxy_port.or(Some(0)) else { return };
+        // Redirects exist only in proxy mode, where the port is set.
+        let port = self.dataplane.proxy_port.unwrap_or(0);
         let mut rules = nft::Ruleset {
             redirects: self
                 .dataplane
