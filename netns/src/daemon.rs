@@ -212,7 +212,7 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
     let local_vip_iface = if mode == LoadBalancerMode::Ipvs
         && keepalived.virtual_servers.iter().any(|v| v.lb_kind == config::LbKind::Dr)
     {
-        Some(local_vip_interface(&netlink, &keepalived).await?)
+        Some(local_vip_interface(&netlink).await?)
     } else {
         None
     };
@@ -789,7 +789,7 @@ impl Driver {
 
 /// Where direct routing's VIPs live on every controller: k0s's `dummyvip0` where the kernel
 /// has dummy interfaces, else the loopback with ARP replies for them suppressed.
-async fn local_vip_interface(netlink: &Netlink, keepalived: &Keepalived) -> Result<(u32, String)> {
+async fn local_vip_interface(netlink: &Netlink) -> Result<(u32, String)> {
     if let Some(dummy) = netlink.ensure_dummy(DUMMY).await? {
         tracing::info!(interface = DUMMY, "direct routing: VIPs held on the dummy interface");
         return Ok((dummy.index, dummy.name));
@@ -809,7 +809,6 @@ async fn local_vip_interface(netlink: &Netlink, keepalived: &Keepalived) -> Resu
         .into_iter()
         .find(|i| i.name == "lo")
         .ok_or_else(|| anyhow!("no loopback interface"))?;
-    let _ = keepalived;
     tracing::info!(
         interface = "lo",
         "direct routing: no dummy interfaces in this kernel, VIPs held on the loopback with arp_ignore=1 arp_announce=2"
