@@ -47,4 +47,10 @@ log "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "tests"
-cargo test --workspace --locked
+# Tests that need root are #[ignore]d (a plain `cargo test` lists them as ignored); as root
+# they run too.
+if [[ $(id -u) -eq 0 ]]; then
+    cargo test --workspace --locked -- --include-ignored
+else
+    cargo test --workspace --locked
+fi

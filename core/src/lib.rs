@@ -10,7 +10,8 @@
 //! - [`config`]: the k0s CPLB configuration: reading, defaults, validation.
 //! - [`lb`]: virtual services, IPVS schedulers, persistence, health checks, the desired
 //!   data plane.
-//! - [`node`]: how a controller turns a k0s configuration into VRRP instances.
+//! - [`node`]: one controller ([`node::Node`]): its VRRP instances from the k0s
+//!   configuration, health checks, desired data plane and what the kernel holds.
 //! - [`time`]: the core's `Instant`, in nanoseconds, passed in by drivers.
 //! - [`vrrp`]: the VRRP wire codec (v2 and v3, IPv4 and IPv6, with the receive rules) and
 //!   the virtual router state machine ([`vrrp::Router`]).

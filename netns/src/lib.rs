@@ -1,28 +1,23 @@
 //! The Linux backend of cplb and the daemon `cplbd`.
 //!
 //! The core (`cplb-core`) decides; this crate carries its decisions out on a real kernel:
-//! - [`vrrp_socket`]: raw IP protocol 112 sockets (IPv4 and IPv6, multicast and unicast);
-//! - [`link`]: interfaces and VIPs over rtnetlink;
-//! - [`announce`]: gratuitous ARP and unsolicited neighbour advertisements (AF_PACKET);
-//! - [`nft`]: nftables over netlink (the proxy redirect; kernel NAT balancing without IPVS);
-//! - [`ipvs`]: IPVS over generic netlink;
+//! - [`kernel`]: the kernel seam, everything cplbd asks of Linux: raw VRRP sockets
+//!   ([`kernel::vrrp_socket`]), interfaces and VIPs over rtnetlink ([`kernel::link`]) and
+//!   their change notifications ([`kernel::watch`]), GARP/NA ([`kernel::announce`]),
+//!   nftables ([`kernel::nft`]) and IPVS ([`kernel::ipvs`]);
+//! - [`plan`]: from the k0s configuration and the interfaces to what this node runs;
 //! - [`proxy`]: the userspace TCP proxy; [`probe`]: API server health checks;
 //! - [`daemon`]: start-up, the async driver, shutdown; [`status`]: `cplb status` and metrics;
 //! - [`lab`]: the namespace lab of `cplb lab`; [`apiserver`]: the lab's stand-in API server.
 #![deny(missing_docs)]
 
-pub mod announce;
 pub mod apiserver;
 pub mod daemon;
-pub mod ipvs;
+pub use daemon::{plan, status};
+pub mod kernel;
 pub mod lab;
-pub mod link;
-pub mod nft;
 pub mod options;
-pub mod plan;
 pub mod privileges;
 pub mod probe;
 pub mod proxy;
-pub mod status;
 pub mod topology;
-pub mod vrrp_socket;

@@ -1,5 +1,5 @@
 //! The userspace proxy, k0s's default load balancer: TCP on `userSpaceProxyBindPort`,
-//! round robin per connection over the healthy API servers.
+//! each connection to the API server the node's scheduler picks.
 //!
 //! Unlike k0s's proxy, a failed dial is retried on the next server before the client sees
 //! an error: a server that died since the last health check costs the client one dial
@@ -7,11 +7,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::daemon::Input;
 
 /// Counters the status and metrics endpoints show.
 #[derive(Debug, Default)]
@@ -26,14 +28,15 @@ pub struct ProxyStats {
     pub unserved: AtomicU64,
 }
 
-/// Runs the proxy until the task is dropped. `backends` holds the servers to use now.
+/// Runs the proxy until the task is dropped. For each connection the driver is asked
+/// where it goes (the node's scheduler: round robin over the healthy API servers, the
+/// others after it in order for a failed dial).
 pub async fn serve(
     listener: TcpListener,
-    backends: watch::Receiver<Vec<SocketAddr>>,
+    driver: mpsc::Sender<Input>,
     dial_timeout: Duration,
     stats: Arc<ProxyStats>,
 ) {
-    let next = Arc::new(AtomicUsize::new(0));
     loop {
         let (client, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -45,12 +48,15 @@ pub async fn serve(
             }
         };
         stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let servers = backends.borrow().clone();
-        let start = next.fetch_add(1, Ordering::Relaxed);
         let stats = Arc::clone(&stats);
+        let driver = driver.clone();
         tokio::spawn(async move {
-            let Some((server, upstream)) =
-                dial_round_robin(&servers, start, dial_timeout, &stats).await
+            let (tx, rx) = oneshot::channel();
+            if driver.send(Input::ProxyPick(peer.ip(), tx)).await.is_err() {
+                return;
+            }
+            let servers = rx.await.unwrap_or_default();
+            let Some((server, upstream)) = dial_in_order(&servers, dial_timeout, &stats).await
             else {
                 stats.unserved.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, servers = servers.len(), "proxy: no API server reachable, closing the client connection");
@@ -63,17 +69,13 @@ pub async fn serve(
     }
 }
 
-/// Dials the servers in round-robin order starting at `start`, each once, until one
-/// answers.
-async fn dial_round_robin(
+/// Dials the servers in the order given, each once, until one answers.
+async fn dial_in_order(
     servers: &[SocketAddr],
-    start: usize,
     timeout: Duration,
     stats: &ProxyStats,
 ) -> Option<(SocketAddr, TcpStream)> {
-    let n = servers.len();
-    for k in 0..n {
-        let server = *servers.get((start + k) % n)?;
+    for &server in servers {
         match tokio::time::timeout(timeout, TcpStream::connect(server)).await {
             Ok(Ok(stream)) => return Some((server, stream)),
             Ok(Err(e)) => {
@@ -126,16 +128,39 @@ mod tests {
         out
     }
 
+    /// Stands in for the driver: answers each pick with the servers rotated by one more,
+    /// as the node's round robin does; the list can be replaced.
+    fn picker(
+        servers: Vec<SocketAddr>,
+    ) -> (mpsc::Sender<Input>, Arc<std::sync::Mutex<Vec<SocketAddr>>>) {
+        let (tx, mut rx) = mpsc::channel::<Input>(16);
+        let list = Arc::new(std::sync::Mutex::new(servers));
+        let shared = Arc::clone(&list);
+        tokio::spawn(async move {
+            let mut turn = 0;
+            while let Some(input) = rx.recv().await {
+                if let Input::ProxyPick(_, reply) = input {
+                    let mut l = shared.lock().unwrap().clone();
+                    let n = l.len().max(1);
+                    l.rotate_left(turn % n);
+                    turn += 1;
+                    let _ = reply.send(l);
+                }
+            }
+        });
+        (tx, list)
+    }
+
     #[tokio::test]
-    async fn round_robin_and_a_dead_server_is_skipped_without_client_errors() {
+    async fn the_pick_order_is_dialled_and_a_dead_server_is_skipped_without_client_errors() {
         let a = named_server("a").await;
         let dead = closed_port().await;
         let b = named_server("b").await;
-        let (tx, rx) = watch::channel(vec![a, dead, b]);
+        let (tx, list) = picker(vec![a, dead, b]);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
         let stats = Arc::new(ProxyStats::default());
-        tokio::spawn(serve(listener, rx, Duration::from_secs(1), Arc::clone(&stats)));
+        tokio::spawn(serve(listener, tx, Duration::from_secs(1), Arc::clone(&stats)));
         let mut seen = Vec::new();
         for _ in 0..6 {
             seen.push(ask(proxy).await);
@@ -146,17 +171,17 @@ mod tests {
         assert_eq!(stats.dial_failures.load(Ordering::Relaxed), 2);
         assert_eq!(stats.unserved.load(Ordering::Relaxed), 0);
         // New backends take effect for the next connection.
-        tx.send(vec![b]).unwrap();
+        *list.lock().unwrap() = vec![b];
         assert_eq!(ask(proxy).await, "b");
     }
 
     #[tokio::test]
     async fn no_reachable_server_closes_the_client() {
-        let (_tx, rx) = watch::channel(vec![closed_port().await]);
+        let (tx, _list) = picker(vec![closed_port().await]);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
         let stats = Arc::new(ProxyStats::default());
-        tokio::spawn(serve(listener, rx, Duration::from_secs(1), Arc::clone(&stats)));
+        tokio::spawn(serve(listener, tx, Duration::from_secs(1), Arc::clone(&stats)));
         assert_eq!(ask(proxy).await, "");
         assert_eq!(stats.unserved.load(Ordering::Relaxed), 1);
     }

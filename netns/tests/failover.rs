@@ -11,30 +11,16 @@ use nix::sys::signal::Signal;
 
 fn start(tag: &str, net: &str) -> (Cluster, usize) {
     let mut c = Cluster::new(tag, net, 3);
-    for i in 0..3 {
-        c.start_api(i);
-        c.start_cplbd(i);
-    }
-    let t = Instant::now();
-    c.wait_holders(t, Duration::from_secs(10), |h| h.len() == 1)
-        .unwrap_or_else(|| panic!("no single VIP holder; holders {:?}\n{}", c.holders(), c.logs()));
-    // Exactly one holder, and it stays so (no dual master in steady state).
-    for _ in 0..60 {
-        let h = c.holders();
-        assert_eq!(h.len(), 1, "VIP on {h:?}\n{}", c.logs());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let master = c.holders()[0];
+    let master = c.start_all();
     let s = c.status(master).expect("status answers");
     assert_eq!(s.instances[0].state, "master", "{s:?}");
     (c, master)
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn sigkill_moves_the_vip_within_master_down_interval_and_a_restart_reconciles() {
-    if !can_run("sigkill_moves_the_vip_within_master_down_interval_and_a_restart_reconciles") {
-        return;
-    }
+    can_run("sigkill_moves_the_vip_within_master_down_interval_and_a_restart_reconciles");
     let (mut c, master) = start("kill", "10.200.1");
     // Only CAP_NET_ADMIN (12) and CAP_NET_RAW (13) are left after start-up.
     let pid = c.pid(master).unwrap();
@@ -76,10 +62,9 @@ fn sigkill_moves_the_vip_within_master_down_interval_and_a_restart_reconciles() 
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn sigterm_resigns_within_skew_time_and_removes_everything() {
-    if !can_run("sigterm_resigns_within_skew_time_and_removes_everything") {
-        return;
-    }
+    can_run("sigterm_resigns_within_skew_time_and_removes_everything");
     let (mut c, master) = start("term", "10.200.2");
     let t0 = Instant::now();
     let status = c.signal(master, Signal::SIGTERM).expect("exited");
@@ -102,10 +87,9 @@ fn sigterm_resigns_within_skew_time_and_removes_everything() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn a_master_whose_api_server_stops_answering_hands_the_vip_to_a_healthy_controller() {
-    if !can_run("a_master_whose_api_server_stops_answering_hands_the_vip_to_a_healthy_controller") {
-        return;
-    }
+    can_run("a_master_whose_api_server_stops_answering_hands_the_vip_to_a_healthy_controller");
     let (mut c, master) = start("api", "10.200.3");
     // Let every node's health checker see every API server up.
     std::thread::sleep(Duration::from_secs(2));

@@ -21,6 +21,9 @@ pub const CATALOG: &[(&str, &str)] = &[
     ("ipv6-poweroff", include_str!("../catalog/ipv6-poweroff.yaml")),
     ("regress-ipv6-unicast", include_str!("../catalog/regress-ipv6-unicast.yaml")),
     ("regress-crash-ipvs-loop", include_str!("../catalog/regress-crash-ipvs-loop.yaml")),
+    ("vip-removed-by-hand", include_str!("../catalog/vip-removed-by-hand.yaml")),
+    ("kernel-refuses-vip", include_str!("../catalog/kernel-refuses-vip.yaml")),
+    ("reload-same-and-added", include_str!("../catalog/reload-same-and-added.yaml")),
 ];
 
 /// The text of a catalog scenario.

@@ -1,10 +1,12 @@
 //! Running a scenario: simulate, check the expectations, and tell the story.
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use cplb_core::time::Instant;
-use cplb_sim::{Outcome, Sim};
+use cplb_core::vrrp::State;
+use cplb_sim::{Fault, Outcome, Sim, SimSpec};
 use serde_json::json;
 
 use crate::scenario::{Expectation, Scenario};
@@ -50,7 +52,8 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
         sim.run_until(Instant::ZERO + t);
     }
     let outcome = sim.run();
-    let verdicts: Vec<Verdict> = scenario.expect.iter().map(|e| verdict(e, &outcome)).collect();
+    let verdicts: Vec<Verdict> =
+        scenario.expect.iter().map(|e| verdict(e, &outcome, &scenario.spec)).collect();
     let ok = outcome.violations.is_empty() && verdicts.iter().all(|v| v.ok);
     RunReport { outcome, verdicts, ok, description: scenario.description.clone() }
 }
@@ -59,7 +62,109 @@ fn secs(d: Duration) -> String {
     format!("{:.3}s", d.as_secs_f64())
 }
 
-fn verdict(e: &Expectation, o: &Outcome) -> Verdict {
+/// How long after a kernel refusal of `refusal` ends a node may still be held back by it:
+/// the Fault hold it entered at its last refused address (`REFUSAL_HOLD`, doubling with
+/// each refusal in a row, at most `MAX_REFUSAL_HOLD`: so at most the refusal plus one first
+/// hold) and its longest retry backoff (`MAX_BACKOFF`).
+pub fn refusal_slack(refusal: Duration) -> Duration {
+    use cplb_core::node::{MAX_BACKOFF, MAX_REFUSAL_HOLD, REFUSAL_HOLD};
+    (refusal + REFUSAL_HOLD).min(MAX_REFUSAL_HOLD) + MAX_BACKOFF
+}
+
+/// When the schedule's faults are over, for `clients_recover`: its last fault, or the end
+/// of a kernel refusal (which ends by itself, `for` after its time) plus
+/// [`refusal_slack`], if that is later.
+fn faults_over(o: &Outcome, spec: &SimSpec) -> Instant {
+    let refusals = spec.faults.iter().filter_map(|f| match f.fault {
+        Fault::KernelRefuses(_, d) => Some(Instant::ZERO + f.at + d + refusal_slack(d)),
+        _ => None,
+    });
+    o.last_fault_at.into_iter().chain(refusals).max().unwrap_or(Instant::ZERO)
+}
+
+/// A router state change, read back from the trace (`NAME k0s-vip-N FROM -> TO (CAUSE)`).
+/// The trace names no state for a daemon that dies without a word (poweroff, crash):
+/// its instances count as `Initialize` from the fault on.
+#[derive(Debug, Clone)]
+struct Transition {
+    at_s: f64,
+    host: usize,
+    /// `None`: every instance of the host (its daemon is gone).
+    instance: Option<usize>,
+    to: State,
+    line: String,
+}
+
+fn transitions(o: &Outcome) -> Vec<Transition> {
+    let host = |name: &str| o.host_names.iter().position(|n| n == name);
+    let state = |s: &str| {
+        [State::Initialize, State::Backup, State::Master, State::Fault]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    };
+    let mut out = Vec::new();
+    for line in &o.timeline {
+        let mut words = line.split_whitespace();
+        let Some(at_s) = words.next().and_then(|t| t.parse::<f64>().ok()) else {
+            continue;
+        };
+        let words: Vec<&str> = words.collect();
+        let parsed = match words.as_slice() {
+            ["FAULT", "poweroff" | "crash", name] => {
+                host(name).map(|h| (h, None, State::Initialize))
+            }
+            [name, inst, _from, "->", to, ..] => inst
+                .strip_prefix("k0s-vip-")
+                .and_then(|i| i.parse::<usize>().ok())
+                .zip(host(name))
+                .zip(state(to))
+                .map(|((i, h), to)| (h, Some(i), to)),
+            _ => None,
+        };
+        if let Some((host, instance, to)) = parsed {
+            out.push(Transition { at_s, host, instance, to, line: line.trim().to_owned() });
+        }
+    }
+    out
+}
+
+/// Trace times are rounded to microseconds: compared with half a microsecond of slack.
+const HALF_US: f64 = 0.000_000_5;
+
+fn at_or_before(at_s: f64, t: Duration) -> bool {
+    at_s <= t.as_secs_f64() + HALF_US
+}
+
+fn before(at_s: f64, t: Duration) -> bool {
+    at_s < t.as_secs_f64() - HALF_US
+}
+
+/// The hosts whose eth0 holds `vip` in an `ip addr` view (a host's name on a line of its
+/// own, then its `2: eth0    inet ADDR/LEN scope global [secondary ]eth0` lines), sorted.
+fn vip_holders(view: &str, host_names: &[String], vip: IpAddr) -> Vec<usize> {
+    let mut current = None;
+    let mut out = Vec::new();
+    for line in view.lines() {
+        if let Some(h) = host_names.iter().position(|n| n == line) {
+            current = Some(h);
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let on_eth0 = words.next() == Some("2:") && words.next() == Some("eth0");
+        let addr = words.nth(1).and_then(|a| a.split('/').next()).and_then(|a| a.parse().ok());
+        if let Some(h) = current
+            && on_eth0
+            && addr == Some(vip)
+            && !out.contains(&h)
+        {
+            out.push(h);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+fn verdict(e: &Expectation, o: &Outcome, spec: &SimSpec) -> Verdict {
     let name_of = |h: usize| o.host_names.get(h).cloned().unwrap_or_default();
     let sample = |at: Duration| o.samples.iter().find(|s| s.at == Instant::ZERO + at);
     let v = |name: String, ok: bool, detail: String| Verdict { name, ok, detail };
@@ -92,13 +197,13 @@ fn verdict(e: &Expectation, o: &Outcome) -> Verdict {
             )
         }
         Expectation::ClientsRecover => {
-            let since = o.last_fault_at.unwrap_or(Instant::ZERO);
+            let since = faults_over(o, spec);
             let deadline = since + o.recovery_bound;
             let late =
                 o.clients.iter().filter_map(|c| c.last_failure).filter(|t| *t > deadline).max();
             let detail = match late {
                 Some(t) => format!(
-                    "a client still failed at {t}, after the last fault at {since} + bound {}",
+                    "a client still failed at {t}, after the faults were over at {since} + bound {}",
                     secs(o.recovery_bound)
                 ),
                 None => {
@@ -149,6 +254,59 @@ fn verdict(e: &Expectation, o: &Outcome) -> Verdict {
                 sorted == *hosts,
                 format!("the master lists {names:?}"),
             )
+        }
+        Expectation::StateAt { at, instance, host, state } => {
+            let got = transitions(o)
+                .into_iter()
+                .rev()
+                .find(|t| {
+                    t.host == *host
+                        && t.instance.is_none_or(|i| i == *instance)
+                        && at_or_before(t.at_s, *at)
+                })
+                .map_or(State::Initialize, |t| t.to);
+            v(
+                format!("state_at {} {} k0s-vip-{instance} {state}", secs(*at), name_of(*host)),
+                got == *state,
+                format!("{} k0s-vip-{instance} is {got} at {}", name_of(*host), secs(*at)),
+            )
+        }
+        Expectation::FinalVipHolders { vip, hosts } => {
+            let got = vip_holders(&o.views_after, &o.host_names, *vip);
+            let names = |hs: &[usize]| hs.iter().map(|&h| name_of(h)).collect::<Vec<_>>();
+            v(
+                format!("final_vip_holders {vip} {:?}", names(hosts)),
+                got == *hosts,
+                format!("{vip} is on the eth0 of {:?}", names(&got)),
+            )
+        }
+        Expectation::NoTransitions { since, until, host, instance } => {
+            let seen: Vec<Transition> = transitions(o)
+                .into_iter()
+                .filter(|t| {
+                    t.instance.is_some()
+                        && host.is_none_or(|h| t.host == h)
+                        && instance.is_none_or(|i| t.instance == Some(i))
+                        && !before(t.at_s, *since)
+                        && until.is_none_or(|u| before(t.at_s, u))
+                })
+                .collect();
+            let window = match until {
+                Some(u) => format!("from {} to {}", secs(*since), secs(*u)),
+                None => format!("from {} on", secs(*since)),
+            };
+            let mut name = format!("no_transitions {window}");
+            if let Some(h) = host {
+                let _ = write!(name, " {}", name_of(*h));
+            }
+            if let Some(i) = instance {
+                let _ = write!(name, " k0s-vip-{i}");
+            }
+            let detail = match seen.first() {
+                None => format!("no state change {window}"),
+                Some(first) => format!("{} state change(s), the first: {}", seen.len(), first.line),
+            };
+            v(name, seen.is_empty(), detail)
         }
     }
 }

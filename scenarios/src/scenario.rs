@@ -7,7 +7,8 @@ use std::time::Duration;
 use cplb_core::config::scalar::{Plain, resolve};
 use cplb_core::config::yaml::{self, Document, NodeId};
 use cplb_core::config::{LoadOptions, parse_go_duration};
-use cplb_sim::{Fault, HostSpec, Role, SimSpec, TimedFault, TrafficSpec};
+use cplb_core::vrrp::State;
+use cplb_sim::{Fault, HostSpec, ReloadConfig, Role, SimSpec, TimedFault, TrafficSpec};
 
 /// A parsed scenario.
 #[derive(Debug, Clone)]
@@ -44,6 +45,19 @@ pub enum Expectation {
     /// After the last fault, every client's connections succeed again within the bound the
     /// configuration implies (and keep succeeding).
     ClientsRecover,
+    /// At a time, the host's router for the instance is in this state (`Initialize` also
+    /// while its daemon does not run: host off, daemon killed or stopped).
+    StateAt { at: Duration, instance: usize, host: usize, state: State },
+    /// No router state change (of this host and instance; of any when `None`) from `since`
+    /// on (included) until `until` (excluded; the end when `None`).
+    NoTransitions {
+        since: Duration,
+        until: Option<Duration>,
+        host: Option<usize>,
+        instance: Option<usize>,
+    },
+    /// At the end, exactly these hosts hold the VIP on eth0 (`ip addr`).
+    FinalVipHolders { vip: IpAddr, hosts: Vec<usize> },
 }
 
 /// A scenario file that cannot be used: where and why.
@@ -67,7 +81,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         .into_iter()
         .find(|d| d.root().is_some())
         .ok_or_else(|| err(1, "empty scenario".into()))?;
-    let mut p = Parser { doc: &doc, file, text, hosts: Vec::new() };
+    let mut p = Parser { doc: &doc, file, text, hosts: Vec::new(), first_vip: None };
     p.scenario()
 }
 
@@ -76,6 +90,8 @@ struct Parser<'a> {
     file: &'a str,
     text: &'a str,
     hosts: Vec<HostSpec>,
+    /// The first VIP of the scenario's configuration, once read (the default `vip`).
+    first_vip: Option<IpAddr>,
 }
 
 type Fields = Vec<(String, NodeId, NodeId)>;
@@ -285,18 +301,21 @@ impl Parser<'_> {
         }
         let config_id = Self::get(&f, "config").ok_or_else(|| missing(self, "config"))?;
         let config = self.config(config_id)?;
+        self.first_vip = config
+            .enabled_keepalived()
+            .and_then(|k| k.vrrp_instances.first())
+            .and_then(|i| i.virtual_ips.first())
+            .map(|c| c.addr);
         let traffic = match Self::get(&f, "traffic") {
             Some(t) => self.traffic(t)?,
             None => Vec::new(),
         };
-        let faults = match Self::get(&f, "faults") {
-            Some(list) => self
-                .list(list, "faults")?
-                .into_iter()
-                .map(|x| self.fault(x))
-                .collect::<Result<Vec<_>, _>>()?,
-            None => Vec::new(),
-        };
+        let mut faults = Vec::new();
+        if let Some(list) = Self::get(&f, "faults") {
+            for x in self.list(list, "faults")? {
+                faults.extend(self.fault(x)?);
+            }
+        }
         let expect = match Self::get(&f, "expect") {
             Some(e) => self.expect(e)?,
             None => Vec::new(),
@@ -432,7 +451,8 @@ impl Parser<'_> {
         Ok(out)
     }
 
-    fn fault(&self, id: NodeId) -> Result<TimedFault, ScenarioError> {
+    /// One entry of `faults`; a `reload` of several hosts gives one fault per host.
+    fn fault(&self, id: NodeId) -> Result<Vec<TimedFault>, ScenarioError> {
         let kinds = [
             "poweroff",
             "poweron",
@@ -451,6 +471,9 @@ impl Parser<'_> {
             "apiserver_down",
             "apiserver_up",
             "clock_drift",
+            "vip_removed",
+            "kernel_refuses",
+            "reload",
         ];
         let mut known = vec!["at"];
         known.extend(kinds);
@@ -476,6 +499,69 @@ impl Parser<'_> {
             "link_up" => Fault::LinkUp(self.host(v)?),
             "apiserver_down" => Fault::ApiserverDown(self.host(v)?),
             "apiserver_up" => Fault::ApiserverUp(self.host(v)?),
+            "vip_removed" => Fault::VipRemoved(self.host(v)?),
+            "kernel_refuses" => {
+                // {host: H, for: TIME}, or {H: TIME}.
+                let (host, time) = match self.doc.entries(v) {
+                    Some(&[(k, t)]) if self.keyed_by_host(&[(k, t)]) => (k, t),
+                    Some(_) => {
+                        let kf = self.fields(v, "kernel_refuses", &["host", "for"])?;
+                        let host = Self::get(&kf, "host")
+                            .ok_or_else(|| self.err(v, "kernel_refuses needs \"host\"".into()))?;
+                        let time = Self::get(&kf, "for").ok_or_else(|| {
+                            self.err(v, "kernel_refuses needs \"for\" (how long)".into())
+                        })?;
+                        (host, time)
+                    }
+                    None => {
+                        return Err(self.err(
+                            v,
+                            "kernel_refuses takes {host: HOST, for: TIME} or {HOST: TIME}".into(),
+                        ));
+                    }
+                };
+                let refusal = self.duration(time, "kernel_refuses for")?;
+                if refusal.is_zero() {
+                    return Err(self.err(time, "kernel_refuses for must be longer than 0".into()));
+                }
+                Fault::KernelRefuses(self.host(host)?, refusal)
+            }
+            "reload" => {
+                // HOST or [HOSTS]: the same file; {host: HOST or [HOSTS], config: CONFIG}: a
+                // new one; {host: ..., invalid_config: TEXT}: one the daemon must refuse.
+                let (hosts_id, config) = if self.doc.entries(v).is_some() {
+                    let rf = self.fields(v, "reload", &["host", "config", "invalid_config"])?;
+                    let hosts_id = Self::get(&rf, "host")
+                        .ok_or_else(|| self.err(v, "reload needs \"host\"".into()))?;
+                    let config = match (Self::get(&rf, "config"), Self::get(&rf, "invalid_config"))
+                    {
+                        (Some(_), Some(i)) => {
+                            return Err(self.err(
+                                i,
+                                "reload takes \"config\" or \"invalid_config\", not both".into(),
+                            ));
+                        }
+                        (Some(c), None) => ReloadConfig::New(Box::new(self.config(c)?)),
+                        (None, Some(i)) => self.invalid_config(i)?,
+                        (None, None) => ReloadConfig::Same,
+                    };
+                    (hosts_id, config)
+                } else {
+                    (v, ReloadConfig::Same)
+                };
+                let hosts = if self.doc.items(hosts_id).is_some() {
+                    self.hosts_list(hosts_id)?
+                } else {
+                    vec![self.host(hosts_id)?]
+                };
+                if hosts.is_empty() {
+                    return Err(self.err(hosts_id, "reload needs at least one host".into()));
+                }
+                return Ok(hosts
+                    .into_iter()
+                    .map(|h| TimedFault { at, fault: Fault::Reload(h, config.clone()) })
+                    .collect());
+            }
             "partition" => {
                 let groups = self
                     .list(v, "partition")?
@@ -535,7 +621,8 @@ impl Parser<'_> {
                     if ppm_v.abs() > 100_000.0 {
                         return Err(self.err(ppm, "ppm must be within ±100000".into()));
                     }
-                    return Ok(TimedFault { at, fault: Fault::ClockDrift(self.host(k)?, ppm_v) });
+                    let fault = Fault::ClockDrift(self.host(k)?, ppm_v);
+                    return Ok(vec![TimedFault { at, fault }]);
                 }
                 let cf = self.fields(v, "clock_drift", &["host", "ppm"])?;
                 let host = Self::get(&cf, "host")
@@ -550,7 +637,30 @@ impl Parser<'_> {
             }
             _ => return Err(self.err(id, format!("unknown fault {kind:?}"))),
         };
-        Ok(TimedFault { at, fault })
+        Ok(vec![TimedFault { at, fault }])
+    }
+
+    /// A reload's `invalid_config`: a file (block string or mapping in place) that
+    /// `cplb validate` must refuse; a valid one is an error, so a typo cannot turn a
+    /// reload into a refused one unnoticed.
+    fn invalid_config(&self, id: NodeId) -> Result<ReloadConfig, ScenarioError> {
+        let text = if self.doc.entries(id).is_some() {
+            self.mapping_text(id).0
+        } else {
+            self.string(id, "invalid_config (a configuration cplb validate refuses)")?
+        };
+        match cplb_core::config::load(&text, LoadOptions::default()) {
+            Ok(_) => Err(self
+                .err(id, "invalid_config is a valid configuration; give it as \"config\"".into())),
+            Err(r) => {
+                let error = r
+                    .errors
+                    .first()
+                    .map(|e| format!("{}: {}", e.path, e.message))
+                    .unwrap_or_default();
+                Ok(ReloadConfig::Invalid { text, error })
+            }
+        }
     }
 
     /// Whether a one-entry mapping is keyed by a host name (`{ctl0: 500}`).
@@ -570,6 +680,9 @@ impl Parser<'_> {
             "final_master_not",
             "real_servers_at",
             "clients_recover",
+            "state_at",
+            "no_transitions",
+            "final_vip_holders",
         ];
         let f = self.fields(id, "expect", &known)?;
         let mut out = Vec::new();
@@ -632,10 +745,98 @@ impl Parser<'_> {
                         });
                     }
                 }
+                "state_at" => {
+                    for item in self.one_or_many(v) {
+                        let sf =
+                            self.fields(item, "state_at", &["time", "host", "instance", "state"])?;
+                        let state_id = Self::get(&sf, "state")
+                            .ok_or_else(|| self.err(item, "state_at needs \"state\"".into()))?;
+                        let state = self.state(state_id)?;
+                        out.push(Expectation::StateAt {
+                            at: self.req_time(&sf, item)?,
+                            instance: self.instance(&sf)?,
+                            host: self.req_host(&sf, item)?,
+                            state,
+                        });
+                    }
+                }
+                "no_transitions" => {
+                    for item in self.one_or_many(v) {
+                        if self.doc.entries(item).is_none() {
+                            let since = self.duration(item, "no_transitions")?;
+                            out.push(Expectation::NoTransitions {
+                                since,
+                                until: None,
+                                host: None,
+                                instance: None,
+                            });
+                            continue;
+                        }
+                        let nf = self.fields(
+                            item,
+                            "no_transitions",
+                            &["since", "until", "host", "instance"],
+                        )?;
+                        let since = Self::get(&nf, "since").ok_or_else(|| {
+                            self.err(item, "no_transitions needs \"since\"".into())
+                        })?;
+                        let since = self.duration(since, "since")?;
+                        let until = match Self::get(&nf, "until") {
+                            Some(u) => {
+                                let until = self.duration(u, "until")?;
+                                if until <= since {
+                                    return Err(self.err(u, "until must be after since".into()));
+                                }
+                                Some(until)
+                            }
+                            None => None,
+                        };
+                        let host = Self::get(&nf, "host").map(|h| self.host(h)).transpose()?;
+                        let instance = match Self::get(&nf, "instance") {
+                            Some(_) => Some(self.instance(&nf)?),
+                            None => None,
+                        };
+                        out.push(Expectation::NoTransitions { since, until, host, instance });
+                    }
+                }
+                "final_vip_holders" => {
+                    for item in self.one_or_many(v) {
+                        let hf = self.fields(item, "final_vip_holders", &["vip", "hosts"])?;
+                        let hosts_id = Self::get(&hf, "hosts").ok_or_else(|| {
+                            self.err(item, "final_vip_holders needs \"hosts\"".into())
+                        })?;
+                        let mut hosts = self.hosts_list(hosts_id)?;
+                        hosts.sort_unstable();
+                        let vip = match Self::get(&hf, "vip") {
+                            Some(v) => self
+                                .string(v, "vip")?
+                                .parse()
+                                .map_err(|_| self.err(v, "vip must be an IP address".into()))?,
+                            None => self.first_vip.ok_or_else(|| {
+                                let why = "final_vip_holders needs \"vip\" (no VIP configured)";
+                                self.err(item, why.into())
+                            })?,
+                        };
+                        out.push(Expectation::FinalVipHolders { vip, hosts });
+                    }
+                }
                 _ => {}
             }
         }
         Ok(out)
+    }
+
+    /// A router state: `initialize`, `backup`, `master` or `fault`.
+    fn state(&self, id: NodeId) -> Result<State, ScenarioError> {
+        let text = self.string(id, "state")?;
+        match text.to_ascii_lowercase().as_str() {
+            "initialize" => Ok(State::Initialize),
+            "backup" => Ok(State::Backup),
+            "master" => Ok(State::Master),
+            "fault" => Ok(State::Fault),
+            _ => Err(self
+                .err(id, format!("state {text:?}: expected initialize, backup, master or fault"))),
+        }
     }
 
     fn one_or_many(&self, id: NodeId) -> Vec<NodeId> {

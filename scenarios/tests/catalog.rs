@@ -65,6 +65,9 @@ catalog_tests! {
     ipv6_poweroff => "ipv6-poweroff",
     regress_ipv6_unicast => "regress-ipv6-unicast",
     regress_crash_ipvs_loop => "regress-crash-ipvs-loop",
+    vip_removed_by_hand => "vip-removed-by-hand",
+    kernel_refuses_vip => "kernel-refuses-vip",
+    reload_same_and_added => "reload-same-and-added",
 }
 
 fn timeline(name: &str) -> String {

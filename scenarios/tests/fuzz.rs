@@ -55,6 +55,58 @@ fn generation_is_reproducible_and_replays_from_the_written_file() {
 }
 
 #[test]
+fn the_new_faults_are_drawn_and_the_repair_waits_for_kernel_refusals() {
+    use cplb_scenarios::fuzz::GenFault;
+    use cplb_sim::{Fault, ReloadConfig};
+    let fixed = Shape { controllers: Some(3), duration_s: Some(60) };
+    let mut seen = [0usize; 4];
+    for shape in [fuzz::default_shape(), fixed] {
+        for i in 0..200 {
+            let case = generate(11, i, shape);
+            let s = parse("x", &case.to_yaml(shape)).unwrap_or_else(|e| panic!("case {i}: {e}"));
+            let repair = s.spec.faults.iter().map(|f| f.at).max().unwrap_or_default();
+            for f in &s.spec.faults {
+                match &f.fault {
+                    Fault::VipRemoved(_) => seen[0] += 1,
+                    Fault::KernelRefuses(_, d) => {
+                        seen[1] += 1;
+                        let slack = if shape.duration_s.is_some() {
+                            std::time::Duration::ZERO
+                        } else {
+                            std::time::Duration::from_secs(2)
+                        };
+                        assert!(
+                            f.at + *d + slack <= repair,
+                            "case {i}: the refusal outlasts the repair"
+                        );
+                    }
+                    Fault::Reload(_, ReloadConfig::Same) => seen[2] += 1,
+                    Fault::Reload(_, ReloadConfig::New(c)) => {
+                        seen[3] += 1;
+                        let n = c.enabled_keepalived().map_or(0, |k| k.vrrp_instances.len());
+                        assert_eq!(
+                            n,
+                            usize::from(case.instances) + 1,
+                            "case {i}: one more instance"
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            let added = case.faults.iter().filter(|(_, f)| *f == GenFault::ReloadAdded).count();
+            let reloads = s
+                .spec
+                .faults
+                .iter()
+                .filter(|f| matches!(f.fault, Fault::Reload(_, ReloadConfig::New(_))))
+                .count();
+            assert_eq!(reloads, added * case.controllers.len(), "case {i}: every controller");
+        }
+    }
+    assert!(seen.iter().all(|&n| n > 0), "drawn: {seen:?}");
+}
+
+#[test]
 fn the_loop_guard_is_what_keeps_the_crash_scenario_loop_free() {
     let text = cplb_scenarios::catalog::get("regress-crash-ipvs-loop").expect("catalog");
     let s = parse("regress-crash-ipvs-loop", text).expect("parses");

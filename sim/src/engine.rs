@@ -6,16 +6,17 @@ use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
-use cplb_core::config::{Keepalived, LoadBalancerMode};
+use cplb_core::config::{ClusterConfig, Keepalived, LoadBalancerMode};
 use cplb_core::lb::{ProbeId, ServiceKey};
+use cplb_core::node::{self, Command, Event as NodeEvent};
 use cplb_core::time::Instant;
-use cplb_core::vrrp::{Command, Event, Incoming, IpHeader, State};
+use cplb_core::vrrp::{self, Event, Incoming, InstanceId, IpHeader, Priority, State, Version};
 use rand_core::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
 use crate::host::{self, ETH0, Host};
 use crate::outcome::{ClientStats, Failover, Outcome, Sample, Violation};
-use crate::spec::{Fault, SimSpec};
+use crate::spec::{Fault, ReloadConfig, SimSpec};
 use crate::trace::Trace;
 
 /// One-way latency on the segment when no delay fault is active.
@@ -35,12 +36,27 @@ enum Frame {
 
 #[derive(Debug, Clone)]
 enum Ev {
-    Deliver { to: usize, frame: Frame },
-    Wake { host: usize, generation: u64 },
-    ProbeResult { host: usize, incarnation: u64, id: ProbeId, server: SocketAddr, ok: bool },
-    Connect { traffic: usize },
+    Deliver {
+        to: usize,
+        frame: Frame,
+    },
+    Wake {
+        host: usize,
+        generation: u64,
+    },
+    ProbeResult {
+        host: usize,
+        incarnation: u64,
+        id: ProbeId,
+        ok: bool,
+    },
+    Connect {
+        traffic: usize,
+    },
     Fault(usize),
     Boot(usize),
+    /// A kernel's refusal of commands ends.
+    KernelAccepts(usize),
     End,
 }
 
@@ -145,8 +161,13 @@ impl Sim {
         let hosts: Vec<Host> =
             spec.hosts.iter().enumerate().map(|(i, h)| Host::new(h.clone(), i)).collect();
         let mut instances: Vec<InstanceTrack> = Vec::new();
+        let reloaded = spec.faults.iter().filter_map(|f| match &f.fault {
+            Fault::Reload(_, ReloadConfig::New(c)) => Some(&**c),
+            _ => None,
+        });
         let configs = std::iter::once(&spec.config)
-            .chain(spec.hosts.iter().filter_map(|h| h.config.as_ref()));
+            .chain(spec.hosts.iter().filter_map(|h| h.config.as_ref()))
+            .chain(reloaded);
         for config in configs {
             let Some(k) = config.enabled_keepalived() else {
                 continue;
@@ -156,15 +177,12 @@ impl Sim {
                 if vips.is_empty() || instances.iter().any(|t| t.vips.first() == vips.first()) {
                     continue;
                 }
-                // The slowest takeover any node could make: v2 skew (256 - p) / 256 s, v3 that
-                // fraction of the interval, p the lowest priority configured.
+                // The slowest takeover any node could make: the lowest priority configured.
                 let v3 = spec.vrrp.v3 || vips.first().is_some_and(IpAddr::is_ipv6);
-                let cs = match spec.vrrp.advert_interval_cs {
-                    Some(cs) if v3 => u64::from(cs.clamp(1, 4095)),
-                    Some(cs) => u64::from((cs / 100).clamp(1, 255)) * 100,
-                    None => u64::from(i.advert_interval_seconds) * 100,
-                };
-                let advert = Duration::from_millis(cs * 10);
+                let version = if v3 { Version::V3 } else { Version::V2 };
+                let configured = u16::from(i.advert_interval_seconds) * 100;
+                let cs = host::advert_interval_cs(spec.vrrp, version, configured);
+                let advert = Duration::from_millis(u64::from(cs) * 10);
                 let lowest = spec
                     .hosts
                     .iter()
@@ -172,11 +190,9 @@ impl Sim {
                     .map(|h| h.vrrp.priority.unwrap_or(host::K0S_PRIORITY).max(1))
                     .min()
                     .unwrap_or(host::K0S_PRIORITY);
-                let unit = if v3 { advert } else { Duration::from_secs(1) };
-                let skew = unit * (256 - u32::from(lowest)) / 256;
                 instances.push(InstanceTrack {
                     vips,
-                    master_down: advert * 3 + skew,
+                    master_down: vrrp::master_down_interval(version, cs, Priority(lowest)),
                     advert,
                     ..InstanceTrack::default()
                 });
@@ -186,7 +202,14 @@ impl Sim {
         let clients = spec.traffic.iter().map(|_| ClientStats::default()).collect();
         let net = Net { group: vec![0; hosts.len()], ..Net::default() };
         let api_port = spec.config.spec.api.port;
-        let last_scheduled_fault = spec.faults.iter().map(|f| Instant::ZERO + f.at).max();
+        let last_scheduled_fault = spec
+            .faults
+            .iter()
+            .map(|f| match f.fault {
+                Fault::KernelRefuses(_, d) => Instant::ZERO + f.at + d,
+                _ => Instant::ZERO + f.at,
+            })
+            .max();
         let mut sim = Self {
             seed,
             keepalived,
@@ -301,21 +324,17 @@ impl Sim {
                 h.wake = None;
                 let local = h.clock.local(self.now);
                 if let Some(d) = h.daemon.as_mut() {
-                    d.router.handle_timeout(local);
-                    d.health.handle_timeout(local);
+                    d.node.handle_timeout(local);
                 }
                 self.pump(host);
             }
-            Ev::ProbeResult { host, incarnation, id, server, ok } => {
+            Ev::ProbeResult { host, incarnation, id, ok } => {
                 let h = &mut self.hosts[host];
                 let local = h.clock.local(self.now);
                 let Some(d) = h.daemon.as_mut().filter(|d| d.incarnation == incarnation) else {
                     return;
                 };
-                d.health.handle_probe_result(local, id, ok);
-                if server == d.own_api {
-                    d.router.handle_health(local, d.tracker, ok);
-                }
+                d.node.handle_probe_result(local, id, ok);
                 self.pump(host);
             }
             Ev::Connect { traffic } => self.connect(traffic),
@@ -324,6 +343,14 @@ impl Sim {
                 let name = self.hosts[h].spec.name.clone();
                 self.trace.push(self.now, format!("{name} boots"));
                 self.power_on(h);
+            }
+            Ev::KernelAccepts(h) => {
+                if self.hosts[h].refuse_until.is_some_and(|t| t <= self.now) {
+                    let line = format!("{} kernel accepts commands again", self.hosts[h].spec.name);
+                    self.trace.push(self.now, line);
+                    self.truth_changed_at = self.now;
+                    self.dirty = true;
+                }
             }
             Ev::End => {}
         }
@@ -396,7 +423,7 @@ impl Sim {
                 let local = h.clock.local(self.now);
                 if let Some(d) = h.daemon.as_mut() {
                     let header = IpHeader { src, dst, ttl: 255 };
-                    d.router.handle_packet(
+                    d.node.handle_packet(
                         local,
                         Incoming { ifindex: ETH0, header, payload: &payload },
                     );
@@ -412,73 +439,45 @@ impl Sim {
         self.incarnations += 1;
         let local = self.hosts[i].clock.local(self.now);
         let spec = &self.hosts[i].spec;
-        let config = spec.config.as_ref().unwrap_or(&self.spec.config);
-        // Peers are the controllers of the same cluster (same configuration).
+        // Peers are the controllers of the same cluster (same original configuration: a
+        // reload rolling out host by host does not split it).
+        let original = spec.config.as_ref().unwrap_or(&self.spec.config);
         let cluster: Vec<IpAddr> = self
             .hosts
             .iter()
             .filter(|h| {
-                h.is_controller() && h.spec.config.as_ref().unwrap_or(&self.spec.config) == config
+                h.is_controller() && h.spec.config.as_ref().unwrap_or(&self.spec.config) == original
             })
             .map(|h| h.spec.address)
             .collect();
+        let config = self.config_of(i);
         let keepalived = config.enabled_keepalived().cloned();
         let api_port = config.spec.api.port;
-        let daemon =
-            host::start_daemon(config, spec, self.spec.vrrp, &cluster, local, self.incarnations);
+        let daemon = host::node_config(config, spec, self.spec.vrrp, &cluster)
+            .and_then(|c| host::start_daemon(c, local, self.incarnations));
         let h = &mut self.hosts[i];
         h.daemon = daemon;
         h.keepalived = keepalived;
         h.api_port = api_port;
         h.cluster = cluster;
-        // A new daemon reconciles: addresses it does not own go (it starts as backup).
-        let stale: Vec<IpAddr> = match h.daemon.as_ref() {
-            Some(d) => h.vips_on_eth0.iter().copied().filter(|v| !d.is_master_of(*v)).collect(),
-            None => Vec::new(),
-        };
-        for v in stale {
-            h.vips_on_eth0.remove(&v);
-            let name = h.spec.name.clone();
-            self.trace.push(self.now, format!("{name} reconcile: removed stale {v} from eth0"));
-        }
         self.pump(i);
     }
 
     /// Carries out everything the host's daemon asks for, until it asks nothing more.
     fn pump(&mut self, i: usize) {
-        // The data plane follows router states and health; recompute it only when those
-        // may have changed (always on a daemon's first run).
-        let mut reconcile = self.hosts[i].dataplane == cplb_core::lb::DataPlane::default();
         loop {
-            let mut busy = false;
+            let now = self.now;
+            let local = self.hosts[i].clock.local(now);
             let Some(d) = self.hosts[i].daemon.as_mut() else {
                 return;
             };
-            let transmits: Vec<_> = std::iter::from_fn(|| d.router.poll_transmit()).collect();
-            let commands: Vec<_> = std::iter::from_fn(|| d.router.poll_command()).collect();
-            let events: Vec<_> = std::iter::from_fn(|| d.router.poll_event()).collect();
-            let probes: Vec<_> = std::iter::from_fn(|| d.health.poll_probe()).collect();
-            let changes: Vec<_> = std::iter::from_fn(|| d.health.poll_change()).collect();
+            let transmits: Vec<_> = std::iter::from_fn(|| d.node.poll_transmit()).collect();
+            let commands: Vec<_> = std::iter::from_fn(|| d.node.poll_command()).collect();
+            let events: Vec<_> = std::iter::from_fn(|| d.node.poll_event()).collect();
             let incarnation = d.incarnation;
-            let tracks = &self.instances;
-            let instance_of = |id| {
-                let first = d.instances.iter().find(|x| x.id == id)?.vips.first()?.addr;
-                tracks.iter().position(|t| t.vips.first() == Some(&first))
-            };
-            let resolved: Vec<(Event, Option<usize>)> = events
-                .into_iter()
-                .map(|e| {
-                    let idx = match &e {
-                        Event::StateChanged { instance, .. } => instance_of(*instance),
-                        _ => None,
-                    };
-                    (e, idx)
-                })
-                .collect();
-            busy |= !transmits.is_empty()
-                || !commands.is_empty()
-                || !resolved.is_empty()
-                || !probes.is_empty();
+            if transmits.is_empty() && commands.is_empty() && events.is_empty() {
+                break;
+            }
             for t in transmits {
                 let frame = Frame::Vrrp { src: t.src, dst: t.dst, payload: t.payload };
                 if t.dst.is_multicast() {
@@ -487,83 +486,116 @@ impl Sim {
                     self.send(i, to, &frame);
                 }
             }
-            if !commands.is_empty() {
-                self.dirty = true;
-            }
             for c in commands {
-                match c {
-                    Command::AddAddress { vip, .. } => {
-                        self.hosts[i].vips_on_eth0.insert(vip.addr);
-                    }
-                    Command::RemoveAddress { vip, .. } => {
-                        self.hosts[i].vips_on_eth0.remove(&vip.addr);
-                    }
-                    Command::Announce { addresses, .. } => {
-                        let mac = self.hosts[i].mac;
-                        for ip in addresses {
-                            self.broadcast(i, &Frame::Garp { mac, ip });
-                        }
-                    }
-                }
+                self.command(i, incarnation, local, c);
             }
-            for (e, idx) in resolved {
-                if let Event::StateChanged { from, to, cause, .. } = e {
-                    reconcile = true;
-                    self.dirty = true;
-                    let inst = idx.unwrap_or(0);
-                    let name = &self.hosts[i].spec.name;
-                    let line =
-                        format!("{name} k0s-vip-{inst} {from} -> {to} ({})", cause_text(&cause));
-                    self.trace.push(self.now, line);
-                    self.master_changed(inst, i, to == State::Master);
-                }
-            }
-            for c in changes {
-                reconcile = true;
-                let state = if c.healthy { "healthy" } else { "unhealthy" };
-                let line = format!("{} health {} {state}", self.hosts[i].spec.name, c.server.ip());
-                self.trace.push(self.now, line);
-            }
-            for p in probes {
-                self.probe(i, incarnation, p.id, p.server);
-            }
-            let keepalived = self.hosts[i].keepalived.take();
-            let changed = reconcile
-                && keepalived
-                    .as_ref()
-                    .is_some_and(|k| host::reconcile_dataplane(&mut self.hosts[i], k));
-            reconcile = false;
-            if changed && let Some(k) = &keepalived {
-                self.dirty = true;
-                let dp = &self.hosts[i].dataplane;
-                let servers: Vec<String> = match k.mode() {
-                    LoadBalancerMode::Ipvs => dp
-                        .services
-                        .iter()
-                        .map(|s| {
-                            format!(
-                                "{}:{:?}",
-                                s.key.vip,
-                                s.real_servers.iter().map(|r| r.addr.ip()).collect::<Vec<_>>()
-                            )
-                        })
-                        .collect(),
-                    _ => dp.proxy_backends.iter().map(|b| b.ip().to_string()).collect(),
-                };
-                let line = format!("{} dataplane {}", self.hosts[i].spec.name, servers.join(" "));
-                self.trace.push(self.now, line);
-            }
-            self.hosts[i].keepalived = keepalived;
-            if !busy {
-                break;
+            for e in events {
+                self.event(i, e);
             }
         }
         self.reschedule(i);
     }
 
+    /// Carries out one command of host `i`'s daemon and reports the result to it.
+    fn command(&mut self, i: usize, incarnation: u64, local: Instant, c: Command) {
+        match &c {
+            Command::Probe(p) => return self.probe(i, incarnation, p.id, p.server),
+            Command::Announce { addresses, .. } => {
+                let mac = self.hosts[i].mac;
+                for ip in addresses.clone() {
+                    self.broadcast(i, &Frame::Garp { mac, ip });
+                }
+                return;
+            }
+            Command::RemoveAddress { ifindex: ETH0, vip, .. } => {
+                let h = &self.hosts[i];
+                let stale = h.vips_on_eth0.contains(&vip.addr)
+                    && h.daemon.as_ref().is_some_and(|d| !d.node.holds_address(ETH0, vip.addr));
+                if stale && h.refuse_until.is_none_or(|t| self.now >= t) {
+                    let line =
+                        format!("{} reconcile: removed stale {} from eth0", h.spec.name, vip.addr);
+                    self.trace.push(self.now, line);
+                }
+            }
+            _ => {}
+        }
+        self.dirty = true;
+        let now = self.now;
+        let result = host::execute(&mut self.hosts[i], now, &c);
+        if let Err(e) = &result {
+            let line = format!("{} kernel refuses: {}", self.hosts[i].spec.name, command_text(&c));
+            self.trace.push(self.now, format!("{line} ({e})"));
+        }
+        if let (Some(id), Some(d)) = (c.id(), self.hosts[i].daemon.as_mut()) {
+            d.node.handle_command_result(local, id, result);
+        }
+    }
+
+    /// Records what the trace, the reports and the invariants need of an event.
+    fn event(&mut self, i: usize, e: NodeEvent) {
+        match e {
+            NodeEvent::Vrrp(Event::StateChanged { instance, from, to, cause }) => {
+                self.dirty = true;
+                let inst = self.instance_index(i, instance).unwrap_or(0);
+                let name = &self.hosts[i].spec.name;
+                let line = format!("{name} k0s-vip-{inst} {from} -> {to} ({})", cause_text(&cause));
+                self.trace.push(self.now, line);
+                self.master_changed(inst, i, to == State::Master);
+            }
+            NodeEvent::ServerHealth { server, healthy } => {
+                let state = if healthy { "healthy" } else { "unhealthy" };
+                let line = format!("{} health {} {state}", self.hosts[i].spec.name, server.ip());
+                self.trace.push(self.now, line);
+            }
+            NodeEvent::DataPlaneChanged(dp) => {
+                self.dirty = true;
+                let h = &mut self.hosts[i];
+                h.dataplane.proxy_port = dp.proxy_port;
+                h.dataplane.proxy_backends.clone_from(&dp.proxy_backends);
+                let servers: Vec<String> = match h.keepalived.as_ref().map(Keepalived::mode) {
+                    Some(LoadBalancerMode::Ipvs) => dp
+                        .services
+                        .iter()
+                        .map(|s| {
+                            let ips: Vec<IpAddr> =
+                                s.real_servers.iter().map(|r| r.addr.ip()).collect();
+                            format!("{}:{ips:?}", s.key.vip)
+                        })
+                        .collect(),
+                    _ => dp.proxy_backends.iter().map(|b| b.ip().to_string()).collect(),
+                };
+                let line = format!("{} dataplane {}", h.spec.name, servers.join(" "));
+                self.trace.push(self.now, line);
+            }
+            NodeEvent::KernelDrift { object } => {
+                let line = format!(
+                    "{} reconcile: {object} changed by someone else, restoring",
+                    self.hosts[i].spec.name
+                );
+                self.trace.push(self.now, line);
+            }
+            NodeEvent::KernelRecovered { object, attempts } => {
+                let line = format!(
+                    "{} reconcile: {object} set after {attempts} refusals",
+                    self.hosts[i].spec.name
+                );
+                self.trace.push(self.now, line);
+            }
+            _ => {}
+        }
+    }
+
+    /// The engine's index of a host's instance (instances are matched across hosts by
+    /// their first VIP).
+    fn instance_index(&self, i: usize, id: InstanceId) -> Option<usize> {
+        let d = self.hosts[i].daemon.as_ref()?;
+        let first = d.node.instances().find(|(x, _)| *x == id)?.1.virtual_ips.first()?.addr;
+        self.instances.iter().position(|t| t.vips.first() == Some(&first))
+    }
+
     fn reschedule(&mut self, i: usize) {
         let h = &mut self.hosts[i];
-        let Some(local) = h.daemon.as_ref().and_then(host::Daemon::next_timeout) else {
+        let Some(local) = h.daemon.as_ref().and_then(|d| d.node.poll_timeout()) else {
             h.wake = None;
             return;
         };
@@ -596,7 +628,7 @@ impl Sim {
         }
         let ok = self.hosts[to].apiserver_up;
         let rtt = if from == to { Duration::from_micros(50) } else { LATENCY * 2 };
-        self.push(self.now + rtt, Ev::ProbeResult { host: from, incarnation, id, server, ok });
+        self.push(self.now + rtt, Ev::ProbeResult { host: from, incarnation, id, ok });
     }
 
     fn host_by_addr(&self, ip: IpAddr) -> Option<usize> {
@@ -812,29 +844,17 @@ impl Sim {
         if self.both_ways(host, client_host) { Ok(()) } else { Err("reply path cut") }
     }
 
-    /// The userspace proxy on `at`: round robin, and a failed dial tries the next server.
+    /// The userspace proxy on `at`: the node's scheduler picks, a failed dial tries the next.
     fn proxy(&mut self, at: usize, client: IpAddr) -> Result<(), &'static str> {
-        let now = self.now;
-        let Some(tries) = self.hosts[at]
-            .daemon
-            .as_ref()
-            .and_then(|d| d.proxy.as_ref())
-            .map(|p| p.destinations().len())
-        else {
+        let local = self.hosts[at].clock.local(self.now);
+        let Some(d) = self.hosts[at].daemon.as_mut() else {
             return Err("connection refused: no proxy behind the redirect");
         };
-        for _ in 0..tries.max(1) {
-            let Some(server) = self.hosts[at]
-                .daemon
-                .as_mut()
-                .and_then(|d| d.proxy.as_mut())
-                .and_then(|p| p.schedule(now, client))
-            else {
-                return Err("proxy has no backend");
-            };
-            if let Some(p) = self.hosts[at].daemon.as_mut().and_then(|d| d.proxy.as_mut()) {
-                p.connection_closed(now, client, server);
-            }
+        let backends = d.node.proxy_backends_for(local, client);
+        if backends.is_empty() {
+            return Err("proxy has no backend");
+        }
+        for server in backends {
             if let Some(b) = self.host_by_addr(server.ip())
                 && self.both_ways(at, b)
                 && self.hosts[b].apiserver_up
@@ -883,16 +903,11 @@ impl Sim {
             Fault::Stop(h) => {
                 let local = self.hosts[h].clock.local(self.now);
                 if let Some(d) = self.hosts[h].daemon.as_mut() {
-                    d.router.shutdown(local);
+                    // cplbd resigns and removes every address and rule it set on SIGTERM.
+                    d.node.shutdown(local);
                     self.pump(h);
                 }
-                let host = &mut self.hosts[h];
-                host.daemon = None;
-                host.wake = None;
-                // cplbd removes every rule it created on SIGTERM.
-                host.dataplane = cplb_core::lb::DataPlane::default();
-                host.ipvs.clear();
-                self.forget_masters(h);
+                self.daemon_gone(h);
             }
             Fault::Start(h) | Fault::Restart(h) => {
                 if self.hosts[h].powered
@@ -902,11 +917,7 @@ impl Sim {
                     self.start_daemon(h);
                 }
             }
-            Fault::Crash(h) => {
-                self.hosts[h].daemon = None;
-                self.hosts[h].wake = None;
-                self.forget_masters(h);
-            }
+            Fault::Crash(h) => self.daemon_gone(h),
             Fault::Partition(groups) => {
                 let mut group = vec![0; self.hosts.len()];
                 for (g, members) in groups.iter().enumerate() {
@@ -944,9 +955,74 @@ impl Sim {
                 self.hosts[h].clock.set_drift(now, ppm);
                 self.reschedule(h);
             }
+            Fault::VipRemoved(h) => {
+                let vips: Vec<IpAddr> =
+                    std::mem::take(&mut self.hosts[h].vips_on_eth0).into_iter().collect();
+                let local = self.hosts[h].clock.local(self.now);
+                for vip in vips {
+                    let line = format!("{} eth0: {vip} deleted by hand", self.hosts[h].spec.name);
+                    self.trace.push(self.now, line);
+                    if let Some(d) = self.hosts[h].daemon.as_mut() {
+                        d.node.handle_address(local, ETH0, vip, false);
+                    }
+                }
+                self.pump(h);
+            }
+            Fault::KernelRefuses(h, d) => {
+                let until = self.now + d;
+                let host = &mut self.hosts[h];
+                host.refuse_until = Some(host.refuse_until.map_or(until, |t| t.max(until)));
+                self.push(until, Ev::KernelAccepts(h));
+            }
+            Fault::Reload(h, config) => self.reload(h, config),
         }
         self.truth_changed_at = self.now;
         self.dirty = true;
+    }
+
+    /// SIGHUP: the daemon reads its file again (a new one if the scenario wrote one).
+    fn reload(&mut self, h: usize, config: ReloadConfig) {
+        let name = self.hosts[h].spec.name.clone();
+        match config {
+            ReloadConfig::Invalid { error, .. } => {
+                self.trace.push(self.now, format!("{name} reload refused: {error}"));
+                return;
+            }
+            ReloadConfig::New(c) => self.hosts[h].file = Some(*c),
+            ReloadConfig::Same => {}
+        }
+        let local = self.hosts[h].clock.local(self.now);
+        let file = self.config_of(h).clone();
+        let cluster = self.hosts[h].cluster.clone();
+        let Some(config) = host::node_config(&file, &self.hosts[h].spec, self.spec.vrrp, &cluster)
+        else {
+            self.trace
+                .push(self.now, format!("{name} reload refused: no load balancing configured"));
+            return;
+        };
+        let h_ = &mut self.hosts[h];
+        h_.keepalived = file.enabled_keepalived().cloned();
+        h_.api_port = file.spec.api.port;
+        let Some(d) = h_.daemon.as_mut() else { return };
+        match d.node.handle_config(local, config) {
+            Ok(r) => {
+                let line = format!(
+                    "{name} reload: {} kept, {} added, {} removed",
+                    r.kept.len(),
+                    r.added.len(),
+                    r.removed.len()
+                );
+                self.trace.push(self.now, line);
+            }
+            Err(e) => self.trace.push(self.now, format!("{name} reload refused: {e}")),
+        }
+        self.pump(h);
+    }
+
+    /// The configuration file host `h` runs: the last reload's, its own, or the scenario's.
+    fn config_of(&self, h: usize) -> &ClusterConfig {
+        let host = &self.hosts[h];
+        host.file.as_ref().or(host.spec.config.as_ref()).unwrap_or(&self.spec.config)
     }
 
     fn power_on(&mut self, h: usize) {
@@ -966,7 +1042,7 @@ impl Sim {
     fn link_event(&mut self, h: usize, up: bool) {
         let local = self.hosts[h].clock.local(self.now);
         if let Some(d) = self.hosts[h].daemon.as_mut() {
-            d.router.handle_link(local, ETH0, up);
+            d.node.handle_link(local, ETH0, up);
             self.pump(h);
         }
     }
@@ -975,6 +1051,16 @@ impl Sim {
         for h in 0..self.hosts.len() {
             self.link_event(h, true);
         }
+    }
+
+    /// The daemon process is gone (stopped or killed); the kernel keeps what it holds.
+    fn daemon_gone(&mut self, h: usize) {
+        let host = &mut self.hosts[h];
+        host.daemon = None;
+        host.wake = None;
+        host.dataplane.proxy_port = None;
+        host.dataplane.proxy_backends.clear();
+        self.forget_masters(h);
     }
 
     fn forget_masters(&mut self, h: usize) {
@@ -1090,16 +1176,29 @@ impl Sim {
         }
     }
 
+    /// Whether host `h`'s kernel refuses commands, or did so recently enough that the
+    /// node's retries (at most [`node::MAX_BACKOFF`] apart) may not have caught up.
+    fn kernel_settling(&self, h: usize) -> bool {
+        let host = &self.hosts[h];
+        let recent = host
+            .refuse_until
+            .is_some_and(|t| self.now < t + node::MAX_BACKOFF + Duration::from_millis(10));
+        recent || host.daemon.as_ref().is_some_and(|d| !d.node.refusals().is_empty())
+    }
+
     fn check_vip_holders(&mut self) {
         for h in 0..self.hosts.len() {
             let Some(d) = self.hosts[h].daemon.as_ref() else {
                 continue;
             };
+            if self.kernel_settling(h) {
+                continue;
+            }
             let bad: Vec<IpAddr> = self.hosts[h]
                 .vips_on_eth0
                 .iter()
                 .copied()
-                .filter(|v| !d.is_master_of(*v))
+                .filter(|v| !d.node.is_master_of(*v))
                 .collect();
             if let Some(v) = bad.first() {
                 let name = self.hosts[h].spec.name.clone();
@@ -1131,10 +1230,10 @@ impl Sim {
             let eligible: Vec<usize> = (0..self.hosts.len())
                 .filter(|&h| {
                     self.hosts[h].daemon.as_ref().is_some_and(|d| {
-                        d.instances.iter().any(|i| {
-                            i.vips.first().map(|v| v.addr) == key
+                        d.node.instances().any(|(id, c)| {
+                            c.virtual_ips.first().map(|v| v.addr) == key
                                 && matches!(
-                                    d.router.state(i.id),
+                                    d.node.router().state(id),
                                     Some(State::Master | State::Backup)
                                 )
                         })
@@ -1178,10 +1277,11 @@ impl Sim {
                 .virtual_servers
                 .iter()
                 .map(|vs| vs.ip_address)
-                .filter(|v| d.is_master_of(*v))
+                .filter(|v| d.node.is_master_of(*v))
                 .collect();
-            let is_master = d.instances.iter().any(|i| d.router.state(i.id) == Some(State::Master));
-            if mode == LoadBalancerMode::VipOnly || !is_master {
+            let is_master =
+                d.node.instances().any(|(id, _)| d.node.router().state(id) == Some(State::Master));
+            if mode == LoadBalancerMode::VipOnly || !is_master || self.kernel_settling(h) {
                 self.dataplane_mismatch.remove(&h);
                 continue;
             }
@@ -1226,7 +1326,7 @@ impl Sim {
             .iter()
             .filter(|(h, (since, _))| {
                 let bound = self.hosts[**h].daemon.as_ref().map_or(Duration::MAX, |d| {
-                    let c = d.health.config();
+                    let c = d.node.health().config();
                     c.interval
                         + (c.interval + c.timeout) * c.fall
                         + c.interval
@@ -1294,7 +1394,7 @@ impl Sim {
                 c.interval + (c.interval + c.timeout) * c.fall + c.interval
             })
             .unwrap_or_default();
-        vrrp + cplb_core::node::ANNOUNCE_REFRESH + health + Duration::from_secs(1)
+        vrrp + node::ANNOUNCE_REFRESH + health + Duration::from_secs(1)
     }
 
     // --- read access for views and expectations ----------------------------------------------
@@ -1358,8 +1458,19 @@ impl Sim {
     }
 }
 
-fn cause_text(cause: &cplb_core::vrrp::Cause) -> String {
-    use cplb_core::vrrp::Cause;
+/// A command as the trace names it.
+fn command_text(c: &Command) -> String {
+    match c {
+        Command::AddAddress { vip, .. } => format!("add {}/{}", vip.addr, vip.prefix_len),
+        Command::RemoveAddress { vip, .. } => format!("remove {}/{}", vip.addr, vip.prefix_len),
+        Command::SetRules { .. } => "NAT rules".to_owned(),
+        Command::SetServices { .. } => "virtual services".to_owned(),
+        Command::Announce { .. } | Command::Probe(_) => String::new(),
+    }
+}
+
+fn cause_text(cause: &vrrp::Cause) -> String {
+    use vrrp::Cause;
     match cause {
         Cause::Startup => "startup".into(),
         Cause::MasterDown => "master down".into(),
@@ -1368,6 +1479,7 @@ fn cause_text(cause: &cplb_core::vrrp::Cause) -> String {
             format!("{from} priority {priority} wins")
         }
         Cause::Fault => "fault".into(),
+        Cause::AddressRefused => "the kernel refused the VIP".into(),
         Cause::Recovered => "recovered".into(),
         Cause::Shutdown => "shutdown".into(),
     }

@@ -6,17 +6,17 @@ use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
 use cplb_core::config::{ClusterConfig, Keepalived};
-use cplb_core::lb::{self, DataPlane, HealthChecker, RealServer, ServiceKey, VirtualService};
+use cplb_core::lb::{self, DataPlane, ServiceKey, VirtualService};
+use cplb_core::node::{self, Balancing, Command, CommandError, Node, NodeConfig};
 use cplb_core::time::Instant;
-use cplb_core::vrrp::{
-    Authentication, IfIndex, InstanceConfig, InstanceId, Priority, Router, TrackerConfig,
-    TrackerId, Version, VirtualIp,
-};
+use cplb_core::vrrp::{Authentication, IfIndex, InstanceConfig, Priority, Version};
 
 use crate::spec::{HostSpec, HostVrrp, Role, VrrpTuning};
 
 /// The simulated interface every host has on the segment.
 pub(crate) const ETH0: IfIndex = IfIndex(2);
+/// The non-ARPing interface (k0s's `dummyvip0`) that holds direct routing's VIPs.
+pub(crate) const LOCAL_VIPS: IfIndex = IfIndex(3);
 pub(crate) use cplb_core::node::K0S_PRIORITY;
 
 /// A host's clock, which may drift from simulated time.
@@ -62,23 +62,10 @@ impl Clock {
     }
 }
 
-/// An instance as the daemon runs it.
-#[derive(Debug, Clone)]
-pub(crate) struct InstanceInfo {
-    pub(crate) id: InstanceId,
-    pub(crate) vips: Vec<VirtualIp>,
-}
-
-/// The cplb daemon of a controller: router, health checker, userspace proxy.
+/// The cplb daemon of a controller: the same `Node` cplbd runs.
 #[derive(Debug)]
 pub(crate) struct Daemon {
-    pub(crate) router: Router,
-    pub(crate) instances: Vec<InstanceInfo>,
-    pub(crate) health: HealthChecker,
-    pub(crate) tracker: TrackerId,
-    pub(crate) own_api: SocketAddr,
-    /// The userspace proxy's scheduler (rr over the healthy API servers).
-    pub(crate) proxy: Option<VirtualService>,
+    pub(crate) node: Node,
     /// Distinguishes this daemon's probe results from a predecessor's.
     pub(crate) incarnation: u64,
 }
@@ -94,8 +81,13 @@ pub(crate) struct Host {
     pub(crate) clock: Clock,
     /// Addresses added on eth0 by the daemon (the VIPs).
     pub(crate) vips_on_eth0: BTreeSet<IpAddr>,
-    /// The data plane as programmed.
+    /// The data plane as the kernel holds it (local VIPs, redirects, services) and, while
+    /// the daemon runs, its proxy.
     pub(crate) dataplane: DataPlane,
+    /// Until then the kernel refuses every address and data-plane command.
+    pub(crate) refuse_until: Option<Instant>,
+    /// The configuration file a reload wrote, if any (else the host's or the scenario's).
+    pub(crate) file: Option<ClusterConfig>,
     /// IPVS scheduling state of the programmed services (kernel memory).
     pub(crate) ipvs: BTreeMap<ServiceKey, VirtualService>,
     /// ARP cache: address → (MAC, last confirmed).
@@ -121,6 +113,8 @@ impl Host {
             clock: Clock::exact(),
             vips_on_eth0: BTreeSet::new(),
             dataplane: DataPlane::default(),
+            refuse_until: None,
+            file: None,
             ipvs: BTreeMap::new(),
             arp: BTreeMap::new(),
             daemon: None,
@@ -166,46 +160,50 @@ pub(crate) fn link_local(address: IpAddr) -> Option<IpAddr> {
     }
 }
 
-/// Builds a daemon for a controller, started at local time `now`.
-pub(crate) fn start_daemon(
+/// The node configuration a controller runs for `config`.
+pub(crate) fn node_config(
     config: &ClusterConfig,
     host: &HostSpec,
     tuning: VrrpTuning,
     controllers: &[IpAddr],
-    now: Instant,
-    incarnation: u64,
-) -> Option<Daemon> {
+) -> Option<NodeConfig> {
     let keepalived = config.enabled_keepalived()?;
-    let mut router = Router::new(now);
-    let tracker = router.add_tracker(TrackerConfig::default()).ok()?;
-    let mut instances = Vec::new();
-    for (_, cfg) in cplb_core::node::vrrp_instances(
+    let instances = node::vrrp_instances(
         keepalived,
         host.address,
         link_local(host.address),
         controllers,
         ETH0,
-        Some(tracker),
-    ) {
-        let cfg = tune(cfg, tuning, host.vrrp);
-        let vips = cfg.virtual_ips.clone();
-        let id = router.add_instance(now, cfg).ok()?;
-        instances.push(InstanceInfo { id, vips });
-    }
+        Some(node::API_TRACKER),
+    )
+    .into_iter()
+    .map(|(_, cfg)| tune(cfg, tuning, host.vrrp))
+    .collect();
     let api_port = config.spec.api.port;
-    let mut health = HealthChecker::new(lb::k0s_health_config(keepalived));
-    let servers: Vec<SocketAddr> =
-        controllers.iter().map(|a| SocketAddr::new(*a, api_port)).collect();
-    health.set_servers(now, &servers);
-    Some(Daemon {
-        router,
-        instances,
-        health,
-        tracker,
+    Some(NodeConfig {
+        keepalived: keepalived.clone(),
+        api_port,
         own_api: SocketAddr::new(host.address, api_port),
-        proxy: None,
-        incarnation,
+        real_servers: controllers.iter().map(|a| SocketAddr::new(*a, api_port)).collect(),
+        instances,
+        local_vip_ifindex: Some(LOCAL_VIPS),
+        balancing: Balancing::Ipvs,
     })
+}
+
+/// Builds a daemon for a controller, started at local time `now`.
+pub(crate) fn start_daemon(config: NodeConfig, now: Instant, incarnation: u64) -> Option<Daemon> {
+    Node::new(now, config).ok().map(|node| Daemon { node, incarnation })
+}
+
+/// The advertisement interval an instance runs: the scenario's, in whole seconds for v2,
+/// or the configuration's.
+pub(crate) fn advert_interval_cs(tuning: VrrpTuning, version: Version, configured: u16) -> u16 {
+    match tuning.advert_interval_cs {
+        Some(cs) if version == Version::V2 => (cs / 100).clamp(1, 255) * 100,
+        Some(cs) => cs.clamp(1, 4095),
+        None => configured,
+    }
 }
 
 /// Applies the settings a scenario gives beyond k0s's configuration.
@@ -214,13 +212,7 @@ fn tune(mut cfg: InstanceConfig, tuning: VrrpTuning, host: HostVrrp) -> Instance
         cfg.version = Version::V3;
         cfg.auth = Authentication::None;
     }
-    if let Some(cs) = tuning.advert_interval_cs {
-        cfg.advert_interval_cs = if cfg.version == Version::V2 {
-            (cs / 100).clamp(1, 255) * 100
-        } else {
-            cs.clamp(1, 4095)
-        };
-    }
+    cfg.advert_interval_cs = advert_interval_cs(tuning, cfg.version, cfg.advert_interval_cs);
     if let Some(p) = host.priority {
         cfg.priority = Priority(p.max(1));
     }
@@ -230,61 +222,51 @@ fn tune(mut cfg: InstanceConfig, tuning: VrrpTuning, host: HostVrrp) -> Instance
     cfg
 }
 
-impl Daemon {
-    /// Whether this daemon's instance holding `vip` is master.
-    pub(crate) fn is_master_of(&self, vip: IpAddr) -> bool {
-        self.instances.iter().any(|i| {
-            i.vips.iter().any(|v| v.addr == vip)
-                && self.router.state(i.id) == Some(cplb_core::vrrp::State::Master)
-        })
+/// Carries out a node's command on the host's kernel model; returns its result.
+pub(crate) fn execute(
+    host: &mut Host,
+    now: Instant,
+    command: &Command,
+) -> Result<(), CommandError> {
+    if host.refuse_until.is_some_and(|t| now < t) {
+        return Err(CommandError("the kernel refuses (simulated fault)".to_owned()));
     }
-
-    /// Next wake-up in local time.
-    pub(crate) fn next_timeout(&self) -> Option<Instant> {
-        match (self.router.poll_timeout(), self.health.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    match command {
+        Command::AddAddress { ifindex, vip, .. } if *ifindex == ETH0 => {
+            host.vips_on_eth0.insert(vip.addr);
         }
+        Command::RemoveAddress { ifindex, vip, .. } if *ifindex == ETH0 => {
+            host.vips_on_eth0.remove(&vip.addr);
+        }
+        Command::AddAddress { vip, .. } => {
+            if !host.dataplane.local_vips.contains(&vip.addr) {
+                host.dataplane.local_vips.push(vip.addr);
+                host.dataplane.local_vips.sort();
+            }
+        }
+        Command::RemoveAddress { vip, .. } => host.dataplane.local_vips.retain(|v| *v != vip.addr),
+        Command::SetRules { rules, .. } => {
+            host.dataplane.redirects = rules.redirects.iter().map(|r| r.vip).collect();
+        }
+        Command::SetServices { services, .. } => {
+            // IPVS scheduling state follows the table; kept services keep their persistence.
+            host.ipvs.retain(|k, _| services.iter().any(|s| s.key == *k));
+            for spec in services {
+                let vs = host.ipvs.entry(spec.key).or_insert_with(|| {
+                    VirtualService::new(
+                        spec.key,
+                        spec.algo,
+                        spec.forwarding,
+                        lb::persistence_of(spec),
+                    )
+                });
+                vs.set_real_servers(&spec.real_servers);
+            }
+            host.dataplane.services.clone_from(services);
+        }
+        Command::Announce { .. } | Command::Probe(_) => {}
     }
-}
-
-/// Makes the host's data plane match what the daemon wants; returns whether it changed.
-pub(crate) fn reconcile_dataplane(host: &mut Host, keepalived: &Keepalived) -> bool {
-    let api_port = host.api_port;
-    let Some(daemon) = host.daemon.as_mut() else {
-        return false;
-    };
-    let usable = daemon.health.usable();
-    let want = lb::desired(keepalived, api_port, &usable, |vip| daemon.is_master_of(vip));
-    let changes = lb::diff(&host.dataplane, &want);
-    if changes.is_empty() && daemon.proxy.is_some() == want.proxy_port.is_some() {
-        return false;
-    }
-    lb::apply(&mut host.dataplane, &changes);
-    // IPVS scheduling state follows the table; kept services keep their persistence.
-    host.ipvs.retain(|k, _| want.services.iter().any(|s| s.key == *k));
-    for spec in &want.services {
-        let vs = host.ipvs.entry(spec.key).or_insert_with(|| {
-            VirtualService::new(spec.key, spec.algo, spec.forwarding, lb::persistence_of(spec))
-        });
-        vs.set_real_servers(&spec.real_servers);
-    }
-    daemon.proxy = want.proxy_port.map(|port| {
-        let key = ServiceKey { vip: host.spec.address, port };
-        let mut vs = daemon.proxy.take().unwrap_or_else(|| {
-            VirtualService::new(
-                key,
-                cplb_core::config::LbAlgo::Rr,
-                cplb_core::config::LbKind::Nat,
-                None,
-            )
-        });
-        let servers: Vec<RealServer> =
-            want.proxy_backends.iter().map(|&addr| RealServer { addr, weight: 1 }).collect();
-        vs.set_real_servers(&servers);
-        vs
-    });
-    !changes.is_empty()
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,4 +15,6 @@ mod views;
 
 pub use engine::Sim;
 pub use outcome::{ClientStats, FailoverReport, Outcome, Sample, Violation};
-pub use spec::{Fault, HostSpec, HostVrrp, Role, SimSpec, TimedFault, TrafficSpec, VrrpTuning};
+pub use spec::{
+    Fault, HostSpec, HostVrrp, ReloadConfig, Role, SimSpec, TimedFault, TrafficSpec, VrrpTuning,
+};

@@ -101,6 +101,33 @@ pub enum Fault {
     ApiserverUp(usize),
     /// The host's clock runs fast (positive) or slow by this many parts per million.
     ClockDrift(usize, f64),
+    /// Someone deletes the VIPs from the host's eth0 by hand (`ip addr del`, a network
+    /// manager), whichever instance holds them, behind the daemon's back.
+    VipRemoved(usize),
+    /// The host's kernel refuses every address and data-plane command (VIP add and remove,
+    /// nftables, IPVS) for this long, then accepts them again by itself.
+    KernelRefuses(usize, Duration),
+    /// SIGHUP: the host's daemon reloads its configuration file, unchanged or replaced.
+    Reload(usize, ReloadConfig),
+}
+
+/// The configuration file a [`Fault::Reload`] finds on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadConfig {
+    /// The file the host runs, unchanged: its own (`HostSpec::config`), the scenario's, or
+    /// the one an earlier reload put there.
+    Same,
+    /// A new, valid file; it stays the host's file (later starts and restarts read it).
+    New(Box<ClusterConfig>),
+    /// A new file that `cplb validate` refuses: the daemon must refuse it and keep running
+    /// what it runs. Whether the bad file stays on disk for later starts is the engine's
+    /// choice (a real daemon restarted on it would refuse to start).
+    Invalid {
+        /// The file's text, as written in the scenario.
+        text: String,
+        /// The first error `cplb validate` reports for it.
+        error: String,
+    },
 }
 
 /// A fault at a time.

@@ -7,7 +7,7 @@ use cplb_core::config::LbKind;
 
 use crate::engine::Sim;
 use crate::host::Host;
-use crate::spec::Fault;
+use crate::spec::{Fault, ReloadConfig};
 
 /// `ip -4 --oneline addr` of every controller, and `ipvsadm -L -n` of every host that has
 /// virtual services (the VIP's master).
@@ -135,5 +135,12 @@ pub(crate) fn fault_text(fault: &Fault, hosts: &[Host]) -> String {
         Fault::ApiserverDown(h) => format!("apiserver_down {}", n(h)),
         Fault::ApiserverUp(h) => format!("apiserver_up {}", n(h)),
         Fault::ClockDrift(h, ppm) => format!("clock_drift {} {ppm} ppm", n(h)),
+        Fault::VipRemoved(h) => format!("vip_removed {}", n(h)),
+        Fault::KernelRefuses(h, d) => format!("kernel_refuses {} for {d:?}", n(h)),
+        Fault::Reload(h, ReloadConfig::Same) => format!("reload {}", n(h)),
+        Fault::Reload(h, ReloadConfig::New(_)) => format!("reload {} with a new config", n(h)),
+        Fault::Reload(h, ReloadConfig::Invalid { error, .. }) => {
+            format!("reload {} with an invalid config ({error})", n(h))
+        }
     }
 }

@@ -8,10 +8,12 @@
 
 mod dataplane;
 mod health;
+mod nat;
 mod scheduler;
 mod service;
 
 pub use dataplane::{Change, DataPlane, ServiceSpec, apply, desired, diff, persistence_of};
 pub use health::{HealthChange, HealthChecker, HealthConfig, Probe, ProbeId, k0s_health_config};
+pub use nat::{NatBalancer, NatRules, Redirect, Spread, nat_rules};
 pub use scheduler::Destination;
 pub use service::{RealServer, ServiceKey, VirtualService};

@@ -127,28 +127,12 @@ pub enum DecodeError {
 impl DecodeError {
     /// A short stable name for the broken rule, for counters, metrics and logs.
     pub fn reason(&self) -> &'static str {
-        match self {
-            Self::Truncated { .. } => "truncated",
-            Self::BadIpVersion(_) => "bad_ip_version",
-            Self::BadIpHeaderLength(_) => "bad_ip_header_length",
-            Self::BadIpHeaderChecksum { .. } => "bad_ip_header_checksum",
-            Self::Fragmented => "fragmented",
-            Self::NotVrrp(_) => "not_vrrp",
-            Self::TtlNot255 { .. } => "ttl_not_255",
-            Self::BadDestination { .. } => "bad_destination",
-            Self::MixedFamilies { .. } => "mixed_families",
-            Self::BadVersion(_) => "bad_version",
-            Self::V2OverIpv6 => "v2_over_ipv6",
-            Self::UnknownType(_) => "unknown_type",
-            Self::ZeroAddressCount => "zero_address_count",
-            Self::LengthMismatch { .. } => "length_mismatch",
-            Self::BadChecksum { .. } => "bad_checksum",
-            Self::ChecksumNeedsAddresses => "checksum_needs_addresses",
-            Self::ZeroVrid => "zero_vrid",
-            Self::ZeroInterval => "zero_interval",
-            Self::UnknownAuthType(_) => "unknown_auth_type",
-            Self::FirstAddressNotLinkLocal(_) => "first_address_not_link_local",
-        }
+        self.drop_reason().as_str()
+    }
+
+    /// The rule broken, as the counters name it.
+    pub fn drop_reason(&self) -> super::DropReason {
+        super::DropReason::from(self)
     }
 }
 

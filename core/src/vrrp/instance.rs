@@ -9,11 +9,12 @@ use core::time::Duration;
 use super::advertisement::{Advertisement, Authentication, Priority, Version, VirtualAddresses};
 use super::checksum::ChecksumForm;
 use super::config::InstanceConfig;
+use super::drop_reason::DropReason;
 use super::ip::{IpHeader, group_for};
 use super::output::{Cause, Command, Event, InstanceId, Outbox, State, Transmit};
 use super::rules::ReceiveRules;
 use super::stats::Stats;
-use super::timers::{Timer, TimerTable};
+use super::timers::{self, Timer, TimerTable};
 use crate::time::Instant;
 
 /// Nanoseconds in a centisecond.
@@ -26,8 +27,11 @@ pub(crate) struct VirtualRouter {
     state: State,
     /// The priority after tracking weights; what is advertised and compared.
     priority: Priority,
-    /// A weight-0 tracker or the link is down.
-    faulted: bool,
+    /// Why the instance must refuse mastership (a weight-0 tracker or the link is down, or
+    /// its addresses were refused), if it must.
+    fault: Option<Cause>,
+    /// The master as this instance knows it.
+    master: Option<IpAddr>,
     /// v3: learned from the master's adverts (§6.1 Active_Adver_Interval); v2: our own.
     master_adver_interval_cs: u16,
     timers: TimerTable,
@@ -84,7 +88,8 @@ impl VirtualRouter {
             id,
             state: State::Initialize,
             priority: cfg.priority,
-            faulted: false,
+            fault: None,
+            master: None,
             master_adver_interval_cs: cfg.advert_interval_cs,
             timers: TimerTable::default(),
             started_at: Instant::ZERO,
@@ -96,6 +101,10 @@ impl VirtualRouter {
             stats: Stats::default(),
             cfg,
         }
+    }
+
+    pub(crate) fn id(&self) -> InstanceId {
+        self.id
     }
 
     pub(crate) fn config(&self) -> &InstanceConfig {
@@ -129,22 +138,20 @@ impl VirtualRouter {
     /// §6.1 Skew_Time, exact in nanoseconds: v2 `(256 - Priority) / 256` s (RFC 3768 §6.1),
     /// v3 `((256 - Priority) × Active_Adver_Interval) / 256` cs.
     pub(crate) fn skew_time(&self) -> Duration {
-        let cs = match self.cfg.version {
-            Version::V2 => 100,
-            Version::V3 => u64::from(self.master_adver_interval_cs),
-        };
-        let weight = 256 - u64::from(self.priority.0);
-        Duration::from_nanos(weight * cs * CS / 256)
+        timers::skew_time(self.cfg.version, self.master_interval_cs(), self.priority)
     }
 
-    /// §6.1 Active_Down_Interval: `3 × Active_Adver_Interval + Skew_Time` (v2 uses its own
-    /// Advertisement_Interval, RFC 3768 §6.1).
+    /// §6.1 Active_Down_Interval (v2 uses its own Advertisement_Interval, RFC 3768 §6.1).
     pub(crate) fn master_down_interval(&self) -> Duration {
-        let cs = match self.cfg.version {
+        timers::master_down_interval(self.cfg.version, self.master_interval_cs(), self.priority)
+    }
+
+    /// v3: the master's interval as learned; v2: our own.
+    fn master_interval_cs(&self) -> u16 {
+        match self.cfg.version {
             Version::V2 => self.cfg.advert_interval_cs,
             Version::V3 => self.master_adver_interval_cs,
-        };
-        Duration::from_nanos(3 * u64::from(cs) * CS) + self.skew_time()
+        }
     }
 
     fn advert_interval(&self) -> Duration {
@@ -160,7 +167,8 @@ impl VirtualRouter {
     /// From Initialize or Fault: the owner goes straight to Master, everyone else to Backup.
     fn enter_running_state(&mut self, now: Instant, cause: Cause, out: &mut Outbox) {
         self.master_adver_interval_cs = self.cfg.advert_interval_cs;
-        if self.faulted {
+        if let Some(fault) = self.fault {
+            let cause = if cause == Cause::Startup { cause } else { fault };
             self.transition(State::Fault, cause, out);
         } else if self.priority == Priority::OWNER {
             self.become_master(now, cause, out);
@@ -201,7 +209,7 @@ impl VirtualRouter {
             self.stats.priority_zero_received += 1;
         }
         match self.state {
-            State::Backup => self.backup_receives(now, advert),
+            State::Backup => self.backup_receives(now, header.src, advert, out),
             State::Master => self.master_receives(now, header.src, advert, out),
             State::Initialize | State::Fault => {}
         }
@@ -213,19 +221,19 @@ impl VirtualRouter {
         &self,
         header: IpHeader,
         advert: &Advertisement,
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), DropReason> {
         if header.src == self.cfg.primary_address {
-            return Err("own_advert");
+            return Err(DropReason::OwnAdvert);
         }
         if advert.version != self.cfg.version {
-            return Err("version_mismatch");
+            return Err(DropReason::VersionMismatch);
         }
         if !self.cfg.unicast_peers.is_empty() {
             if header.dst == group_for(header.dst) {
-                return Err("multicast_in_unicast_mode");
+                return Err(DropReason::MulticastInUnicastMode);
             }
             if !self.cfg.unicast_peers.contains(&header.src) {
-                return Err("unicast_peer_unknown");
+                return Err(DropReason::UnicastPeerUnknown);
             }
         }
         if self.cfg.version == Version::V2 {
@@ -233,14 +241,14 @@ impl VirtualRouter {
                 (Authentication::None, Authentication::None) => {}
                 (Authentication::SimpleText(ours), Authentication::SimpleText(theirs)) => {
                     if ours != theirs {
-                        return Err("auth_failure");
+                        return Err(DropReason::AuthFailure);
                     }
                 }
-                _ => return Err("auth_type_mismatch"),
+                _ => return Err(DropReason::AuthTypeMismatch),
             }
             // RFC 3768 §7.1: MUST drop on an interval mismatch (v3 adopts the master's).
             if advert.interval_cs != self.cfg.advert_interval_cs {
-                return Err("interval_mismatch");
+                return Err(DropReason::IntervalMismatch);
             }
         }
         Ok(())
@@ -249,12 +257,20 @@ impl VirtualRouter {
     /// §6.4.2 (Backup): a priority-0 advert shortens the wait to Skew_Time; an advert that
     /// may not be preempted resets the down timer; a preemptable one is ignored, so the down
     /// timer runs out and this router takes over.
-    fn backup_receives(&mut self, now: Instant, advert: &Advertisement) {
+    fn backup_receives(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        advert: &Advertisement,
+        out: &mut Outbox,
+    ) {
         if advert.priority == Priority::RESIGN {
+            self.set_master(None, out);
             self.master_resigned = true;
             self.timers.set(Timer::MasterDown, now + self.skew_time());
             return;
         }
+        self.set_master(Some(src), out);
         let lower = advert.priority < self.priority;
         if lower {
             self.lower_master_since.get_or_insert(now);
@@ -360,32 +376,40 @@ impl VirtualRouter {
         true
     }
 
-    /// New effective priority and fault condition, after a tracker or the link changed.
+    /// The master this instance knows of.
+    pub(crate) fn master(&self) -> Option<IpAddr> {
+        self.master
+    }
+
+    /// New effective priority and fault condition (`fault`: why mastership is refused),
+    /// after a tracker, the link or the node's hold on the addresses changed.
     pub(crate) fn set_condition(
         &mut self,
         now: Instant,
         priority: Priority,
-        faulted: bool,
+        fault: Option<Cause>,
         out: &mut Outbox,
     ) {
+        let faulted = fault.is_some();
         let priority_changed = priority != self.priority;
         self.priority = priority;
         if priority_changed {
             out.events
                 .push_back(Event::PriorityChanged { instance: self.id, priority: priority.0 });
         }
-        let was_faulted = self.faulted;
-        self.faulted = faulted;
+        let was_faulted = self.fault.is_some();
+        self.fault = fault;
+        let cause = fault.unwrap_or(Cause::Fault);
         match (self.state, was_faulted, faulted) {
             (State::Initialize, ..) => {}
             (State::Fault, true, false) => self.enter_running_state(now, Cause::Recovered, out),
             (State::Master, _, true) => {
                 self.resign(out);
-                self.transition(State::Fault, Cause::Fault, out);
+                self.transition(State::Fault, cause, out);
             }
             (State::Backup, _, true) => {
                 self.timers.stop_all();
-                self.transition(State::Fault, Cause::Fault, out);
+                self.transition(State::Fault, cause, out);
             }
             // Tell the backups at once; they compare it with their own.
             (State::Master, _, false) if priority_changed => self.send_advert(self.priority, out),
@@ -434,6 +458,7 @@ impl VirtualRouter {
         self.master_resigned = false;
         self.last_contention_announce = None;
         self.stats.became_master += 1;
+        self.set_master(Some(self.cfg.primary_address), out);
         self.transition(State::Master, cause, out);
     }
 
@@ -446,7 +471,19 @@ impl VirtualRouter {
         self.timers.stop_all();
         self.master_resigned = false;
         self.timers.set(Timer::MasterDown, now + self.master_down_interval());
+        let master = match cause {
+            Cause::HigherPriorityMaster { from, .. } => Some(from),
+            _ => None,
+        };
+        self.set_master(master, out);
         self.transition(State::Backup, cause, out);
+    }
+
+    fn set_master(&mut self, master: Option<IpAddr>, out: &mut Outbox) {
+        if self.master != master {
+            self.master = master;
+            out.events.push_back(Event::MasterChanged { instance: self.id, master });
+        }
     }
 
     fn release_addresses(&mut self, out: &mut Outbox) {
@@ -461,6 +498,9 @@ impl VirtualRouter {
 
     fn transition(&mut self, to: State, cause: Cause, out: &mut Outbox) {
         let from = self.state;
+        if matches!(to, State::Fault | State::Initialize) {
+            self.set_master(None, out);
+        }
         self.state = to;
         if from != to {
             out.events.push_back(Event::StateChanged { instance: self.id, from, to, cause });
@@ -512,7 +552,7 @@ impl VirtualRouter {
                     }
                 }
                 // validate() rules this out; count it rather than panic if it ever happens.
-                Err(_) => self.stats.count_drop("encode_failed"),
+                Err(_) => self.stats.encode_failures += 1,
             }
         }
     }

@@ -10,6 +10,7 @@
 mod advertisement;
 mod checksum;
 mod config;
+mod drop_reason;
 mod error;
 mod instance;
 mod ip;
@@ -28,6 +29,7 @@ pub use checksum::{ChecksumForm, ChecksumPolicy, V3Ipv4Checksum};
 pub use config::{
     AnnounceConfig, ConfigError, IfIndex, InstanceConfig, Track, TrackerId, VirtualIp,
 };
+pub use drop_reason::DropReason;
 pub use error::{DecodeError, EncodeError};
 pub use ip::{
     GROUP_V4, GROUP_V6, IpHeader, IpParams, PROTOCOL, Received, TTL, check_ip_rules, decode_packet,
@@ -37,4 +39,5 @@ pub use output::{Cause, Command, Event, InstanceId, State, Transmit};
 pub use router::{Incoming, Router};
 pub use rules::ReceiveRules;
 pub use stats::Stats;
+pub use timers::{master_down_interval, skew_time};
 pub use tracker::TrackerConfig;

@@ -5,6 +5,7 @@ use core::fmt;
 use core::net::IpAddr;
 
 use super::config::{IfIndex, TrackerId, VirtualIp};
+use super::drop_reason::DropReason;
 
 /// An instance, by its index in the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -61,6 +62,8 @@ pub enum Cause {
     },
     /// A tracked input or the interface went down.
     Fault,
+    /// The node could not hold the virtual addresses (the kernel refused them).
+    AddressRefused,
     /// The tracked inputs and the interface are up again.
     Recovered,
     /// Orderly shutdown.
@@ -130,12 +133,12 @@ pub enum Event {
         /// Why.
         cause: Cause,
     },
-    /// A packet was dropped by a receive rule (the reason is a counter name).
+    /// A packet was dropped by a receive rule.
     Dropped {
         /// The instance it was for, when known.
         instance: Option<InstanceId>,
         /// The rule broken.
-        reason: &'static str,
+        reason: DropReason,
         /// The sender.
         from: IpAddr,
     },
@@ -160,6 +163,15 @@ pub enum Event {
         tracker: TrackerId,
         /// Whether it is up now.
         up: bool,
+    },
+    /// The instance learned who its master is: this node when it became master, the
+    /// sender of the adverts it accepts as a backup, or nobody (the master resigned, or
+    /// this instance stopped listening).
+    MasterChanged {
+        /// The instance.
+        instance: InstanceId,
+        /// The master's address, if known.
+        master: Option<IpAddr>,
     },
     /// This master heard another master and stays master (lower priority, or equal with a
     /// lower address): it re-advertises and re-announces.

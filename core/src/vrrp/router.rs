@@ -16,12 +16,15 @@
 //! first fires the timers that are due by `now`, so after any call `poll_timeout()` is
 //! later than `now` (or `None`): a driver cannot spin.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::advertisement::Priority;
 use super::config::{ConfigError, IfIndex, InstanceConfig, TrackerId};
+use super::drop_reason::DropReason;
 use super::error::DecodeError;
 use super::instance::VirtualRouter;
 use super::ip::{IpHeader, decode_received};
-use super::output::{Command, Event, InstanceId, Outbox, State, Transmit};
+use super::output::{Cause, Command, Event, InstanceId, Outbox, State, Transmit};
 use super::stats::Stats;
 use super::tracker::{Tracker, TrackerConfig};
 use crate::time::Instant;
@@ -43,7 +46,9 @@ pub struct Incoming<'a> {
 /// Every VRRP instance of one node.
 #[derive(Debug, Default)]
 pub struct Router {
-    instances: Vec<VirtualRouter>,
+    /// By id; ids are never reused, so a removed instance's late inputs find nothing.
+    instances: BTreeMap<InstanceId, VirtualRouter>,
+    next_id: usize,
     trackers: Vec<Tracker>,
     out: Outbox,
     /// Drops that belong to no instance (unknown VRID, unreadable header).
@@ -52,6 +57,8 @@ pub struct Router {
     last_now: Instant,
     /// Links reported down.
     links_down: Vec<IfIndex>,
+    /// Instances whose addresses the node could not hold (they refuse mastership).
+    addresses_refused: BTreeSet<InstanceId>,
 }
 
 impl Router {
@@ -86,7 +93,7 @@ impl Router {
             });
         }
         let family = config.primary_address.is_ipv6();
-        if let Some(other) = self.instances.iter().find(|i| {
+        if let Some(other) = self.instances.values().find(|i| {
             let c = i.config();
             c.ifindex == config.ifindex
                 && c.vrid == config.vrid
@@ -98,28 +105,59 @@ impl Router {
                 other: other.config().name.clone(),
             });
         }
-        let id = InstanceId(self.instances.len());
+        let id = InstanceId(self.next_id);
+        self.next_id += 1;
         let mut instance = VirtualRouter::new(id, config);
-        let (priority, faulted) = self.condition_of(instance.config());
-        instance.set_condition(now, priority, faulted, &mut self.out);
+        let (priority, fault) = self.condition_of(id, instance.config());
+        instance.set_condition(now, priority, fault, &mut self.out);
         instance.start(now, &mut self.out);
-        self.instances.push(instance);
+        self.instances.insert(id, instance);
         Ok(id)
+    }
+
+    /// Stops an instance for good (a reload removed or replaced it): a master resigns
+    /// with priority 0 and releases its addresses, then the instance is forgotten.
+    pub fn remove_instance(&mut self, now: Instant, id: InstanceId) {
+        self.advance(now);
+        if let Some(mut instance) = self.instances.remove(&id) {
+            instance.shutdown(&mut self.out);
+        }
+        self.addresses_refused.remove(&id);
+    }
+
+    /// Whether the node holds the instance's addresses. An instance whose addresses the
+    /// kernel refused goes to Fault (a master resigns, so a backup takes over within
+    /// Skew_Time rather than nobody answering for the VIP) until this is set back.
+    pub fn handle_addresses_held(&mut self, now: Instant, id: InstanceId, held: bool) {
+        let now = self.advance(now);
+        let changed = if held {
+            self.addresses_refused.remove(&id)
+        } else {
+            self.addresses_refused.insert(id)
+        };
+        if changed {
+            self.reevaluate(now);
+        }
+    }
+
+    /// The master an instance knows of (itself when master).
+    pub fn master(&self, id: InstanceId) -> Option<core::net::IpAddr> {
+        self.instances.get(&id).and_then(VirtualRouter::master)
     }
 
     /// Current state of an instance.
     pub fn state(&self, id: InstanceId) -> Option<State> {
-        self.instances.get(id.0).map(VirtualRouter::state)
+        self.instances.get(&id).map(VirtualRouter::state)
     }
 
     /// Effective priority of an instance (configured priority plus tracking weights).
     pub fn priority(&self, id: InstanceId) -> Option<Priority> {
-        self.instances.get(id.0).map(VirtualRouter::priority)
+        self.instances.get(&id).map(VirtualRouter::priority)
     }
 
     /// Counters of an instance.
     pub fn stats(&self, id: InstanceId) -> Option<&Stats> {
-        self.instances.get(id.0).map(VirtualRouter::stats)
+        self.instances.get(&id).map(VirtualRouter::stats)
     }
 
     /// Drops no instance could be blamed for (unknown VRID, packets too short to route).
@@ -129,17 +167,17 @@ impl Router {
 
     /// Configuration of an instance.
     pub fn config(&self, id: InstanceId) -> Option<&InstanceConfig> {
-        self.instances.get(id.0).map(VirtualRouter::config)
+        self.instances.get(&id).map(VirtualRouter::config)
     }
 
     /// Master_Down_Interval an instance uses now (v3: from the learned interval).
     pub fn master_down_interval(&self, id: InstanceId) -> Option<core::time::Duration> {
-        self.instances.get(id.0).map(VirtualRouter::master_down_interval)
+        self.instances.get(&id).map(VirtualRouter::master_down_interval)
     }
 
     /// Every instance id.
     pub fn instances(&self) -> impl Iterator<Item = InstanceId> + '_ {
-        (0..self.instances.len()).map(InstanceId)
+        self.instances.keys().copied()
     }
 
     /// Handles a received packet: routes it by interface, family and VRID, applies every
@@ -150,20 +188,18 @@ impl Router {
         let Some(&vrid) = packet.payload.get(1) else {
             let e =
                 DecodeError::Truncated { what: "VRRP header", need: 8, have: packet.payload.len() };
-            return self.drop_unrouted(e.reason(), src);
+            return self.drop_unrouted(e.drop_reason(), src);
         };
         let family = src.is_ipv6();
-        let Some(index) = self.instances.iter().position(|i| {
+        let Some(instance) = self.instances.values_mut().find(|i| {
             let c = i.config();
             c.ifindex == packet.ifindex
                 && c.vrid.get() == vrid
                 && c.primary_address.is_ipv6() == family
         }) else {
-            return self.drop_unrouted("vrid_not_configured", src);
+            return self.drop_unrouted(DropReason::VridNotConfigured, src);
         };
-        let Some(instance) = self.instances.get_mut(index) else {
-            return;
-        };
+        let id = instance.id();
         match decode_received(packet.header, packet.payload, instance.rules()) {
             Ok(rx) => {
                 instance.handle_advert(
@@ -175,13 +211,9 @@ impl Router {
                 );
             }
             Err(e) => {
-                instance.stats_mut().count_drop(e.reason());
-                let reason = e.reason();
-                self.out.events.push_back(Event::Dropped {
-                    instance: Some(InstanceId(index)),
-                    reason,
-                    from: src,
-                });
+                let reason = e.drop_reason();
+                instance.stats_mut().count_drop(reason);
+                self.out.events.push_back(Event::Dropped { instance: Some(id), reason, from: src });
             }
         }
     }
@@ -223,7 +255,7 @@ impl Router {
     /// returns to Initialize.
     pub fn shutdown(&mut self, now: Instant) {
         self.advance(now);
-        for instance in &mut self.instances {
+        for instance in self.instances.values_mut() {
             instance.shutdown(&mut self.out);
         }
     }
@@ -250,7 +282,7 @@ impl Router {
     /// `add_instance` or `shutdown`.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.instances.iter().filter_map(VirtualRouter::next_timeout).min()
+        self.instances.values().filter_map(VirtualRouter::next_timeout).min()
     }
 
     /// Clamps `now` to be monotonic and fires every timer due by then, in deadline order.
@@ -264,13 +296,12 @@ impl Router {
             let due = self
                 .instances
                 .iter()
-                .enumerate()
                 .filter_map(|(i, inst)| {
-                    inst.next_timeout().filter(|at| *at <= now).map(|at| (at, i))
+                    inst.next_timeout().filter(|at| *at <= now).map(|at| (at, *i))
                 })
                 .min();
             let Some((_, i)) = due else { break };
-            if let Some(instance) = self.instances.get_mut(i) {
+            if let Some(instance) = self.instances.get_mut(&i) {
                 instance.fire_one(now, &mut self.out);
             }
         }
@@ -279,19 +310,21 @@ impl Router {
 
     /// Recomputes every instance's effective priority and fault condition.
     fn reevaluate(&mut self, now: Instant) {
-        for i in 0..self.instances.len() {
-            let Some(cfg) = self.instances.get(i).map(|inst| inst.config().clone()) else {
+        let ids: Vec<InstanceId> = self.instances.keys().copied().collect();
+        for id in ids {
+            let Some(cfg) = self.instances.get(&id).map(|inst| inst.config().clone()) else {
                 continue;
             };
-            let (priority, faulted) = self.condition_of(&cfg);
-            if let Some(instance) = self.instances.get_mut(i) {
-                instance.set_condition(now, priority, faulted, &mut self.out);
+            let (priority, fault) = self.condition_of(id, &cfg);
+            if let Some(instance) = self.instances.get_mut(&id) {
+                instance.set_condition(now, priority, fault, &mut self.out);
             }
         }
     }
 
-    /// Effective priority and fault flag of an instance from the trackers and links.
-    fn condition_of(&self, cfg: &InstanceConfig) -> (Priority, bool) {
+    /// Effective priority and fault cause of an instance from the trackers, links and
+    /// the node's hold on its addresses.
+    fn condition_of(&self, id: InstanceId, cfg: &InstanceConfig) -> (Priority, Option<Cause>) {
         let mut faulted = self.links_down.contains(&cfg.ifindex);
         let mut delta: i32 = 0;
         for track in &cfg.tracking {
@@ -311,10 +344,17 @@ impl Router {
             // A weighted priority stays a backup priority: never 0 (resign) nor 255 (owner).
             u8::try_from((i32::from(base) + delta).clamp(1, 254)).unwrap_or(1)
         };
-        (Priority(priority), faulted)
+        let fault = if faulted {
+            Some(Cause::Fault)
+        } else if self.addresses_refused.contains(&id) {
+            Some(Cause::AddressRefused)
+        } else {
+            None
+        };
+        (Priority(priority), fault)
     }
 
-    fn drop_unrouted(&mut self, reason: &'static str, from: core::net::IpAddr) {
+    fn drop_unrouted(&mut self, reason: DropReason, from: core::net::IpAddr) {
         self.unrouted.count_drop(reason);
         self.out.events.push_back(Event::Dropped { instance: None, reason, from });
     }

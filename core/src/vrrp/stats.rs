@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::checksum::ChecksumForm;
+use super::drop_reason::DropReason;
 
 /// Counters of one instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,14 +25,16 @@ pub struct Stats {
     pub contentions_won: u64,
     /// Accepted advertisements by the checksum form their sender used.
     pub checksum_forms: BTreeMap<ChecksumForm, u64>,
-    /// Dropped packets by reason (`ttl_not_255`, `auth_failure`, `interval_mismatch`, ...).
-    pub dropped: BTreeMap<&'static str, u64>,
+    /// Dropped packets by reason.
+    pub dropped: BTreeMap<DropReason, u64>,
+    /// Advertisements that could not be encoded (never sent).
+    pub encode_failures: u64,
 }
 
 impl Stats {
     /// Packets dropped for `reason`.
     pub fn dropped(&self, reason: &str) -> u64 {
-        self.dropped.get(reason).copied().unwrap_or(0)
+        self.dropped.iter().find(|(r, _)| r.as_str() == reason).map_or(0, |(_, n)| *n)
     }
 
     /// Packets dropped for any reason.
@@ -39,7 +42,7 @@ impl Stats {
         self.dropped.values().sum()
     }
 
-    pub(crate) fn count_drop(&mut self, reason: &'static str) {
+    pub(crate) fn count_drop(&mut self, reason: DropReason) {
         *self.dropped.entry(reason).or_default() += 1;
     }
 }

@@ -1,6 +1,32 @@
 //! The timers of one instance, as data: the driver sleeps, the core only records deadlines.
 
+use core::time::Duration;
+
+use super::advertisement::{Priority, Version};
 use crate::time::Instant;
+
+/// Nanoseconds in a centisecond.
+const CS: u64 = 10_000_000;
+
+/// RFC 9568 §6.1 Skew_Time: `((256 - priority) × Active_Adver_Interval) / 256`; VRRPv2
+/// counts it in seconds (RFC 3768 §6.1), whatever the interval.
+pub fn skew_time(version: Version, master_interval_cs: u16, priority: Priority) -> Duration {
+    let cs = match version {
+        Version::V2 => 100,
+        Version::V3 => u64::from(master_interval_cs),
+    };
+    Duration::from_nanos((256 - u64::from(priority.0)) * cs * CS / 256)
+}
+
+/// RFC 9568 §6.1 Active_Down_Interval: `3 × Active_Adver_Interval + Skew_Time`.
+pub fn master_down_interval(
+    version: Version,
+    master_interval_cs: u16,
+    priority: Priority,
+) -> Duration {
+    Duration::from_nanos(3 * u64::from(master_interval_cs) * CS)
+        + skew_time(version, master_interval_cs, priority)
+}
 
 /// Every timer an instance can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -17,17 +17,14 @@ pub const MASTER_DOWN: Duration = Duration::from_nanos(3_218_750_000);
 pub const SKEW: Duration = Duration::from_nanos(218_750_000);
 pub const MARGIN: Duration = Duration::from_millis(100);
 
-/// Whether the test can run; prints why not.
-pub fn can_run(test: &str) -> bool {
-    if !topology::is_root() {
-        eprintln!("skipped: {test}: needs root (creates network namespaces)");
-        return false;
-    }
-    if std::process::Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("skipped: {test}: iproute2 (`ip`) is not installed");
-        return false;
-    }
-    true
+/// Checks that the test can run here (root, iproute2); these tests are `#[ignore]`d so a
+/// plain `cargo test` lists them, and when asked for they fail rather than pass unseen.
+pub fn can_run(test: &str) {
+    assert!(topology::is_root(), "{test}: needs root (creates network namespaces)");
+    assert!(
+        std::process::Command::new("ip").arg("-V").output().is_ok(),
+        "{test}: iproute2 (`ip`) is not installed"
+    );
 }
 
 pub struct Cluster {
@@ -38,26 +35,41 @@ pub struct Cluster {
     pub daemons: Vec<Option<Child>>,
     api_stops: Vec<Option<Arc<AtomicBool>>>,
     pub vip: String,
+    /// IPv6 cluster (`net` is then a /64 prefix like `fd00:200:15`).
+    pub v6: bool,
 }
 
 impl Cluster {
     /// `n` controllers `c0..` at `<net>.10+i/24` and a client at `<net>.100`; `net` like
     /// `10.200.1`. Namespaces are `cplbt-<tag>-...`.
     pub fn new(tag: &str, net: &str, n: usize) -> Self {
-        let mut hosts: Vec<HostSpec> = (0..n)
-            .map(|i| HostSpec { name: format!("c{i}"), address: format!("{net}.{}/24", 10 + i) })
-            .collect();
-        hosts.push(HostSpec { name: "client".into(), address: format!("{net}.100/24") });
+        Self::build(tag, net, n, false)
+    }
+
+    /// The same with IPv6: controllers `<net>::10+i/64`, the client `<net>::100`, the VIP
+    /// `<net>::200/64` (VRRPv3 with link-local sources, as k0s configures keepalived).
+    pub fn new_v6(tag: &str, net: &str, n: usize) -> Self {
+        Self::build(tag, net, n, true)
+    }
+
+    fn build(tag: &str, net: &str, n: usize, v6: bool) -> Self {
+        let host = |last: usize| {
+            if v6 { format!("{net}::{last}/64") } else { format!("{net}.{last}/24") }
+        };
+        let mut hosts: Vec<HostSpec> =
+            (0..n).map(|i| HostSpec { name: format!("c{i}"), address: host(10 + i) }).collect();
+        hosts.push(HostSpec { name: "client".into(), address: host(100) });
         let prefix = format!("cplbt-{tag}-");
-        let topo = Topology::build(&prefix, hosts, false, None).expect("namespaces");
+        let topo = Topology::build(&prefix, hosts, v6, None).expect("namespaces");
         let dir = std::env::temp_dir().join(format!("cplbt-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let vip = format!("{net}.200");
+        let (vip, prefix_len) =
+            if v6 { (format!("{net}::200"), 64) } else { (format!("{net}.200"), 24) };
         std::fs::write(
             dir.join("k0s.yaml"),
             format!(
-                "spec:\n  network:\n    controlPlaneLoadBalancing:\n      enabled: true\n      type: Keepalived\n      keepalived:\n        vrrpInstances:\n        - virtualIPs: [\"{vip}/24\"]\n          authPass: k0s-lab1\n          virtualRouterID: 51\n          interface: eth0\n"
+                "spec:\n  network:\n    controlPlaneLoadBalancing:\n      enabled: true\n      type: Keepalived\n      keepalived:\n        vrrpInstances:\n        - virtualIPs: [\"{vip}/{prefix_len}\"]\n          authPass: k0s-lab1\n          virtualRouterID: 51\n          interface: eth0\n"
             ),
         )
         .unwrap();
@@ -69,11 +81,41 @@ impl Cluster {
             daemons: (0..n).map(|_| None).collect(),
             api_stops: (0..n).map(|_| None).collect(),
             vip,
+            v6,
         }
     }
 
+    /// Starts an API server and cplbd on every controller and waits for one settled VIP
+    /// holder (staying single for 3 s); returns it.
+    pub fn start_all(&mut self) -> usize {
+        for i in 0..self.controllers.len() {
+            self.start_api(i);
+            self.start_cplbd(i);
+        }
+        let t = Instant::now();
+        self.wait_holders(t, Duration::from_secs(10), |h| h.len() == 1).unwrap_or_else(|| {
+            panic!("no single VIP holder; holders {:?}\n{}", self.holders(), self.logs())
+        });
+        // Exactly one holder, and it stays so (no dual master in steady state).
+        for _ in 0..60 {
+            let h = self.holders();
+            assert_eq!(h.len(), 1, "VIP on {h:?}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.holders()[0]
+    }
+
     pub fn addr(&self, i: usize) -> String {
-        format!("{}.{}", self.net, 10 + i)
+        if self.v6 {
+            format!("{}::{}", self.net, 10 + i)
+        } else {
+            format!("{}.{}", self.net, 10 + i)
+        }
+    }
+
+    /// `ip:port`, bracketed for IPv6.
+    fn socket_addr(ip: &str, port: u16) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), port)
     }
 
     pub fn socket(&self, i: usize) -> PathBuf {
@@ -89,7 +131,7 @@ impl Cluster {
     pub fn start_api(&mut self, i: usize) {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let listen: SocketAddr = format!("{}:6443", self.addr(i)).parse().unwrap();
+        let listen = Self::socket_addr(&self.addr(i), 6443);
         let name = format!("c{i}");
         topology::in_namespace(&self.topo.ns(&name), move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -120,7 +162,7 @@ impl Cluster {
 
     pub fn start_cplbd(&mut self, i: usize) {
         let config = self.dir.join("k0s.yaml");
-        let metrics = format!("{}:9464", self.addr(i));
+        let metrics = Self::socket_addr(&self.addr(i), 9464).to_string();
         let child = self
             .topo
             .spawn(
@@ -204,7 +246,7 @@ impl Cluster {
 
     /// One connection from the client to VIP:6443; the name of the API server that answered.
     pub fn client_fetch(&self) -> Result<String, String> {
-        let vip: SocketAddr = format!("{}:6443", self.vip).parse().unwrap();
+        let vip = Self::socket_addr(&self.vip, 6443);
         topology::in_namespace(&self.topo.ns("client"), move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(cplb_netns::apiserver::fetch(vip, "/", true, Duration::from_secs(2)))
@@ -231,7 +273,7 @@ impl Cluster {
     /// Controller `i`'s Prometheus endpoint, scraped from the client.
     pub fn metrics(&self, i: usize) -> String {
         use std::io::{Read, Write};
-        let addr: SocketAddr = format!("{}:9464", self.addr(i)).parse().unwrap();
+        let addr = Self::socket_addr(&self.addr(i), 9464);
         topology::in_namespace(&self.topo.ns("client"), move || {
             let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
             s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
 use rtnetlink::packet_route::route::RouteAttribute;
 use rtnetlink::{Handle, LinkDummy, RouteMessageBuilder};
 
@@ -18,7 +18,8 @@ pub struct Interface {
     pub name: String,
     /// Hardware address (empty for interfaces without one).
     pub mac: Vec<u8>,
-    /// Administratively up.
+    /// Usable: administratively up and with carrier (see [`link_up`]). An interface
+    /// that is set up but whose cable (or veth peer) is gone cannot carry VRRP.
     pub up: bool,
 }
 
@@ -50,7 +51,7 @@ pub struct LinkError {
 }
 
 impl LinkError {
-    fn new(what: impl Into<String>, source: rtnetlink::Error) -> Self {
+    pub(crate) fn new(what: impl Into<String>, source: rtnetlink::Error) -> Self {
         Self { what: what.into(), cause: source }
     }
 
@@ -64,6 +65,9 @@ impl LinkError {
 }
 
 const EEXIST: i32 = 17;
+const ENODEV: i32 = 19;
+/// `IFNAMSIZ - 1`: the longest interface name the kernel takes.
+const IFNAME_MAX: usize = 15;
 const EADDRNOTAVAIL: i32 = 99;
 
 impl Netlink {
@@ -85,6 +89,23 @@ impl Netlink {
             .await
             .map_err(|e| LinkError::new("listing interfaces", e))?;
         Ok(links.iter().map(interface_of).collect())
+    }
+
+    /// The interface named `name`, `None` when there is none (a name the kernel could
+    /// never hold, empty or longer than 15 bytes, is not looked up at all).
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Interface>, LinkError> {
+        if name.is_empty() || name.len() > IFNAME_MAX || name.contains('\0') {
+            return Ok(None);
+        }
+        let found: Result<Vec<LinkMessage>, _> =
+            self.handle.link().get().match_name(name).execute().try_collect().await;
+        match found {
+            Ok(links) => Ok(links.iter().map(interface_of).find(|i| i.name == name)),
+            Err(e) => {
+                let err = LinkError::new(format!("looking up interface {name:?}"), e);
+                if err.errno() == Some(ENODEV) { Ok(None) } else { Err(err) }
+            }
+        }
     }
 
     /// The interface k0s would use for `spec`: a name, a MAC address (`aa:bb:..`), or, when
@@ -265,12 +286,33 @@ pub enum ResolveError {
     Netlink(LinkError),
 }
 
+/// Whether `link` can carry traffic: administratively up (`IFF_UP`), with carrier
+/// (`IFF_LOWER_UP`), and, when the kernel says, an operational state of up or unknown (as
+/// the kernel's own `netif_oper_up`: interfaces without carrier reporting, such as `lo`,
+/// stay `unknown`; `dormant` ones wait for, e.g., 802.1X and carry nothing yet).
+pub(crate) fn link_up(link: &LinkMessage) -> bool {
+    let flags = link.header.flags;
+    let operational = link.attributes.iter().all(|a| match a {
+        LinkAttribute::OperState(state) => matches!(state, State::Up | State::Unknown),
+        _ => true,
+    });
+    flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp) && operational
+}
+
+/// The name in a link message (`IFLA_IFNAME`), if it has one.
+pub(crate) fn link_name(link: &LinkMessage) -> Option<&str> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(name) => Some(name.as_str()),
+        _ => None,
+    })
+}
+
 fn interface_of(link: &LinkMessage) -> Interface {
     let mut out = Interface {
         index: link.header.index,
         name: String::new(),
         mac: Vec::new(),
-        up: link.header.flags.contains(LinkFlags::Up),
+        up: link_up(link),
     };
     for attr in &link.attributes {
         match attr {
@@ -282,7 +324,7 @@ fn interface_of(link: &LinkMessage) -> Interface {
     out
 }
 
-fn address_of(message: &AddressMessage) -> Option<Address> {
+pub(crate) fn address_of(message: &AddressMessage) -> Option<Address> {
     // IPv4 `Local` is the interface's own address (`Address` is the peer on point-to-point
     // links); IPv6 has only `Address`.
     let addr = message

@@ -72,6 +72,11 @@ impl VrrpSocket {
             setsockopt(&socket, sockopt::Ipv6RecvPacketInfo, &true)
                 .map_err(|e| context("IPV6_RECVPKTINFO")(e.into()))?;
             if let Some(IpAddr::V6(src)) = source {
+                // At boot the link-local address may still be tentative (duplicate address
+                // detection takes a second or so): bind it anyway. Sends fail until DAD is
+                // done, which a backup does not notice and the retry of the next advert
+                // covers.
+                socket.set_freebind_v6(true).map_err(context("IPV6_FREEBIND"))?;
                 let scope = if is_link_local(src) { ifindex } else { 0 };
                 socket
                     .bind(&SockAddr::from(SocketAddrV6::new(src, 0, 0, scope)))

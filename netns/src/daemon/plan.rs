@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use cplb_core::config::Keepalived;
 use cplb_core::vrrp::{IfIndex, InstanceConfig, TrackerId};
 
-use crate::link::{Interface, Netlink, ResolveError};
+use crate::kernel::link::{Interface, Netlink, ResolveError};
 use crate::options::ServerArg;
 
 /// The instances of one interface and address family.
@@ -62,7 +62,7 @@ pub enum PlanError {
         /// Interface.
         iface: String,
         /// Why.
-        cause: crate::link::LinkError,
+        cause: crate::kernel::link::LinkError,
     },
     /// Nothing to run.
     #[error("no VRRP instance has a virtual IP")]

@@ -25,6 +25,24 @@ pub struct Snapshot {
     pub dataplane: DataplaneStatus,
     /// Receive drops that matched no instance (unknown VRID, unreadable header).
     pub unrouted_dropped: BTreeMap<String, u64>,
+    /// Kernel objects the kernel refuses now (retried with backoff).
+    #[serde(default)]
+    pub kernel_refusals: Vec<RefusalStatus>,
+}
+
+/// Something the kernel refuses to hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RefusalStatus {
+    /// What (`address 10.0.0.1 on ifindex 2`, `NAT rules`, `virtual services`).
+    pub object: String,
+    /// `address`, `rules` or `services`.
+    pub kind: String,
+    /// The kernel's last words.
+    pub reason: String,
+    /// Refusals in a row.
+    pub attempts: u32,
+    /// Seconds since the first of them.
+    pub since_s: f64,
 }
 
 /// One VRRP instance.
@@ -280,6 +298,19 @@ pub fn metrics(s: &Snapshot) -> String {
     }
     family("cplb_vrrp_dropped_total", "counter", "Packets dropped, per receive rule.", drops);
     family(
+        "cplb_kernel_refused",
+        "gauge",
+        "Refusals in a row of what the kernel will not hold now (0: none), per kind of object.",
+        ["address", "rules", "services"]
+            .iter()
+            .map(|kind| {
+                let n: u32 =
+                    s.kernel_refusals.iter().filter(|r| r.kind == *kind).map(|r| r.attempts).sum();
+                (format!("{{object=\"{kind}\"}}"), n.to_string())
+            })
+            .collect(),
+    );
+    family(
         "cplb_real_server_healthy",
         "gauge",
         "API server health after hysteresis (1 healthy).",
@@ -320,6 +351,7 @@ fn escape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cplb_core::vrrp::DropReason;
 
     fn sample() -> Snapshot {
         Snapshot {
@@ -334,7 +366,7 @@ mod tests {
                 vips: vec!["10.200.0.200/24".into()],
                 master: Some("10.200.0.10".into()),
                 transitions: 2,
-                dropped: BTreeMap::from([("auth_mismatch".to_owned(), 3)]),
+                dropped: BTreeMap::from([(DropReason::AuthFailure.as_str().to_owned(), 3)]),
                 ..InstanceStatus::default()
             }],
             real_servers: vec![ServerStatus {
@@ -359,7 +391,7 @@ mod tests {
         let text = metrics(&sample());
         assert!(text.contains("cplb_vrrp_state{instance=\"k0s-vip-0\",vrid=\"51\"} 2\n"), "{text}");
         assert!(text.contains(
-            "cplb_vrrp_dropped_total{instance=\"k0s-vip-0\",vrid=\"51\",reason=\"auth_mismatch\"} 3\n"
+            "cplb_vrrp_dropped_total{instance=\"k0s-vip-0\",vrid=\"51\",reason=\"auth_failure\"} 3\n"
         ));
         assert!(
             text.contains(
@@ -386,6 +418,6 @@ mod tests {
         let text = render(&s);
         assert!(text.contains("instance k0s-vip-0 (vrid 51, eth0): MASTER priority 200"), "{text}");
         assert!(text.contains("10.200.0.200:6443 -> :6444"), "{text}");
-        assert!(text.contains("dropped: auth_mismatch 3"), "{text}");
+        assert!(text.contains("dropped: auth_failure 3"), "{text}");
     }
 }

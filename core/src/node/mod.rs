@@ -1,0 +1,694 @@
+//! One controller: everything it decides, in one sans-IO object that both drivers (the
+//! simulator's host and `cplbd`) feed and carry out. It owns the VRRP instances, the
+//! health checker and its tie to tracking, the desired data plane (virtual servers, the
+//! userspace proxy's backend choice by the core's schedulers) and what the kernel is known
+//! to hold, so reconciling is the node's decision, not the driver's.
+//!
+//! # Driving it
+//!
+//! ```text
+//! loop {
+//!     while let Some(t) = node.poll_transmit() { send t (IP header with TTL/hop limit 255) }
+//!     while let Some(c) = node.poll_command()  { carry out c; node.handle_command_result(now, id, r) }
+//!     while let Some(e) = node.poll_event()    { log / count / trace e }
+//!     wait for a packet, a probe result, a kernel notification, or node.poll_timeout()
+//!     then call the matching handle_*(now, ..)
+//! }
+//! ```
+//!
+//! Drain after every `handle_*` call, transmits first. Time only moves forward; after any
+//! call `poll_timeout()` is later than `now` (or `None`).
+
+mod k0s;
+mod kernel;
+mod output;
+
+use core::net::{IpAddr, SocketAddr};
+use core::time::Duration;
+use std::collections::{BTreeMap, VecDeque};
+
+pub use k0s::{ANNOUNCE_REFRESH, API_TRACK_WEIGHT, K0S_PRIORITY, vrrp_instances};
+pub use kernel::{FIRST_BACKOFF, MAX_BACKOFF, Refusal};
+pub use output::{Command, CommandError, CommandId, Event, Object};
+
+use crate::config::{Keepalived, LbAlgo, LbKind};
+use crate::lb::{
+    self, DataPlane, HealthChecker, Probe, ProbeId, RealServer, ServiceKey, VirtualService,
+};
+use crate::time::Instant;
+use crate::vrrp::{
+    self, ConfigError, IfIndex, Incoming, InstanceConfig, InstanceId, Router, State, TrackerConfig,
+    TrackerId, Transmit, VirtualIp,
+};
+use kernel::{Kernel, Outcome};
+
+/// The tracker every node registers first: its own API server's health.
+pub const API_TRACKER: TrackerId = TrackerId(0);
+
+/// How long an instance whose addresses the kernel refused stays in Fault the first
+/// time; each refusal in a row doubles it, up to [`MAX_REFUSAL_HOLD`].
+pub const REFUSAL_HOLD: Duration = Duration::from_secs(1);
+/// The longest such hold.
+pub const MAX_REFUSAL_HOLD: Duration = Duration::from_secs(30);
+
+/// Where a node's virtual servers are programmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Balancing {
+    /// Kernel virtual services (IPVS).
+    Ipvs,
+    /// NAT rules (no IPVS in this kernel): DNAT balancers in the NAT table.
+    Nat,
+}
+
+/// What one controller runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// The k0s load-balancing configuration.
+    pub keepalived: Keepalived,
+    /// `spec.api.port`.
+    pub api_port: u16,
+    /// This node's API server: its health is tracked, and the proxy falls back to it.
+    pub own_api: SocketAddr,
+    /// The API servers to check and balance over.
+    pub real_servers: Vec<SocketAddr>,
+    /// The VRRP instances (from [`vrrp_instances`], tracking [`API_TRACKER`]).
+    pub instances: Vec<InstanceConfig>,
+    /// Direct routing: the non-ARPing interface that holds the VIPs on every controller.
+    pub local_vip_ifindex: Option<IfIndex>,
+    /// Where the virtual servers go.
+    pub balancing: Balancing,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reload {
+    /// Instances left running untouched.
+    pub kept: Vec<InstanceId>,
+    /// Instances started.
+    pub added: Vec<InstanceId>,
+    /// Instances stopped (resigned, addresses released).
+    pub removed: Vec<InstanceId>,
+}
+
+/// One controller.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    router: Router,
+    health: HealthChecker,
+    /// Probes in flight, by the id the driver was given.
+    probes: BTreeMap<ProbeId, InFlightProbe>,
+    /// The last probe id given out. The node numbers probes itself: a reload may replace
+    /// the health checker, whose ids start again, and a late result for an old probe must
+    /// not pass for a new one's.
+    last_probe: u64,
+    /// Instances by id, with their configuration.
+    instances: BTreeMap<InstanceId, InstanceConfig>,
+    /// The data plane wanted now.
+    desired: DataPlane,
+    /// The direct-routing local VIPs wanted now, with their interface.
+    local_addresses: Vec<(IfIndex, VirtualIp)>,
+    /// Shut down: nothing more is wanted, except the local VIPs.
+    stopped: bool,
+    /// The userspace proxy's scheduler over `desired.proxy_backends`.
+    proxy: Option<VirtualService>,
+    kernel: Kernel,
+    /// Announcements waiting for their address to be acknowledged.
+    announce_after_add: Vec<(IfIndex, IpAddr)>,
+    /// Instances whose addresses the kernel refused since they last held them.
+    refused: BTreeMap<InstanceId, Refused>,
+    /// The data plane must be recomputed (states, health or configuration changed).
+    dirty: bool,
+    last_now: Instant,
+    transmits: VecDeque<Transmit>,
+    commands: VecDeque<Command>,
+    events: VecDeque<Event>,
+}
+
+impl Node {
+    /// Starts a controller at `now`: its instances start as Backup, every probe is due,
+    /// and the kernel's state is unknown, so the first commands set it (removing the VIPs
+    /// and rules a dead predecessor left).
+    pub fn new(now: Instant, config: NodeConfig) -> Result<Self, ConfigError> {
+        let mut router = Router::new(now);
+        let tracker = router.add_tracker(TrackerConfig::default())?;
+        debug_assert_eq!(tracker, API_TRACKER);
+        check_instances(&config.instances)?;
+        let mut health = HealthChecker::new(lb::k0s_health_config(&config.keepalived));
+        health.set_servers(now, &config.real_servers);
+        let mut node = Self {
+            router,
+            health,
+            probes: BTreeMap::new(),
+            last_probe: 0,
+            instances: BTreeMap::new(),
+            desired: DataPlane::default(),
+            local_addresses: Vec::new(),
+            stopped: false,
+            proxy: None,
+            kernel: Kernel::default(),
+            announce_after_add: Vec::new(),
+            refused: BTreeMap::new(),
+            dirty: true,
+            last_now: now,
+            transmits: VecDeque::new(),
+            commands: VecDeque::new(),
+            events: VecDeque::new(),
+            config: NodeConfig { instances: Vec::new(), ..config.clone() },
+        };
+        for cfg in &config.instances {
+            node.add_instance(now, cfg.clone())?;
+        }
+        node.config.instances = config.instances;
+        node.step(now);
+        Ok(node)
+    }
+
+    // --- inputs ------------------------------------------------------------------------
+
+    /// A VRRP packet from the wire.
+    pub fn handle_packet(&mut self, now: Instant, packet: Incoming<'_>) {
+        let now = self.advance(now);
+        self.router.handle_packet(now, packet);
+        self.step(now);
+    }
+
+    /// Fires what is due by `now`. Spurious calls do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.advance(now);
+        self.step(now);
+    }
+
+    /// The result of a probe the node asked for. Late (after its deadline, when it has
+    /// failed already) or unknown results are ignored.
+    pub fn handle_probe_result(&mut self, now: Instant, probe: ProbeId, ok: bool) {
+        let now = self.advance(now);
+        if let Some(p) = self.probes.remove(&probe) {
+            self.health.handle_probe_result(now, p.inner, ok);
+            if p.server == self.config.own_api {
+                self.router.handle_health(now, API_TRACKER, ok);
+            }
+            self.expire_probes(now);
+        }
+        self.step(now);
+    }
+
+    /// An interface's link went up or down (down: carrier lost or set down). Instances on
+    /// a down link go to Fault and come back as Backup.
+    pub fn handle_link(&mut self, now: Instant, ifindex: IfIndex, up: bool) {
+        let now = self.advance(now);
+        self.router.handle_link(now, ifindex, up);
+        self.step(now);
+    }
+
+    /// An address appeared on or disappeared from an interface (the kernel's notification).
+    /// An address the node holds that someone removed is put back, and announced.
+    pub fn handle_address(&mut self, now: Instant, ifindex: IfIndex, addr: IpAddr, present: bool) {
+        let now = self.advance(now);
+        if let Some(object) = self.kernel.observe_address(ifindex, addr, present) {
+            self.events.push_back(Event::KernelDrift { object });
+            if !present && self.is_instance_vip(ifindex, addr) {
+                self.announce_after_add.push((ifindex, addr));
+            }
+        }
+        self.step(now);
+    }
+
+    /// The driver found that the kernel no longer holds what the node set (the NAT table
+    /// deleted or edited, virtual services changed); the node sets it again.
+    pub fn handle_kernel_lost(&mut self, now: Instant, object: Object) {
+        let now = self.advance(now);
+        if self.kernel.lost(object) {
+            self.events.push_back(Event::KernelDrift { object });
+        }
+        self.step(now);
+    }
+
+    /// The result of a command. A refusal is retried with backoff; a master whose address
+    /// is refused goes to Fault rather than advertise an address it does not hold.
+    pub fn handle_command_result(
+        &mut self,
+        now: Instant,
+        id: CommandId,
+        result: Result<(), CommandError>,
+    ) {
+        let now = self.advance(now);
+        let result = result.as_ref().map(|_| ()).map_err(|e| e.0.as_str());
+        match self.kernel.result(now, id, result, &mut self.events) {
+            Outcome::AddressAdded(ifindex, vip) => {
+                if let Some(id) = self.instance_of(ifindex, vip.addr) {
+                    self.refused.remove(&id);
+                }
+                let before = self.announce_after_add.len();
+                self.announce_after_add.retain(|a| *a != (ifindex, vip.addr));
+                if self.announce_after_add.len() != before
+                    && self.is_instance_vip(ifindex, vip.addr)
+                {
+                    self.commands
+                        .push_back(Command::Announce { ifindex, addresses: vec![vip.addr] });
+                }
+            }
+            Outcome::AddressRefused(ifindex, vip, _) => {
+                if let Some(id) = self.instance_of(ifindex, vip.addr)
+                    && self.router.state(id) == Some(State::Master)
+                {
+                    let refused = self.refused.entry(id).or_default();
+                    refused.count += 1;
+                    let hold = kernel::backoff(refused.count, REFUSAL_HOLD, MAX_REFUSAL_HOLD);
+                    refused.fault_until = Some(now + hold);
+                    self.router.handle_addresses_held(now, id, false);
+                }
+            }
+            Outcome::Other => {}
+        }
+        self.step(now);
+    }
+
+    /// Replaces the configuration (a reload). Instances whose configuration is unchanged
+    /// keep running untouched; removed ones resign and release their addresses; new and
+    /// changed ones start. An invalid configuration changes nothing.
+    pub fn handle_config(
+        &mut self,
+        now: Instant,
+        config: NodeConfig,
+    ) -> Result<Reload, ConfigError> {
+        let now = self.advance(now);
+        if let Err(e) = check_instances(&config.instances) {
+            self.step(now);
+            return Err(e);
+        }
+        let mut reload = Reload::default();
+        let mut unmatched: Vec<InstanceConfig> = config.instances.clone();
+        let current: Vec<(InstanceId, InstanceConfig)> =
+            self.instances.iter().map(|(id, c)| (*id, c.clone())).collect();
+        for (id, cfg) in current {
+            match unmatched.iter().position(|c| *c == cfg) {
+                Some(i) => {
+                    unmatched.remove(i);
+                    reload.kept.push(id);
+                }
+                None => {
+                    self.router.remove_instance(now, id);
+                    self.instances.remove(&id);
+                    self.refused.remove(&id);
+                    self.events.push_back(Event::InstanceRemoved(id));
+                    reload.removed.push(id);
+                }
+            }
+        }
+        // Drain the resignations before new instances may claim the same VRID.
+        self.step(now);
+        for cfg in unmatched {
+            let id = self.add_instance(now, cfg)?;
+            self.events.push_back(Event::InstanceAdded(id));
+            reload.added.push(id);
+        }
+        if self.health.config() != &lb::k0s_health_config(&config.keepalived) {
+            self.health = HealthChecker::new(lb::k0s_health_config(&config.keepalived));
+            self.probes.clear();
+        }
+        self.health.set_servers(now, &config.real_servers);
+        self.probes.retain(|_, p| config.real_servers.contains(&p.server));
+        self.expire_probes(now);
+        self.config = config;
+        self.dirty = true;
+        self.step(now);
+        Ok(reload)
+    }
+
+    /// Graceful stop: masters resign (priority 0), the VIPs, rules and services the node
+    /// set are removed; direct routing's local VIPs stay (see `refresh_dataplane`). Drain,
+    /// carry out, then exit.
+    pub fn shutdown(&mut self, now: Instant) {
+        let now = self.advance(now);
+        self.stopped = true;
+        self.router.shutdown(now);
+        self.config.keepalived.vrrp_instances.clear();
+        self.config.keepalived.virtual_servers.clear();
+        self.config.real_servers.clear();
+        self.health.set_servers(now, &[]);
+        self.dirty = true;
+        self.step(now);
+    }
+
+    // --- outputs -----------------------------------------------------------------------
+
+    /// The next VRRP message to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next host change to carry out.
+    #[must_use]
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` must be called next: a VRRP timer, a probe, a retry.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let refused = self.refused.values().filter_map(|r| r.fault_until);
+        [self.router.poll_timeout(), self.health.poll_timeout(), self.kernel.next_timeout()]
+            .into_iter()
+            .flatten()
+            .chain(refused)
+            .min()
+    }
+
+    /// The userspace proxy's backends for a new connection from `client`, in the order to
+    /// try them: the scheduler's choice first, then the others (a failed dial goes on to the
+    /// next). Empty when this node runs no proxy.
+    pub fn proxy_backends_for(&mut self, now: Instant, client: IpAddr) -> Vec<SocketAddr> {
+        // Not an input: nothing fires here (its outputs would wait for the next drain).
+        let now = self.clamp(now);
+        let Some(proxy) = self.proxy.as_mut() else { return Vec::new() };
+        let all: Vec<SocketAddr> = proxy.destinations().iter().map(|d| d.addr).collect();
+        let Some(first) = proxy.schedule(now, client) else { return all };
+        proxy.connection_closed(now, client, first);
+        let start = all.iter().position(|a| *a == first).unwrap_or(0);
+        let mut order = Vec::with_capacity(all.len());
+        order.push(first);
+        order.extend(all.iter().cycle().skip(start + 1).take(all.len().saturating_sub(1)));
+        order
+    }
+
+    // --- getters -----------------------------------------------------------------------
+
+    /// The VRRP instances (state, priority, master, counters by id).
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The API servers' health.
+    pub fn health(&self) -> &HealthChecker {
+        &self.health
+    }
+
+    /// The configuration running.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Instance ids with their configuration.
+    pub fn instances(&self) -> impl Iterator<Item = (InstanceId, &InstanceConfig)> + '_ {
+        self.instances.iter().map(|(id, c)| (*id, c))
+    }
+
+    /// The data plane wanted now.
+    pub fn desired(&self) -> &DataPlane {
+        &self.desired
+    }
+
+    /// Whether the node is master of the instance holding `vip`.
+    pub fn is_master_of(&self, vip: IpAddr) -> bool {
+        self.instances.iter().any(|(id, c)| {
+            c.virtual_ips.iter().any(|v| v.addr == vip)
+                && self.router.state(*id) == Some(State::Master)
+        })
+    }
+
+    /// Whether the kernel acknowledged holding the address.
+    pub fn holds_address(&self, ifindex: IfIndex, addr: IpAddr) -> bool {
+        self.kernel.holds_address(ifindex, addr)
+    }
+
+    /// The addresses the kernel acknowledged holding for this node.
+    pub fn held_addresses(&self) -> Vec<(IfIndex, VirtualIp)> {
+        self.kernel.held_addresses().collect()
+    }
+
+    /// The NAT rules the kernel acknowledged, if known.
+    pub fn held_rules(&self) -> Option<&lb::NatRules> {
+        self.kernel.held_rules()
+    }
+
+    /// The virtual services the kernel acknowledged, if known.
+    pub fn held_services(&self) -> Option<&[lb::ServiceSpec]> {
+        self.kernel.held_services()
+    }
+
+    /// Every kernel object under refusal, with its condition.
+    pub fn refusals(&self) -> Vec<(Object, Refusal)> {
+        self.kernel.refusals()
+    }
+
+    // --- internals ---------------------------------------------------------------------
+
+    fn clamp(&mut self, now: Instant) -> Instant {
+        let now = now.max(self.last_now);
+        self.last_now = now;
+        now
+    }
+
+    /// Clamps `now` and fires everything due by then (every input does, so that after any
+    /// `handle_*` call `poll_timeout()` is later than `now`): VRRP timers, probes and their
+    /// deadlines, the end of refusal holds. Kernel retries are issued by `step`.
+    fn advance(&mut self, now: Instant) -> Instant {
+        let now = self.clamp(now);
+        self.router.handle_timeout(now);
+        self.health.handle_timeout(now);
+        self.expire_probes(now);
+        let due: Vec<InstanceId> = self
+            .refused
+            .iter()
+            .filter(|(_, r)| r.fault_until.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(refused) = self.refused.get_mut(&id) {
+                // Eligible again (as Backup); the count stays until an add succeeds, so
+                // a kernel that keeps refusing is tried less and less often.
+                refused.fault_until = None;
+            }
+            self.router.handle_addresses_held(now, id, true);
+        }
+        now
+    }
+
+    /// Forgets the probes past their deadline: the health checker failed them when it
+    /// saw the deadline (every call into it at `now` does), and so does the tracker for
+    /// the own API server, so an API server that hangs is down, not healthy forever. Their
+    /// late results are ignored.
+    fn expire_probes(&mut self, now: Instant) {
+        let own = self.config.own_api;
+        let mut own_failed = 0;
+        self.probes.retain(|_, p| {
+            let alive = p.deadline > now;
+            if !alive && p.server == own {
+                own_failed += 1;
+            }
+            alive
+        });
+        for _ in 0..own_failed {
+            self.router.handle_health(now, API_TRACKER, false);
+        }
+    }
+
+    fn add_instance(
+        &mut self,
+        now: Instant,
+        cfg: InstanceConfig,
+    ) -> Result<InstanceId, ConfigError> {
+        // Unknown at first: removed unless this instance becomes master.
+        for vip in &cfg.virtual_ips {
+            self.kernel.want_address(cfg.ifindex, *vip, false);
+        }
+        let id = self.router.add_instance(now, cfg.clone())?;
+        self.instances.insert(id, cfg);
+        Ok(id)
+    }
+
+    fn instance_of(&self, ifindex: IfIndex, addr: IpAddr) -> Option<InstanceId> {
+        self.instances
+            .iter()
+            .find(|(_, c)| c.ifindex == ifindex && c.virtual_ips.iter().any(|v| v.addr == addr))
+            .map(|(id, _)| *id)
+    }
+
+    fn is_instance_vip(&self, ifindex: IfIndex, addr: IpAddr) -> bool {
+        self.instance_of(ifindex, addr).is_some()
+    }
+
+    /// Moves every output of the parts into the node's queues, recomputes the data plane
+    /// when its inputs changed, and issues the kernel commands that are due.
+    fn step(&mut self, now: Instant) {
+        loop {
+            let mut busy = false;
+            while let Some(t) = self.router.poll_transmit() {
+                self.transmits.push_back(t);
+            }
+            while let Some(c) = self.router.poll_command() {
+                busy = true;
+                self.vrrp_command(c);
+            }
+            while let Some(e) = self.router.poll_event() {
+                if matches!(e, vrrp::Event::StateChanged { .. }) {
+                    self.dirty = true;
+                }
+                self.events.push_back(Event::Vrrp(e));
+            }
+            while let Some(p) = self.health.poll_probe() {
+                self.last_probe += 1;
+                let id = ProbeId(self.last_probe);
+                let pending = InFlightProbe { inner: p.id, server: p.server, deadline: p.deadline };
+                self.probes.insert(id, pending);
+                self.commands.push_back(Command::Probe(Probe { id, ..p }));
+            }
+            while let Some(c) = self.health.poll_change() {
+                self.dirty = true;
+                self.events.push_back(Event::ServerHealth { server: c.server, healthy: c.healthy });
+            }
+            if self.dirty {
+                self.dirty = false;
+                busy = true;
+                self.refresh_dataplane();
+            }
+            if !busy {
+                break;
+            }
+        }
+        self.kernel.issue(now, &mut self.commands);
+    }
+
+    fn vrrp_command(&mut self, command: vrrp::Command) {
+        match command {
+            vrrp::Command::AddAddress { ifindex, vip, .. } => {
+                self.kernel.want_address(ifindex, vip, true);
+                self.announce_after_add.retain(|a| *a != (ifindex, vip.addr));
+            }
+            vrrp::Command::RemoveAddress { ifindex, vip, .. } => {
+                self.kernel.want_address(ifindex, vip, false);
+                self.announce_after_add.retain(|a| *a != (ifindex, vip.addr));
+            }
+            vrrp::Command::Announce { ifindex, addresses, .. } => {
+                // Never announce an address the kernel does not hold yet: the
+                // acknowledgement of its add announces it.
+                let (held, waiting): (Vec<IpAddr>, Vec<IpAddr>) =
+                    addresses.into_iter().partition(|a| self.kernel.holds_address(ifindex, *a));
+                for a in waiting {
+                    if !self.announce_after_add.contains(&(ifindex, a)) {
+                        self.announce_after_add.push((ifindex, a));
+                    }
+                }
+                if !held.is_empty() {
+                    self.commands.push_back(Command::Announce { ifindex, addresses: held });
+                }
+            }
+        }
+    }
+
+    fn refresh_dataplane(&mut self) {
+        let usable = self.health.usable();
+        let desired = {
+            let instances = &self.instances;
+            let router = &self.router;
+            lb::desired(&self.config.keepalived, self.config.api_port, &usable, |vip| {
+                instances.iter().any(|(id, c)| {
+                    c.virtual_ips.iter().any(|v| v.addr == vip)
+                        && router.state(*id) == Some(State::Master)
+                })
+            })
+        };
+        // Local VIPs (direct routing) are addresses on the non-ARPing interface. Those of
+        // an interface a reload moved away from (or dropped) go too.
+        let local: Vec<(IfIndex, VirtualIp)> = match self.config.local_vip_ifindex {
+            // A stopped node keeps them: its API server may still run and be a real server
+            // of the new director, which forwards to it by MAC with the VIP as destination
+            // (k0s, not keepalived, owns dummyvip0). They answer no ARP, so they draw no
+            // traffic of their own.
+            _ if self.stopped => self.local_addresses.clone(),
+            Some(ifindex) => desired.local_vips.iter().map(|a| (ifindex, host_route(*a))).collect(),
+            None => Vec::new(),
+        };
+        for &(ifindex, vip) in &self.local_addresses {
+            if !local.contains(&(ifindex, vip)) {
+                self.kernel.want_address(ifindex, vip, false);
+            }
+        }
+        for &(ifindex, vip) in &local {
+            self.kernel.want_address(ifindex, vip, true);
+        }
+        self.local_addresses = local;
+        let balance_by_nat = self.config.balancing == Balancing::Nat;
+        self.kernel.want_rules(lb::nat_rules(&desired, balance_by_nat));
+        if !balance_by_nat {
+            self.kernel.want_services(desired.services.clone());
+        }
+        self.proxy = desired.proxy_port.map(|port| {
+            let mut backends: Vec<RealServer> =
+                desired.proxy_backends.iter().map(|&addr| RealServer { addr, weight: 1 }).collect();
+            if backends.is_empty() {
+                // No server to check (none configured): the local API server, as k0s does.
+                backends.push(RealServer { addr: self.config.own_api, weight: 1 });
+            }
+            let key = ServiceKey { vip: self.config.own_api.ip(), port };
+            let mut vs = self
+                .proxy
+                .take()
+                .unwrap_or_else(|| VirtualService::new(key, LbAlgo::Rr, LbKind::Nat, None));
+            vs.set_real_servers(&backends);
+            vs
+        });
+        if desired != self.desired {
+            self.desired = desired;
+            self.events.push_back(Event::DataPlaneChanged(self.desired.clone()));
+        }
+    }
+}
+
+/// A probe the driver runs.
+#[derive(Debug, Clone, Copy)]
+struct InFlightProbe {
+    /// The health checker's id for it.
+    inner: ProbeId,
+    server: SocketAddr,
+    /// Failed by then.
+    deadline: Instant,
+}
+
+/// An instance whose addresses the kernel refused.
+#[derive(Debug, Clone, Copy, Default)]
+struct Refused {
+    /// In Fault until then; `None`: eligible again.
+    fault_until: Option<Instant>,
+    /// Refusals since it last held its addresses.
+    count: u32,
+}
+
+/// A local VIP is held as a host route (/32, /128).
+fn host_route(addr: IpAddr) -> VirtualIp {
+    VirtualIp { addr, prefix_len: if addr.is_ipv4() { 32 } else { 128 } }
+}
+
+/// Validates instances as a set (each, only the node's tracker, and no VRID twice on an
+/// interface and family), so that a reload is refused whole rather than half applied.
+fn check_instances(instances: &[InstanceConfig]) -> Result<(), ConfigError> {
+    for (i, cfg) in instances.iter().enumerate() {
+        cfg.validate()?;
+        if let Some(t) = cfg.tracking.iter().find(|t| t.tracker != API_TRACKER) {
+            return Err(ConfigError::UnknownTracker {
+                instance: cfg.name.clone(),
+                tracker: t.tracker.0,
+            });
+        }
+        if let Some(other) = instances.iter().take(i).find(|o| {
+            o.ifindex == cfg.ifindex
+                && o.vrid == cfg.vrid
+                && o.primary_address.is_ipv6() == cfg.primary_address.is_ipv6()
+        }) {
+            return Err(ConfigError::DuplicateVrid {
+                instance: cfg.name.clone(),
+                vrid: cfg.vrid.get(),
+                other: other.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}

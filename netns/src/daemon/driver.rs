@@ -1,0 +1,239 @@
+//! The driver: one loop that feeds the [`Node`] what happens (packets, kernel
+//! notifications, probe results, signals, time) and carries out what it asks through the
+//! [`Kernel`] seam. It decides nothing; it is the only reader of the clock.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use cplb_core::lb::ProbeId;
+use cplb_core::node::{Command, CommandError, Event, Node, Object};
+use cplb_core::time::Instant;
+use cplb_core::vrrp::{self, IfIndex, Incoming, InstanceId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::kernel::Kernel;
+use crate::kernel::vrrp_socket::Packet;
+use crate::kernel::watch::KernelEvent;
+use crate::probe::Prober;
+use crate::status::Snapshot;
+
+/// How often the driver checks that the NAT table and the virtual services are still what
+/// the node set (nftables and IPVS send no notification cplbd could rely on).
+pub(super) const VERIFY_EVERY: Duration = Duration::from_secs(2);
+
+/// Everything that wakes the driver, from the tasks around it.
+#[derive(Debug)]
+pub enum Input {
+    /// A VRRP packet received on an interface.
+    Packet(u32, Packet),
+    /// A link or address notification.
+    Kernel(KernelEvent),
+    /// A probe's result.
+    Probe(ProbeId, bool),
+    /// The proxy asks where a new connection from this client goes.
+    ProxyPick(IpAddr, oneshot::Sender<Vec<SocketAddr>>),
+    /// The status socket or metrics endpoint asks for a snapshot.
+    Snapshot(oneshot::Sender<Snapshot>),
+}
+
+/// What the driver carries besides the node: the kernel, the prober, and counters the
+/// status shows.
+#[derive(Debug)]
+pub struct Driver<K> {
+    /// Where time 0 of the node's clock is.
+    pub started: tokio::time::Instant,
+    /// The controller.
+    pub node: Node,
+    /// The kernel seam.
+    pub kernel: K,
+    /// Runs health probes.
+    pub prober: Prober,
+    /// Probe timeout.
+    pub probe_timeout: Duration,
+    /// For the tasks the driver spawns (probes).
+    pub inputs: mpsc::Sender<Input>,
+    /// State changes per instance since start.
+    pub transitions: BTreeMap<InstanceId, u64>,
+    /// Instance names for logs.
+    pub names: BTreeMap<InstanceId, String>,
+    /// Kernel objects refused now (for one log line per change of condition).
+    pub refused: BTreeMap<Object, String>,
+    /// When the kernel was last checked for rules and services someone else changed.
+    pub last_verify: tokio::time::Instant,
+}
+
+impl<K: Kernel> Driver<K> {
+    /// The node's clock now.
+    pub fn now(&self) -> Instant {
+        Instant::from_nanos(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// When the node next needs `handle_timeout`, or the next verification.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        let verify = self.last_verify + VERIFY_EVERY;
+        match self.node.poll_timeout() {
+            Some(at) => verify.min(self.started + Duration::from_nanos(at.as_nanos())),
+            None => verify,
+        }
+    }
+
+    /// Feeds one input to the node (snapshots and proxy picks are answered at once).
+    pub async fn handle(&mut self, input: Input, snapshot: impl FnOnce(&Self) -> Snapshot) {
+        let now = self.now();
+        match input {
+            Input::Packet(ifindex, p) => self.node.handle_packet(
+                now,
+                Incoming { ifindex: IfIndex(ifindex), header: p.header, payload: &p.payload },
+            ),
+            Input::Kernel(KernelEvent::Link { index, up, .. }) => {
+                self.node.handle_link(now, IfIndex(index), up);
+            }
+            Input::Kernel(KernelEvent::LinkRemoved { index, .. }) => {
+                self.node.handle_link(now, IfIndex(index), false);
+            }
+            Input::Kernel(KernelEvent::Address { index, addr, present, .. }) => {
+                // Notifications trail the commands that caused them: the node's own add and
+                // remove come back after it moved on. What the kernel holds now is the news.
+                let present = self.kernel.has_address(index, addr).await.unwrap_or(present);
+                let now = self.now();
+                self.node.handle_address(now, IfIndex(index), addr, present);
+            }
+            Input::Probe(id, ok) => self.node.handle_probe_result(now, id, ok),
+            Input::ProxyPick(client, reply) => {
+                let _ = reply.send(self.node.proxy_backends_for(now, client));
+            }
+            Input::Snapshot(reply) => {
+                let _ = reply.send(snapshot(self));
+            }
+        }
+    }
+
+    /// The deadline passed: timers, and every [`VERIFY_EVERY`] a check that the kernel
+    /// still holds the rules and services the node set.
+    pub fn handle_timeout(&mut self) {
+        let now = self.now();
+        self.node.handle_timeout(now);
+        if self.last_verify.elapsed() < VERIFY_EVERY {
+            return;
+        }
+        self.last_verify = tokio::time::Instant::now();
+        if let Some(rules) = self.node.held_rules().cloned()
+            && let Ok(false) = self.kernel.rules_intact(&rules)
+        {
+            self.node.handle_kernel_lost(now, Object::Rules);
+        }
+        if let Some(services) = self.node.held_services().map(<[_]>::to_vec)
+            && let Ok(false) = self.kernel.services_intact(&services)
+        {
+            self.node.handle_kernel_lost(now, Object::Services);
+        }
+    }
+
+    /// Carries out everything the node wants until it wants nothing more.
+    pub async fn pump(&mut self) {
+        loop {
+            let mut busy = false;
+            while let Some(t) = self.node.poll_transmit() {
+                if let Err(e) = self.kernel.send(&t) {
+                    tracing::warn!(error = %e, "sending an advertisement failed");
+                }
+            }
+            while let Some(c) = self.node.poll_command() {
+                busy = true;
+                self.command(c).await;
+            }
+            while let Some(e) = self.node.poll_event() {
+                self.event(e);
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
+        let result = match &command {
+            Command::AddAddress { ifindex, vip, .. } => {
+                self.kernel.add_address(ifindex.0, *vip).await
+            }
+            Command::RemoveAddress { ifindex, vip, .. } => {
+                self.kernel.remove_address(ifindex.0, *vip).await
+            }
+            Command::Announce { ifindex, addresses } => {
+                if let Err(e) = self.kernel.announce(ifindex.0, addresses) {
+                    tracing::warn!(error = %e, "announcement failed");
+                }
+                return;
+            }
+            Command::SetRules { rules, .. } => self.kernel.set_rules(rules),
+            Command::SetServices { services, .. } => self.kernel.set_services(services),
+            Command::Probe(p) => {
+                let (prober, tx, timeout, probe) =
+                    (self.prober.clone(), self.inputs.clone(), self.probe_timeout, *p);
+                tokio::spawn(async move {
+                    let result = prober.probe(probe.server, timeout).await;
+                    if let Err(e) = &result {
+                        tracing::debug!(server = %probe.server, error = %e, "health probe failed");
+                    }
+                    let _ = tx.send(Input::Probe(probe.id, result.is_ok())).await;
+                });
+                return;
+            }
+        };
+        let Some(id) = command.id() else { return };
+        let now = self.now();
+        self.node.handle_command_result(now, id, result.map_err(CommandError));
+    }
+
+    /// Logs an event: one line per change of condition, never one per packet at info.
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Vrrp(vrrp::Event::StateChanged { instance, from, to, cause }) => {
+                *self.transitions.entry(instance).or_default() += 1;
+                let name = self.name(instance);
+                tracing::info!(instance = %name, from = from.as_str(), to = to.as_str(), cause = ?cause, "state change");
+            }
+            Event::Vrrp(vrrp::Event::MasterChanged { instance, master }) => {
+                let name = self.name(instance);
+                tracing::info!(instance = %name, master = ?master, "master");
+            }
+            Event::Vrrp(vrrp::Event::Dropped { instance, reason, from }) => {
+                let name = instance.map_or_else(|| "-".to_owned(), |i| self.name(i));
+                tracing::debug!(instance = %name, reason = reason.as_str(), %from, "VRRP packet dropped");
+            }
+            Event::Vrrp(vrrp::Event::PriorityChanged { instance, priority }) => {
+                tracing::info!(instance = %self.name(instance), priority, "priority changed");
+            }
+            Event::Vrrp(other) => tracing::debug!(event = ?other, "vrrp"),
+            Event::ServerHealth { server, healthy: true } => {
+                tracing::info!(%server, "API server healthy");
+            }
+            Event::ServerHealth { server, healthy: false } => {
+                tracing::warn!(%server, "API server unhealthy");
+            }
+            Event::DataPlaneChanged(dp) => {
+                tracing::info!(proxy_backends = ?dp.proxy_backends, services = dp.services.len(), redirects = ?dp.redirects, local_vips = ?dp.local_vips, "data plane");
+            }
+            Event::KernelRefused { object, reason } => {
+                tracing::error!(%object, %reason, "the kernel refused; retrying with backoff");
+                self.refused.insert(object, reason);
+            }
+            Event::KernelRecovered { object, attempts } => {
+                tracing::info!(%object, attempts, "set after all");
+                self.refused.remove(&object);
+            }
+            Event::KernelDrift { object } => {
+                tracing::warn!(%object, "changed by someone else: restoring");
+            }
+            Event::InstanceAdded(id) => tracing::info!(instance = %self.name(id), "instance added"),
+            Event::InstanceRemoved(id) => {
+                tracing::info!(instance = %self.name(id), "instance removed");
+            }
+        }
+    }
+
+    fn name(&self, id: InstanceId) -> String {
+        self.names.get(&id).cloned().unwrap_or_else(|| format!("#{}", id.0))
+    }
+}
