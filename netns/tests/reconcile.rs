@@ -181,6 +181,21 @@ fn sighup_reloads_same_file_added_instance_and_refuses_an_invalid_one() {
     assert_eq!(c.status(master).unwrap().instances.len(), 2);
     assert!(c.client_answered_within(Duration::from_secs(1)).is_ok(), "{}", c.logs());
 
+    // A new proxy port cannot be taken up by a reload (the listener was bound at start):
+    // refused, clients still served on the old one.
+    std::fs::write(&config, format!("{added}        userSpaceProxyBindPort: 6445\n")).unwrap();
+    hup(&c, master);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = std::fs::read_to_string(c.log(master)).unwrap();
+    assert!(log.contains("moving userSpaceProxyBindPort (6444 to 6445) needs a restart"), "{log}");
+    assert_eq!(
+        c.nft_table(master).matches("redirect to :6444").count(),
+        2,
+        "{}",
+        c.nft_table(master)
+    );
+    assert!(c.client_answered_within(Duration::from_secs(1)).is_ok(), "{}", c.logs());
+
     // USR1 writes the status into the log; INT, USR2 and HUP never kill it.
     for signal in [Signal::SIGUSR1, Signal::SIGUSR2] {
         let pid = nix::unistd::Pid::from_raw(c.pid(master).unwrap() as i32);
@@ -226,6 +241,54 @@ fn an_ipv6_cluster_fails_over_within_master_down_interval_after_a_crash() {
     assert!(took <= MASTER_DOWN + MARGIN, "took {took:?}\n{}", c.logs());
     // The client reaches the new master: its neighbour entry was corrected by the
     // unsolicited neighbour advertisement.
+    let answered = c.client_answered_within(Duration::from_secs(3));
+    assert!(answered.is_ok(), "{answered:?}\n{}", c.logs());
+}
+
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn an_interface_deleted_and_created_again_is_followed_by_name() {
+    can_run("interface_recreated");
+    let (mut c, master) = start("recreate", "10.200.16");
+    let ns = c.topo.ns(&format!("c{master}"));
+    let lan = c.topo.lan();
+    let port = format!("p{master}");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("ip").args(args).output().expect("ip runs");
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // Deleting eth0 takes the VIP with it: another controller takes over.
+    let t0 = Instant::now();
+    run(&["-n", &ns, "link", "del", "eth0"]);
+    let took = c
+        .wait_holders(t0, Duration::from_secs(10), |h| h.iter().any(|&i| i != master))
+        .unwrap_or_else(|| panic!("no takeover\n{}", c.logs()));
+    eprintln!("interface deleted: VIP on a new master after {took:?}");
+    assert!(took <= MASTER_DOWN + MARGIN, "took {took:?}\n{}", c.logs());
+    // Created again (another index), its address only a moment later.
+    run(&["-n", &lan, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+    run(&["-n", &lan, "link", "set", &port, "master", "br0"]);
+    run(&["-n", &lan, "link", "set", &port, "up"]);
+    run(&["-n", &ns, "link", "set", "eth0", "up"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let address = format!("{}/24", c.addr(master));
+    run(&["-n", &ns, "addr", "add", &address, "dev", "eth0"]);
+    let t1 = Instant::now();
+    loop {
+        let s = c.status(master);
+        if s.as_ref().is_some_and(|s| s.instances.first().is_some_and(|i| i.state == "backup")) {
+            break;
+        }
+        assert!(t1.elapsed() < Duration::from_secs(10), "not back as backup: {s:?}\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // It runs on the new interface: with the other two stopped it takes the VIP there and
+    // clients are answered through it.
+    for i in (0..3).filter(|&i| i != master) {
+        assert!(c.signal(i, Signal::SIGTERM).is_some_and(|s| s.success()), "{}", c.logs());
+    }
+    c.wait_holders(Instant::now(), Duration::from_secs(3), |h| h == [master])
+        .unwrap_or_else(|| panic!("the VIP is on {:?}\n{}", c.holders(), c.logs()));
     let answered = c.client_answered_within(Duration::from_secs(3));
     assert!(answered.is_ok(), "{answered:?}\n{}", c.logs());
 }

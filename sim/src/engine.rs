@@ -472,12 +472,7 @@ impl Sim {
                 return;
             };
             let transmits: Vec<_> = std::iter::from_fn(|| d.node.poll_transmit()).collect();
-            let commands: Vec<_> = std::iter::from_fn(|| d.node.poll_command()).collect();
-            let events: Vec<_> = std::iter::from_fn(|| d.node.poll_event()).collect();
             let incarnation = d.incarnation;
-            if transmits.is_empty() && commands.is_empty() && events.is_empty() {
-                break;
-            }
             for t in transmits {
                 let frame = Frame::Vrrp { src: t.src, dst: t.dst, payload: t.payload };
                 if t.dst.is_multicast() {
@@ -486,8 +481,16 @@ impl Sim {
                     self.send(i, to, &frame);
                 }
             }
-            for c in commands {
+            // One at a time, as cplbd does: a result may withdraw the commands after it.
+            let mut busy = false;
+            while let Some(c) = self.hosts[i].daemon.as_mut().and_then(|d| d.node.poll_command()) {
+                busy = true;
                 self.command(i, incarnation, local, c);
+            }
+            let Some(d) = self.hosts[i].daemon.as_mut() else { return };
+            let events: Vec<_> = std::iter::from_fn(|| d.node.poll_event()).collect();
+            if !busy && events.is_empty() {
+                break;
             }
             for e in events {
                 self.event(i, e);

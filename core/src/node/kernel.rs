@@ -57,6 +57,12 @@ impl<V: Clone + PartialEq> Slot<V> {
             && self.refusal.as_ref().is_none_or(|r| r.retry_at <= now)
     }
 
+    /// The refusal, while what was refused is still wanted and not held.
+    fn failing(&self) -> Option<Refusal> {
+        let wanted = self.refused.as_ref().is_none_or(|r| *r == self.want);
+        (wanted && self.held.as_ref() != Some(&self.want)).then(|| self.refusal.clone()).flatten()
+    }
+
     fn next_timeout(&self) -> Option<Instant> {
         if self.pending.is_some() || self.held.as_ref() == Some(&self.want) {
             return None;
@@ -145,18 +151,47 @@ impl Kernel {
         addr: core::net::IpAddr,
         present: bool,
     ) -> Option<Object> {
-        let slot = self
+        let mut drift = false;
+        // Every slot of the address (a reload may leave one per prefix for a while).
+        for slot in self
             .addresses
             .iter_mut()
-            .find(|((i, v), _)| *i == ifindex && v.addr == addr)
-            .map(|(_, s)| s)?;
-        // A command in flight decides; its result is the newer news.
-        if slot.pending.is_some() || slot.held == Some(present) {
-            return None;
+            .filter(|((i, v), _)| *i == ifindex && v.addr == addr)
+            .map(|(_, s)| s)
+        {
+            // A command in flight decides; its result is the newer news.
+            if slot.pending.is_some() || slot.held == Some(present) {
+                continue;
+            }
+            drift |= slot.held.is_some() && slot.want != present;
+            slot.held = Some(present);
         }
-        let drift = slot.held.is_some() && slot.want != present;
-        slot.held = Some(present);
         drift.then_some(Object::Address { ifindex, addr })
+    }
+
+    /// Forgets the address slots that are settled absent and no longer wanted by anyone
+    /// (`keep`): what a reload or a moved local interface left behind.
+    pub(crate) fn prune_addresses(&mut self, keep: impl Fn(IfIndex, VirtualIp) -> bool) {
+        self.addresses.retain(|&(ifindex, vip), s| {
+            keep(ifindex, vip) || s.want || s.held != Some(false) || s.pending.is_some()
+        });
+    }
+
+    /// Withdraws a queued command that was not carried out yet: its slot is free again.
+    pub(crate) fn cancel(&mut self, id: CommandId) {
+        if self.in_flight.remove(&id).is_none() {
+            return;
+        }
+        for slot in self.addresses.values_mut() {
+            if slot.pending.is_some_and(|(p, _)| p == id) {
+                slot.pending = None;
+            }
+        }
+    }
+
+    /// Whether the address slot wants the address (present) now.
+    pub(crate) fn wants_address(&self, ifindex: IfIndex, vip: VirtualIp) -> bool {
+        self.addresses.get(&(ifindex, vip)).is_some_and(|s| s.want)
     }
 
     /// What the node had set is no longer what the kernel holds (the driver checked).
@@ -270,13 +305,11 @@ impl Kernel {
             .iter()
             .filter_map(|((ifindex, vip), s)| {
                 let object = Object::Address { ifindex: *ifindex, addr: vip.addr };
-                s.refusal.clone().map(|r| (object, r))
+                s.failing().map(|r| (object, r))
             })
             .collect();
-        out.extend(self.rules.iter().filter_map(|s| s.refusal.clone()).map(|r| (Object::Rules, r)));
-        out.extend(
-            self.services.iter().filter_map(|s| s.refusal.clone()).map(|r| (Object::Services, r)),
-        );
+        out.extend(self.rules.iter().filter_map(Slot::failing).map(|r| (Object::Rules, r)));
+        out.extend(self.services.iter().filter_map(Slot::failing).map(|r| (Object::Services, r)));
         out
     }
 }

@@ -220,6 +220,12 @@ impl Node {
         let now = self.advance(now);
         if self.kernel.lost(object) {
             self.events.push_back(Event::KernelDrift { object });
+            if let Object::Address { ifindex, addr } = object
+                && self.is_instance_vip(ifindex, addr)
+                && !self.announce_after_add.contains(&(ifindex, addr))
+            {
+                self.announce_after_add.push((ifindex, addr));
+            }
         }
         self.step(now);
     }
@@ -236,7 +242,14 @@ impl Node {
         let result = result.as_ref().map(|_| ()).map_err(|e| e.0.as_str());
         match self.kernel.result(now, id, result, &mut self.events) {
             Outcome::AddressAdded(ifindex, vip) => {
-                if let Some(id) = self.instance_of(ifindex, vip.addr) {
+                // The refusals end when the instance holds every VIP, not at the first that
+                // goes in (and never while the Fault hold runs).
+                if let Some(id) = self.instance_of(ifindex, vip.addr)
+                    && self.refused.get(&id).is_some_and(|r| r.fault_until.is_none())
+                    && self.instances.get(&id).is_some_and(|c| {
+                        c.virtual_ips.iter().all(|v| self.kernel.holds_address(c.ifindex, v.addr))
+                    })
+                {
                     self.refused.remove(&id);
                 }
                 let before = self.announce_after_add.len();
@@ -282,9 +295,18 @@ impl Node {
         let current: Vec<(InstanceId, InstanceConfig)> =
             self.instances.iter().map(|(id, c)| (*id, c.clone())).collect();
         for (id, cfg) in current {
-            match unmatched.iter().position(|c| *c == cfg) {
+            // The name follows the instance's place in `vrrpInstances`: an instance that only
+            // moved in the list is the same instance, renamed, not a new one.
+            let same =
+                |c: &InstanceConfig| InstanceConfig { name: cfg.name.clone(), ..c.clone() } == cfg;
+            match unmatched
+                .iter()
+                .position(|c| *c == cfg)
+                .or_else(|| unmatched.iter().position(same))
+            {
                 Some(i) => {
-                    unmatched.remove(i);
+                    let renamed = unmatched.remove(i);
+                    self.instances.insert(id, renamed);
                     reload.kept.push(id);
                 }
                 None => {
@@ -554,7 +576,32 @@ impl Node {
                 break;
             }
         }
+        self.withdraw_unwanted_address_commands();
+        let (instances, local) = (&self.instances, &self.local_addresses);
+        self.kernel.prune_addresses(|ifindex, vip| {
+            local.contains(&(ifindex, vip))
+                || instances.values().any(|c| c.ifindex == ifindex && c.virtual_ips.contains(&vip))
+        });
         self.kernel.issue(now, &mut self.commands);
+    }
+
+    /// Address commands still queued that the node no longer wants (the instance went to
+    /// Fault while the driver was carrying out the commands before them) are withdrawn, so
+    /// a refused first VIP does not see the second one added regardless.
+    fn withdraw_unwanted_address_commands(&mut self) {
+        let kernel = &mut self.kernel;
+        self.commands.retain(|c| {
+            let (id, ifindex, vip, add) = match c {
+                Command::AddAddress { id, ifindex, vip } => (*id, *ifindex, *vip, true),
+                Command::RemoveAddress { id, ifindex, vip } => (*id, *ifindex, *vip, false),
+                _ => return true,
+            };
+            let keep = kernel.wants_address(ifindex, vip) == add;
+            if !keep {
+                kernel.cancel(id);
+            }
+            keep
+        });
     }
 
     fn vrrp_command(&mut self, command: vrrp::Command) {

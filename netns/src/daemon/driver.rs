@@ -61,6 +61,8 @@ pub struct Driver<K> {
     pub refused: BTreeMap<Object, String>,
     /// When the kernel was last checked for rules and services someone else changed.
     pub last_verify: tokio::time::Instant,
+    /// The last error sending adverts and announcing, logged once per change.
+    pub send_error: Option<String>,
 }
 
 impl<K: Kernel> Driver<K> {
@@ -135,9 +137,8 @@ impl<K: Kernel> Driver<K> {
         loop {
             let mut busy = false;
             while let Some(t) = self.node.poll_transmit() {
-                if let Err(e) = self.kernel.send(&t) {
-                    tracing::warn!(error = %e, "sending an advertisement failed");
-                }
+                let result = self.kernel.send(&t);
+                self.note_send(result, "sending an advertisement");
             }
             while let Some(c) = self.node.poll_command() {
                 busy = true;
@@ -161,9 +162,8 @@ impl<K: Kernel> Driver<K> {
                 self.kernel.remove_address(ifindex.0, *vip).await
             }
             Command::Announce { ifindex, addresses } => {
-                if let Err(e) = self.kernel.announce(ifindex.0, addresses) {
-                    tracing::warn!(error = %e, "announcement failed");
-                }
+                let result = self.kernel.announce(ifindex.0, addresses);
+                self.note_send(result, "announcing");
                 return;
             }
             Command::SetRules { rules, .. } => self.kernel.set_rules(rules),
@@ -195,8 +195,9 @@ impl<K: Kernel> Driver<K> {
                 tracing::info!(instance = %name, from = from.as_str(), to = to.as_str(), cause = ?cause, "state change");
             }
             Event::Vrrp(vrrp::Event::MasterChanged { instance, master }) => {
+                // Debug: a backup hearing two masters (a one-way cut) changes it per advert.
                 let name = self.name(instance);
-                tracing::info!(instance = %name, master = ?master, "master");
+                tracing::debug!(instance = %name, master = ?master, "master");
             }
             Event::Vrrp(vrrp::Event::Dropped { instance, reason, from }) => {
                 let name = instance.map_or_else(|| "-".to_owned(), |i| self.name(i));
@@ -230,6 +231,21 @@ impl<K: Kernel> Driver<K> {
             Event::InstanceRemoved(id) => {
                 tracing::info!(instance = %self.name(id), "instance removed");
             }
+        }
+    }
+
+    /// Logs a failure to send (or its end) once per change of condition, not per packet.
+    fn note_send(&mut self, result: Result<(), String>, what: &str) {
+        match result {
+            Err(e) if self.send_error.as_deref() != Some(e.as_str()) => {
+                tracing::warn!(error = %e, "{what} failed (logged again only when this changes)");
+                self.send_error = Some(e);
+            }
+            Ok(()) if self.send_error.is_some() => {
+                tracing::info!("{what} works again");
+                self.send_error = None;
+            }
+            _ => {}
         }
     }
 

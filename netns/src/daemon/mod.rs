@@ -163,6 +163,11 @@ struct Daemon {
     local_vips: Option<(u32, String)>,
     proxy_stats: Arc<ProxyStats>,
     tasks: tokio::task::JoinSet<()>,
+    /// An interface of the plan that was created again but could not be planned yet (no
+    /// address of the right family yet): tried again at each kernel notification.
+    replan: Option<String>,
+    /// The receive task of each VRRP socket.
+    receivers: HashMap<(u32, bool), tokio::task::AbortHandle>,
 }
 
 async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result<()> {
@@ -249,6 +254,8 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
         local_vips,
         proxy_stats: Arc::clone(&proxy_stats),
         tasks: tokio::task::JoinSet::new(),
+        replan: None,
+        receivers: HashMap::new(),
     };
     let mut driver = Driver {
         started,
@@ -261,6 +268,7 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
         transitions: BTreeMap::new(),
         refused: BTreeMap::new(),
         last_verify: started,
+        send_error: None,
     };
     if let Some(listener) = proxy_listener {
         let dial = daemon.options.dial_timeout;
@@ -270,8 +278,9 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
     if let Some(listener) = metrics_listener {
         daemon.tasks.spawn(serve::metrics(listener, inputs.clone()));
     }
-    for (&(ifindex, _), socket) in &driver.kernel.sockets {
-        daemon.tasks.spawn(receive(ifindex, Arc::clone(socket), inputs.clone()));
+    for (&key, socket) in &driver.kernel.sockets {
+        let task = daemon.tasks.spawn(receive(key.0, Arc::clone(socket), inputs.clone()));
+        daemon.receivers.insert(key, task);
     }
     let tx = inputs.clone();
     daemon.tasks.spawn(async move {
@@ -327,7 +336,11 @@ impl Daemon {
     /// A link notification for an interface the plan uses under another index: it was
     /// deleted and created again, and is followed by name.
     fn recreated_interface(&self, input: &Input) -> Option<String> {
-        let Input::Kernel(KernelEvent::Link { index, name, .. }) = input else { return None };
+        let Input::Kernel(event) = input else { return None };
+        if let Some(name) = &self.replan {
+            return Some(name.clone());
+        }
+        let KernelEvent::Link { index, name, .. } = event else { return None };
         self.plan
             .groups
             .iter()
@@ -346,7 +359,9 @@ impl Daemon {
     ) {
         let (keepalived, api_port) = match recreated {
             Some(name) => {
-                tracing::info!(interface = name, "interface created again: following it");
+                if self.replan.is_none() {
+                    tracing::info!(interface = name, "interface created again: following it");
+                }
                 (self.keepalived.clone(), self.api_port)
             }
             None => {
@@ -368,17 +383,26 @@ impl Daemon {
         .await
         {
             Ok(p) => p,
+            Err(e) if recreated.is_some() => {
+                if self.replan.is_none() {
+                    tracing::warn!(error = %e, "the interface is back but not usable yet; waiting");
+                }
+                self.replan = recreated.map(str::to_owned);
+                return;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "reload refused: the running configuration stays");
                 return;
             }
         };
-        if keepalived.user_space_proxy_bind_port != self.keepalived.user_space_proxy_bind_port
-            || keepalived.mode() != self.keepalived.mode()
-        {
-            tracing::warn!(
-                "reload: a new load balancer mode or proxy port takes effect at the next restart"
+        self.replan = None;
+        // What was bound or opened at start-up (with privileges since dropped) cannot change
+        // in a reload: refuse rather than redirect clients to a port nobody listens on.
+        if let Some(why) = needs_restart(&self.keepalived, &keepalived, self.local_vips.is_some()) {
+            tracing::error!(
+                "reload refused: {why} needs a restart; the running configuration stays"
             );
+            return;
         }
         let before: Vec<(u32, bool)> = driver.kernel.sockets.keys().copied().collect();
         if let Some(name) = recreated {
@@ -396,13 +420,25 @@ impl Daemon {
             tracing::error!(error = %e, "reload refused: the running configuration stays");
             return;
         }
+        self.receivers.retain(|key, task| {
+            let open = driver.kernel.sockets.contains_key(key);
+            if !open {
+                task.abort();
+            }
+            open
+        });
         for (&key, socket) in &driver.kernel.sockets {
-            if !before.contains(&key) {
-                self.tasks.spawn(receive(key.0, Arc::clone(socket), inputs.clone()));
+            if !before.contains(&key) || !self.receivers.contains_key(&key) {
+                let task = self.tasks.spawn(receive(key.0, Arc::clone(socket), inputs.clone()));
+                self.receivers.insert(key, task);
             }
         }
-        driver.kernel.service_vips =
-            keepalived.virtual_servers.iter().map(|v| v.ip_address).collect();
+        // The services of removed virtual servers are still cplbd's to remove.
+        for vs in &keepalived.virtual_servers {
+            if !driver.kernel.service_vips.contains(&vs.ip_address) {
+                driver.kernel.service_vips.push(vs.ip_address);
+            }
+        }
         let config =
             node_config(&keepalived, api_port, &plan, self.local_vips.as_ref(), &driver.kernel);
         let now = driver.now();
@@ -427,6 +463,31 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Why a new configuration cannot be taken up without a restart, if it cannot: the proxy's
+/// listener and the data plane were set up at start.
+fn needs_restart(running: &Keepalived, new: &Keepalived, local_vips: bool) -> Option<String> {
+    if new.mode() != running.mode() {
+        return Some(format!(
+            "changing the load balancer mode ({:?} to {:?})",
+            running.mode(),
+            new.mode()
+        ));
+    }
+    if new.mode() == LoadBalancerMode::UserspaceProxy
+        && new.user_space_proxy_bind_port != running.user_space_proxy_bind_port
+    {
+        return Some(format!(
+            "moving userSpaceProxyBindPort ({} to {})",
+            running.user_space_proxy_bind_port, new.user_space_proxy_bind_port
+        ));
+    }
+    let dr = new.virtual_servers.iter().any(|v| v.lb_kind == config::LbKind::Dr);
+    if new.mode() == LoadBalancerMode::Ipvs && dr && !local_vips {
+        return Some("a first direct-routing virtual server (dummyvip0)".to_owned());
+    }
+    None
 }
 
 /// The node configuration for a plan.
@@ -483,15 +544,24 @@ fn open_sockets(kernel: &mut LinuxKernel, plan: &Plan) -> Result<()> {
 
 /// Receives VRRP packets on one socket for the driver.
 async fn receive(ifindex: u32, socket: Arc<VrrpSocket>, tx: mpsc::Sender<Input>) {
+    let mut failing: Option<String> = None;
     loop {
         match socket.recv().await {
             Ok(p) => {
+                if failing.take().is_some() {
+                    tracing::info!(ifindex, "VRRP receive works again");
+                }
                 if tx.send(Input::Packet(ifindex, p)).await.is_err() {
                     return;
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "VRRP receive failed");
+                // Once per condition, not every 100 ms.
+                let text = e.to_string();
+                if failing.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(ifindex, error = %text, "VRRP receive failed");
+                    failing = Some(text);
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

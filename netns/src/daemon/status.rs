@@ -220,6 +220,15 @@ pub fn render(s: &Snapshot) -> String {
             d.local_vips.join(", ")
         );
     }
+    if !s.kernel_refusals.is_empty() {
+        out += "\nthe kernel refuses (retrying with backoff):\n";
+        for r in &s.kernel_refusals {
+            out += &format!(
+                "  {}: {} ({} times in a row, for {:.1}s)\n",
+                r.object, r.reason, r.attempts, r.since_s
+            );
+        }
+    }
     out
 }
 

@@ -864,9 +864,18 @@ impl Ipvs {
     /// the core cannot describe (fwmark, not TCP, a scheduler the core lacks) are left out:
     /// cplb never creates them.
     pub fn services(&mut self) -> Result<Vec<ServiceSpec>, IpvsError> {
+        self.services_on(|_| true)
+    }
+
+    /// The same for the services on the VIPs `on` accepts only: the others' destinations are
+    /// not even read (kube-proxy in IPVS mode may hold thousands of services).
+    pub fn services_on(
+        &mut self,
+        on: impl Fn(IpAddr) -> bool,
+    ) -> Result<Vec<ServiceSpec>, IpvsError> {
         let mut out = Vec::new();
         for svc in self.kernel_services()? {
-            let Some(addr) = svc.addr.filter(|_| svc.protocol == IPPROTO_TCP) else {
+            let Some(addr) = svc.addr.filter(|a| svc.protocol == IPPROTO_TCP && on(a.ip())) else {
                 continue;
             };
             let key = ServiceKey { vip: addr.ip(), port: addr.port() };

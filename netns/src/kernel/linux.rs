@@ -70,16 +70,26 @@ impl Kernel for LinuxKernel {
     }
 
     fn set_rules(&mut self, rules: &NatRules) -> Result<(), String> {
-        let nft = self.nft.as_mut().ok_or("nftables is unavailable in this kernel")?;
+        // Without nftables there is no table to remove either.
+        let Some(nft) = self.nft.as_mut() else {
+            return if rules.is_empty() {
+                Ok(())
+            } else {
+                Err("nftables is unavailable in this kernel".into())
+            };
+        };
         nft.apply(NFT_TABLE, &ruleset(rules)).map_err(|e| e.to_string())
     }
 
     fn rules_intact(&mut self, rules: &NatRules) -> Result<bool, String> {
-        let nft = self.nft.as_mut().ok_or("nftables is unavailable in this kernel")?;
+        let Some(nft) = self.nft.as_mut() else { return Ok(rules.is_empty()) };
         nft.verify(NFT_TABLE, &ruleset(rules)).map_err(|e| e.to_string())
     }
 
     fn set_services(&mut self, services: &[ServiceSpec]) -> Result<(), String> {
+        if self.ipvs.is_none() && services.is_empty() {
+            return Ok(());
+        }
         let current = self.own_services()?;
         let changes = lb::diff(
             &DataPlane { services: current, ..DataPlane::default() },
@@ -99,12 +109,7 @@ impl LinuxKernel {
     fn own_services(&mut self) -> Result<Vec<ServiceSpec>, String> {
         let ipvs = self.ipvs.as_mut().ok_or("IPVS is unavailable in this kernel")?;
         let vips = &self.service_vips;
-        Ok(ipvs
-            .services()
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter(|s| vips.contains(&s.key.vip))
-            .collect())
+        ipvs.services_on(|vip| vips.contains(&vip)).map_err(|e| e.to_string())
     }
 }
 
