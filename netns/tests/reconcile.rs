@@ -96,6 +96,8 @@ fn a_deleted_nftables_table_is_restored_and_clients_are_answered_within_five_sec
     eprintln!("nft table deleted: clients answered again after {:?}", t0.elapsed());
     assert!(t0.elapsed() < Duration::from_secs(6));
     assert_eq!(c.nft_table(master).matches("redirect to :6444").count(), 1);
+    let s = c.status(master).expect("status");
+    assert!(s.dataplane.applied && s.kernel_refusals.is_empty(), "{s:?}");
 }
 
 #[test]

@@ -143,6 +143,13 @@ impl Kernel {
         self.services.as_ref().and_then(|s| s.held.as_deref())
     }
 
+    /// Whether every object holds what is wanted, acknowledged by the kernel.
+    pub(crate) fn settled(&self) -> bool {
+        self.addresses.values().all(|s| s.held == Some(s.want))
+            && self.rules.as_ref().is_none_or(|s| s.held.as_ref() == Some(&s.want))
+            && self.services.as_ref().is_none_or(|s| s.held.as_ref() == Some(&s.want))
+    }
+
     /// The kernel reported an address appearing or disappearing. Returns whether that
     /// undid what the node had set (someone else changed it).
     pub(crate) fn observe_address(

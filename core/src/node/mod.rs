@@ -456,6 +456,12 @@ impl Node {
         self.kernel.held_services()
     }
 
+    /// Whether the kernel acknowledged everything the node wants now (addresses, rules,
+    /// services): the data plane shown is the one in force.
+    pub fn settled(&self) -> bool {
+        self.kernel.settled()
+    }
+
     /// Every kernel object under refusal, with its condition.
     pub fn refusals(&self) -> Vec<(Object, Refusal)> {
         self.kernel.refusals()

@@ -103,6 +103,7 @@ pub(super) fn build(daemon: &Daemon, driver: &Driver<LinuxKernel>) -> Snapshot {
                 .collect(),
             local_vips: d.local_vips.iter().map(ToString::to_string).collect(),
             local_vip_interface: daemon.local_vips.as_ref().map(|(_, n)| n.clone()),
+            applied: node.settled(),
             proxy_accepted: stats.accepted.load(Ordering::Relaxed),
             proxy_forwarded: stats.forwarded.load(Ordering::Relaxed),
             proxy_dial_failures: stats.dial_failures.load(Ordering::Relaxed),

@@ -108,6 +108,10 @@ pub struct DataplaneStatus {
     pub local_vips: Vec<String>,
     /// Which interface holds them (`dummyvip0` or `lo`).
     pub local_vip_interface: Option<String>,
+    /// Whether the kernel holds all of this (acknowledged); false while a change is being
+    /// made or the kernel refuses one (see `kernel_refusals`).
+    #[serde(default)]
+    pub applied: bool,
     /// Proxy counters.
     pub proxy_accepted: u64,
     /// Connections handed to an API server.
@@ -186,7 +190,12 @@ pub fn render(s: &Snapshot) -> String {
         );
     }
     let d = &s.dataplane;
-    out += &format!("\ndata plane: {} via {}\n", d.mode, d.kernel);
+    out += &format!(
+        "\ndata plane: {} via {}{}\n",
+        d.mode,
+        d.kernel,
+        if d.applied { "" } else { " (not yet all applied)" }
+    );
     if let Some(port) = d.proxy_port {
         out += &format!(
             "  proxy :{port} -> {}\n  redirects: {}\n  proxy connections {} forwarded {} dial failures {} unserved {}\n",
