@@ -14,6 +14,13 @@ command -v tshark >/dev/null || need_pkgs+=(tshark)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v nft >/dev/null || need_pkgs+=(nftables)
 command -v keepalived >/dev/null || need_pkgs+=(keepalived)
+# The IPVS tests boot a guest with Debian's cloud kernel (this kernel has no IPVS): qemu,
+# a static busybox, cpio and depmod build it; ipvsadm observes IPVS in it.
+command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
+[[ -x /bin/busybox ]] || need_pkgs+=(busybox-static)
+command -v cpio >/dev/null || need_pkgs+=(cpio)
+command -v depmod >/dev/null || [[ -x /usr/sbin/depmod ]] || need_pkgs+=(kmod)
+command -v ipvsadm >/dev/null || [[ -x /usr/sbin/ipvsadm ]] || need_pkgs+=(ipvsadm)
 if ((${#need_pkgs[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         log "installing ${need_pkgs[*]}"

@@ -168,10 +168,14 @@ async fn connection(
     acceptor: Option<TlsAcceptor>,
     name: Arc<str>,
 ) {
+    // `/whoami`: who answered, the client as this server sees it and the address it was
+    // reached at (with direct routing: the client's own address and the VIP).
+    let local = stream.local_addr().map_or_else(|_| "?".to_owned(), |a| a.ip().to_string());
+    let whoami = format!("{name} {} {local}\n", peer.ip());
     let served = tokio::time::timeout(CONNECTION_TIMEOUT, async {
         match acceptor {
-            Some(acceptor) => exchange(acceptor.accept(stream).await?, &name).await,
-            None => exchange(stream, &name).await,
+            Some(acceptor) => exchange(acceptor.accept(stream).await?, &name, &whoami).await,
+            None => exchange(stream, &name, &whoami).await,
         }
     })
     .await;
@@ -185,12 +189,16 @@ async fn connection(
 }
 
 /// Reads one request, writes the answer and closes.
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, name: &str) -> io::Result<()> {
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    name: &str,
+    whoami: &str,
+) -> io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     let answer = loop {
         if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            break answer(&head[..end], name);
+            break answer(&head[..end], name, whoami);
         }
         if !starts_like_a_request(&head) {
             // Say so now: a TLS ClientHello, for one, would otherwise wait for a blank line
@@ -258,7 +266,7 @@ impl Answer {
 }
 
 /// The answer to a request head (request line and headers, without the blank line).
-fn answer(head: &[u8], name: &str) -> Answer {
+fn answer(head: &[u8], name: &str, whoami: &str) -> Answer {
     let bad = || Answer::plain(400, "Bad Request", "bad request\n");
     let Ok(head) = std::str::from_utf8(head) else { return bad() };
     let mut lines = head.split("\r\n");
@@ -287,6 +295,8 @@ fn answer(head: &[u8], name: &str) -> Answer {
     let path = target.split_once('?').map_or(target, |(path, _)| path);
     if path == "/healthz" {
         Answer::plain(200, "OK", "ok")
+    } else if path == "/whoami" {
+        Answer::plain(200, "OK", whoami.to_owned())
     } else {
         Answer::plain(200, "OK", format!("{name}\n"))
     }

@@ -52,11 +52,57 @@ spec:
           authPass: Example
 ";
 
+/// The seed document's own configuration: a virtual server on the VIP, with k0s's
+/// defaults (rr, persistence 360, direct routing).
+pub const CONFIG_IPVS: &str = "\
+spec:
+  api:
+    sans:
+    - 192.168.122.200
+  network:
+    controlPlaneLoadBalancing:
+      enabled: true
+      type: Keepalived
+      keepalived:
+        vrrpInstances:
+        - virtualIPs: [\"192.168.122.200/24\"]
+          authPass: Example
+        virtualServers:
+        - ipAddress: 192.168.122.200
+";
+
+/// How the lab balances API traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// k0s's default: the userspace proxy behind an nftables redirect.
+    #[default]
+    Proxy,
+    /// The seed's `virtualServers`: IPVS direct routing (NAT rules where there is no IPVS).
+    Ipvs,
+}
+
+impl Mode {
+    fn config(self) -> &'static str {
+        match self {
+            Self::Proxy => CONFIG,
+            Self::Ipvs => CONFIG_IPVS,
+        }
+    }
+
+    /// The mode `lab up` built the running lab with.
+    fn running() -> Self {
+        let config = std::fs::read_to_string(Path::new(STATE_DIR).join("k0s.yaml"));
+        if config.is_ok_and(|c| c == CONFIG_IPVS) { Self::Ipvs } else { Self::Proxy }
+    }
+}
+
 /// One power-off and what the client saw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Failover {
     /// Seconds from the power-off to the client's first answered connection.
     pub failover_s: f64,
+    /// Seconds from the power-off until a new master's cplbd said it was master.
+    pub new_master_s: f64,
     /// Connections that failed after the power-off.
     pub client_failed: u32,
     /// Connections tried after the power-off.
@@ -111,13 +157,13 @@ fn socket(name: &str) -> PathBuf {
 
 /// `cplb lab up`: builds the lab and waits for one master. Everything is removed again if
 /// any step fails.
-pub fn up(programs: &Programs) -> Result<String, String> {
+pub fn up(programs: &Programs, mode: Mode) -> Result<String, String> {
     if !topology::is_root() {
         return Err("cplb lab needs root (it creates network namespaces)".into());
     }
     let _ = std::fs::remove_dir_all(STATE_DIR);
     std::fs::create_dir_all(STATE_DIR).map_err(|e| format!("creating {STATE_DIR}: {e}"))?;
-    std::fs::write(Path::new(STATE_DIR).join("k0s.yaml"), CONFIG)
+    std::fs::write(Path::new(STATE_DIR).join("k0s.yaml"), mode.config())
         .map_err(|e| format!("writing the configuration: {e}"))?;
     let topo = Topology::build(PREFIX, hosts(), false, Some(GATEWAY)).map_err(|e| e.to_string())?;
     let result = (|| {
@@ -147,7 +193,10 @@ fn start_controller(topo: &Topology, programs: &Programs, name: &str) -> Result<
         .map(|(_, a)| *a)
         .ok_or("unknown controller")?;
     let log = Path::new(STATE_DIR).join(format!("{name}.log"));
-    let listen = format!("{address}:{API_PORT}");
+    // Every address, as kube-apiserver binds: with direct routing the director forwards
+    // packets for VIP:6443 unchanged, so the VIP on dummyvip0 must be served too.
+    let _ = address;
+    let listen = format!("0.0.0.0:{API_PORT}");
     topo.spawn(
         name,
         &programs.cplb.to_string_lossy(),
@@ -219,9 +268,23 @@ fn wait_for_single_master(limit: Duration) -> Result<String, String> {
 /// The seed's views: each controller's addresses, and the master's data plane.
 fn views(topo: &Topology, master: &str) -> String {
     let mut out = String::new();
+    let mode = Mode::running();
     for (name, _) in CONTROLLERS {
-        out += &format!("$ ip -o addr show dev eth0   # {name}\n");
-        out += &topo.address_lines(name).unwrap_or_else(|e| format!("{e}\n"));
+        if mode == Mode::Ipvs {
+            // As the seed shows it: eth0 with the VIP on the master, dummyvip0 everywhere.
+            out += &format!("$ ip -4 -o addr   # {name}\n");
+            out += &topo.ip(name, &["-4", "-o", "addr"]).unwrap_or_else(|e| format!("{e}\n"));
+        } else {
+            out += &format!("$ ip -o addr show dev eth0   # {name}\n");
+            out += &topo.address_lines(name).unwrap_or_else(|e| format!("{e}\n"));
+        }
+    }
+    if mode == Mode::Ipvs
+        && let Ok(o) = topo.exec(master, "ipvsadm", &["--save", "-n"])
+        && o.status.success()
+    {
+        out +=
+            &format!("\n$ ipvsadm --save -n   # {master}\n{}", String::from_utf8_lossy(&o.stdout));
     }
     out += &format!("\n$ cplb status   # {master}\n");
     match status::query(&socket(master), Duration::from_secs(1)) {
@@ -320,10 +383,10 @@ fn power_off(topo: &Topology, master: &str) -> Result<Failover, String> {
     let t0 = Instant::now();
     topo.kill_all(master, nix::sys::signal::Signal::SIGKILL);
     let deadline = t0 + Duration::from_secs(20);
-    let new_master = loop {
+    let (new_master, new_master_after) = loop {
         let m = masters();
         if m.len() == 1 && m[0] != master {
-            break m[0].clone();
+            break (m[0].clone(), t0.elapsed());
         }
         if Instant::now() > deadline {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -344,6 +407,7 @@ fn power_off(topo: &Topology, master: &str) -> Result<Failover, String> {
         .ok_or_else(|| format!("the client was never answered after powering off {master}"))?;
     Ok(Failover {
         failover_s: (first - t0).as_secs_f64(),
+        new_master_s: new_master_after.as_secs_f64(),
         client_failed: u32::try_from(after.iter().filter(|a| !a.answered).count())
             .unwrap_or(u32::MAX),
         client_attempts: u32::try_from(after.len()).unwrap_or(u32::MAX),
@@ -429,6 +493,7 @@ pub fn json(results: &[Failover], with_reps: bool) -> serde_json::Value {
     let last = results.last();
     let mut v = serde_json::json!({
         "failover_s": last.map(|r| r.failover_s),
+        "new_master_s": last.map(|r| r.new_master_s),
         "client_failed": last.map(|r| r.client_failed),
         "client_attempts": last.map(|r| r.client_attempts),
         "new_master": last.map(|r| r.new_master.clone()),
@@ -442,4 +507,65 @@ pub fn json(results: &[Failover], with_reps: bool) -> serde_json::Value {
         }
     }
     v
+}
+
+/// Where `--kernel vm` keeps the guest's console log, command socket and pid.
+pub const VM_DIR: &str = "/run/cplb-lab-vm";
+
+/// `cplb lab up --kernel vm`: boots the guest (left running) and builds the lab in it.
+pub fn up_in_vm(programs: &Programs, mode: Mode) -> Result<String, String> {
+    if !topology::is_root() {
+        return Err("cplb lab needs root (it boots a guest with qemu)".into());
+    }
+    if let Ok(g) = crate::vm::Guest::attach(Path::new(VM_DIR)) {
+        g.stop();
+    }
+    let image = crate::vm::image(&[programs.cplb.clone(), programs.cplbd.clone()])?;
+    let mut guest = crate::vm::Guest::boot(&image, Path::new(VM_DIR), true)?;
+    let boot = guest.boot_time;
+    let mode_arg = match mode {
+        Mode::Proxy => "proxy",
+        Mode::Ipvs => "ipvs",
+    };
+    let (code, out) =
+        guest.run(&format!("cplb lab up --mode {mode_arg}"), Duration::from_secs(180))?;
+    if code != 0 {
+        let console = guest.stop();
+        return Err(format!("cplb lab up failed in the guest (exit {code}):\n{out}\n{console}"));
+    }
+    Ok(format!(
+        "guest: kernel {} booted in {:.1} s ({}), console log {}\n{out}",
+        image.release,
+        boot.as_secs_f64(),
+        crate::vm::accelerator(),
+        guest.console.display()
+    ))
+}
+
+/// `cplb lab failover --kernel vm`: the same command inside the guest.
+pub fn failover_in_vm(reps: Option<u32>, json: bool) -> Result<(i32, String), String> {
+    let mut guest = crate::vm::Guest::attach(Path::new(VM_DIR))?;
+    let mut line = "cplb lab failover".to_owned();
+    if let Some(n) = reps {
+        line += &format!(" --reps {n}");
+    }
+    if json {
+        line += " --json";
+    }
+    // A rep takes about 10 s in the guest; allow for an emulated CPU.
+    let limit = Duration::from_secs(60 + 40 * u64::from(reps.unwrap_or(1)));
+    guest.run(&format!("{line} 2>&1"), limit)
+}
+
+/// `cplb lab down --kernel vm`: the lab down and the guest powered off.
+pub fn down_in_vm() -> String {
+    match crate::vm::Guest::attach(Path::new(VM_DIR)) {
+        Ok(mut g) => {
+            let _ = g.run("cplb lab down", Duration::from_secs(30));
+            g.stop();
+            let _ = std::fs::remove_dir_all(VM_DIR);
+            "lab down (guest powered off)".to_owned()
+        }
+        Err(e) => format!("lab down: {e}"),
+    }
 }

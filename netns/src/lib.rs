@@ -8,7 +8,8 @@
 //! - [`plan`]: from the k0s configuration and the interfaces to what this node runs;
 //! - [`proxy`]: the userspace TCP proxy; [`probe`]: API server health checks;
 //! - [`daemon`]: start-up, the async driver, shutdown; [`status`]: `cplb status` and metrics;
-//! - [`lab`]: the namespace lab of `cplb lab`; [`apiserver`]: the lab's stand-in API server.
+//! - [`lab`]: the namespace lab of `cplb lab`; [`apiserver`]: the lab's stand-in API server;
+//!   [`vm`]: a qemu guest with Debian's cloud kernel, for IPVS and dummy interfaces.
 #![deny(missing_docs)]
 
 pub mod apiserver;
@@ -21,3 +22,4 @@ pub mod privileges;
 pub mod probe;
 pub mod proxy;
 pub mod topology;
+pub mod vm;

@@ -48,22 +48,71 @@ struct StatusArgs {
     json: bool,
 }
 
+#[derive(Debug, Args)]
+struct LabFetchArgs {
+    /// IP:PORT.
+    addr: std::net::SocketAddr,
+    /// The path.
+    #[arg(long, default_value = "/whoami")]
+    path: String,
+    /// This many requests, each on a new connection.
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+}
+
 #[derive(Debug, Subcommand)]
 enum LabCommand {
     /// Build the lab (3 controllers with API servers and cplbd, 3 workers, a client).
-    Up,
+    Up(LabUpArgs),
     /// Power off the master while the client connects to VIP:6443 every 10 ms; print the
     /// failover time and the seed's views.
     Failover(LabFailoverArgs),
     /// Remove everything the lab created.
-    Down,
+    Down(LabKernelArgs),
     /// The lab's stand-in API server (started by `lab up` in each controller).
     #[command(hide = true)]
     Apiserver(LabApiserverArgs),
+    /// A client of the lab: HTTPS GETs of a path, one answer per line (tests use it).
+    #[command(hide = true)]
+    Fetch(LabFetchArgs),
+}
+
+#[derive(Debug, Args)]
+struct LabUpArgs {
+    #[command(flatten)]
+    kernel: LabKernelArgs,
+    /// How API traffic is balanced: k0s's default userspace proxy, or the seed's IPVS
+    /// virtual server (direct routing).
+    #[arg(long, value_enum, default_value_t = LabMode::Proxy)]
+    mode: LabMode,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LabMode {
+    Proxy,
+    Ipvs,
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+enum LabKernel {
+    /// This machine's kernel, in network namespaces.
+    #[default]
+    Host,
+    /// A guest booted under qemu from Debian's cloud kernel (IPVS and dummy interfaces).
+    Vm,
+}
+
+#[derive(Debug, Args)]
+struct LabKernelArgs {
+    /// Where the lab runs.
+    #[arg(long, value_enum, default_value_t = LabKernel::Host)]
+    kernel: LabKernel,
 }
 
 #[derive(Debug, Args)]
 struct LabFailoverArgs {
+    #[command(flatten)]
+    kernel: LabKernelArgs,
     /// Print {failover_s, client_failed, client_attempts, new_master} (+ reps) as JSON.
     #[arg(long)]
     json: bool,
@@ -345,11 +394,29 @@ fn status(args: &StatusArgs) -> Result<Done, String> {
 fn lab(cmd: LabCommand) -> Result<Done, String> {
     use cplb_netns::lab;
     match cmd {
-        LabCommand::Up => {
+        LabCommand::Up(args) => {
             let programs = lab::Programs::beside_current_exe()?;
-            lab::up(&programs).map(Done::ok)
+            let mode = match args.mode {
+                LabMode::Proxy => lab::Mode::Proxy,
+                LabMode::Ipvs => lab::Mode::Ipvs,
+            };
+            match args.kernel.kernel {
+                LabKernel::Host => lab::up(&programs, mode).map(Done::ok),
+                LabKernel::Vm => lab::up_in_vm(&programs, mode).map(Done::ok),
+            }
         }
-        LabCommand::Down => Ok(Done::ok(lab::down())),
+        LabCommand::Down(args) => Ok(Done::ok(match args.kernel {
+            LabKernel::Host => lab::down(),
+            LabKernel::Vm => lab::down_in_vm(),
+        })),
+        LabCommand::Failover(args) if matches!(args.kernel.kernel, LabKernel::Vm) => {
+            let (code, out) = lab::failover_in_vm(args.reps, args.json)?;
+            if code == 0 {
+                Ok(Done::ok(out.trim_end().to_owned()))
+            } else {
+                Err(format!("cplb lab failover failed in the guest (exit {code}):\n{out}"))
+            }
+        }
         LabCommand::Failover(args) => {
             let programs = lab::Programs::beside_current_exe()?;
             let results = match lab::failover(&programs, args.reps.unwrap_or(1)) {
@@ -366,6 +433,23 @@ fn lab(cmd: LabCommand) -> Result<Done, String> {
             } else {
                 Ok(Done::ok(format!("{}\n{}", lab::report(&results), lab::current_views())))
             }
+        }
+        LabCommand::Fetch(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            for _ in 0..args.count {
+                let timeout = std::time::Duration::from_secs(2);
+                let answer =
+                    rt.block_on(cplb_netns::apiserver::fetch(args.addr, &args.path, true, timeout));
+                out.push(match answer {
+                    Ok(body) => body.trim_end().to_owned(),
+                    Err(e) => format!("error: {e}"),
+                });
+            }
+            Ok(Done::ok(out.join("\n")))
         }
         LabCommand::Apiserver(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()

@@ -581,18 +581,22 @@ fn log_status(daemon: &Daemon, driver: &Driver<LinuxKernel>, signal: &str) {
 /// Where direct routing's VIPs live on every controller: k0s's `dummyvip0` where the kernel
 /// has dummy interfaces, else the loopback with ARP replies for them suppressed.
 async fn local_vip_interface(netlink: &Netlink) -> Result<(u32, String)> {
-    if let Some(dummy) = netlink.ensure_dummy(DUMMY).await? {
-        tracing::info!(interface = DUMMY, "direct routing: VIPs held on the dummy interface");
-        return Ok((dummy.index, dummy.name));
-    }
-    // arp_ignore=1: answer ARP only for addresses on the receiving interface (not lo's VIP);
-    // arp_announce=2: never use the VIP as an ARP source. Together no backup answers for the
-    // VIP, which stays the master's.
+    // Linux answers ARP for any of its addresses on any interface (arp_ignore=0), the VIP on
+    // dummyvip0 or lo included: every backup would claim the VIP. arp_ignore=1: answer only
+    // for addresses of the receiving interface; arp_announce=2: never use the VIP as an ARP
+    // source. Together the VIP stays the master's (as k0s sets them for keepalived).
     for (key, value) in
         [("net/ipv4/conf/all/arp_ignore", "1"), ("net/ipv4/conf/all/arp_announce", "2")]
     {
         let path = PathBuf::from("/proc/sys").join(key);
         std::fs::write(&path, value).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(dummy) = netlink.ensure_dummy(DUMMY).await? {
+        tracing::info!(
+            interface = DUMMY,
+            "direct routing: VIPs held on the dummy interface, arp_ignore=1 arp_announce=2"
+        );
+        return Ok((dummy.index, dummy.name));
     }
     let lo = netlink
         .interfaces()

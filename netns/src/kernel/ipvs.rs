@@ -1561,7 +1561,23 @@ mod live {
                 let stderr = String::from_utf8_lossy(&out.stderr);
                 return Err(format!("ip netns add {name}: {}", stderr.trim()));
             }
-            Ok(Self { name })
+            let netns = Self { name };
+            // The kernel refuses a real server it has no route to (EINVAL, found in the
+            // guest): the test's servers are on the namespace's own network.
+            for args in [
+                ["link", "set", "lo", "up"].as_slice(),
+                ["addr", "add", "192.0.2.1/24", "dev", "lo"].as_slice(),
+            ] {
+                let out = Command::new("ip")
+                    .args(["-n", &netns.name])
+                    .args(args)
+                    .output()
+                    .map_err(|e| format!("ip {args:?}: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+                }
+            }
+            Ok(netns)
         }
 
         fn path(&self) -> String {
@@ -1620,6 +1636,40 @@ mod live {
         assert_eq!(ipvs.remove_services_for(&[vip]).unwrap(), 1);
         assert_eq!(ipvs.services().unwrap(), []);
         assert_eq!(ipvs.remove_services_for(&[vip]).unwrap(), 0);
+
+        // Every scheduler k0s accepts, with every forwarding kind, is created and read back.
+        let algos = [
+            LbAlgo::Rr,
+            LbAlgo::Wrr,
+            LbAlgo::Lc,
+            LbAlgo::Wlc,
+            LbAlgo::Lblc,
+            LbAlgo::Dh,
+            LbAlgo::Sh,
+            LbAlgo::Sed,
+            LbAlgo::Nq,
+        ];
+        for algo in algos {
+            for forwarding in [LbKind::Dr, LbKind::Nat, LbKind::Tun] {
+                let want = DataPlane {
+                    services: vec![ServiceSpec {
+                        key,
+                        algo,
+                        forwarding,
+                        persistence_secs: 60,
+                        real_servers: vec![rs(11), RealServer { weight: 3, ..rs(12) }],
+                    }],
+                    ..DataPlane::default()
+                };
+                ipvs.apply(&diff(&empty, &want)).unwrap();
+                assert_eq!(
+                    Ipvs::open().unwrap().services().unwrap(),
+                    want.services,
+                    "{algo:?} {forwarding:?}"
+                );
+                assert_eq!(ipvs.remove_services_for(&[vip]).unwrap(), 1);
+            }
+        }
     }
 
     /// Changes for other drivers never reach the kernel (the family is not even resolved).
