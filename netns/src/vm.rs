@@ -23,6 +23,8 @@ const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 pub const GUEST_BIN: &str = "/usr/bin";
 /// Printed on the command channel after a command's output: `END <exit code>`.
 const END: &str = "@@cplb-vm-end";
+/// Printed on the command channel when a command arrived damaged (it is sent again).
+const GARBLED: &str = "@@cplb-vm-garbled";
 /// Printed on the command channel when the guest is ready for commands.
 const READY: &str = "@@cplb-vm-ready";
 /// The Debian packages the guest is made from (besides the kernel).
@@ -51,7 +53,15 @@ echo 'ip() { /usr/bin/ip "$@"; }' > /etc/cplb.sh
 stty -F /dev/ttyS1 raw -echo
 exec 3<>/dev/ttyS1
 echo "@@cplb-vm-ready" >&3
-while IFS= read -r line <&3; do
+# Each command comes as "LENGTH LINE": a line that lost bytes on the way is refused and
+# sent again rather than run mangled.
+while IFS= read -r msg <&3; do
+    len="${msg%% *}"
+    line="${msg#* }"
+    if [ "${#line}" != "$len" ]; then
+        echo "@@cplb-vm-garbled" >&3
+        continue
+    fi
     sh -c ". /etc/cplb.sh; $line" >/tmp/out 2>&1 </dev/null
     rc=$?
     cat /tmp/out >&3
@@ -303,6 +313,14 @@ pub struct Guest {
     pub boot_time: Duration,
 }
 
+/// How the guest answered a command.
+enum Reply {
+    /// It ran, with this exit code.
+    Exit(i32),
+    /// It arrived damaged and did not run.
+    Garbled,
+}
+
 /// qemu: started by this process, or by an earlier one (`lab up`) and known by its pid.
 #[derive(Debug)]
 enum Process {
@@ -426,13 +444,23 @@ impl Guest {
         if line.contains('\n') {
             return Err("one line at a time".into());
         }
-        self.channel
-            .get_mut()
-            .write_all(format!("{line}\n").as_bytes())
-            .map_err(|e| format!("sending to the guest: {e}"))?;
-        let mut out = String::new();
-        let code = self.read_until_end(&mut out, None, limit)?;
-        Ok((code, out))
+        let message = format!("{} {line}\n", line.len());
+        for _ in 0..5 {
+            // In small pieces: an emulated UART busy with a loaded guest keeps up better.
+            for piece in message.as_bytes().chunks(16) {
+                self.channel
+                    .get_mut()
+                    .write_all(piece)
+                    .map_err(|e| format!("sending to the guest: {e}"))?;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let mut out = String::new();
+            match self.read_until_end(&mut out, None, limit)? {
+                Reply::Garbled => continue,
+                Reply::Exit(code) => return Ok((code, out)),
+            }
+        }
+        Err(format!("the guest kept receiving `{line}` damaged"))
     }
 
     /// Powers the guest off and waits for qemu to exit; the console's last lines.
@@ -455,7 +483,7 @@ impl Guest {
         out: &mut String,
         marker: Option<&str>,
         limit: Duration,
-    ) -> Result<i32, Error> {
+    ) -> Result<Reply, Error> {
         let start = Instant::now();
         let mut line = String::new();
         loop {
@@ -473,10 +501,13 @@ impl Guest {
                 Ok(_) => {
                     let text = line.trim_end_matches(['\r', '\n']);
                     if marker.is_some_and(|m| text == m) {
-                        return Ok(0);
+                        return Ok(Reply::Exit(0));
+                    }
+                    if text == GARBLED {
+                        return Ok(Reply::Garbled);
                     }
                     if let Some(code) = text.strip_prefix(END) {
-                        return Ok(code.trim().parse().unwrap_or(-1));
+                        return Ok(Reply::Exit(code.trim().parse().unwrap_or(-1)));
                     }
                     out.push_str(text);
                     out.push('\n');
@@ -494,6 +525,16 @@ impl Guest {
                     tail(&self.console)
                 ));
             }
+        }
+    }
+}
+
+impl Drop for Guest {
+    /// A guest this process started goes with it (a detached one is `lab down`'s to stop).
+    fn drop(&mut self) {
+        if let Process::Child(child) = &mut self.process {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
