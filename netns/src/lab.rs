@@ -36,8 +36,11 @@ const CLIENT: (&str, &str) = ("client", "192.168.122.100");
 /// Master_Down_Interval at k0s's defaults (advert 1 s, priority 200): 3 + 56/256 s.
 pub const MASTER_DOWN_S: f64 = 3.0 + 56.0 / 256.0;
 
-/// The lab's configuration: the seed's, in k0s's default (userspace proxy) mode.
-pub const CONFIG: &str = "\
+/// The seed's `controlPlaneLoadBalancing` with its one VRRP instance (a macro so that both
+/// configurations below are literals).
+macro_rules! seed_config {
+    () => {
+        "\
 spec:
   api:
     sans:
@@ -50,26 +53,17 @@ spec:
         vrrpInstances:
         - virtualIPs: [\"192.168.122.200/24\"]
           authPass: Example
-";
+"
+    };
+}
+
+/// The lab's configuration: the seed's, in k0s's default (userspace proxy) mode.
+pub const CONFIG: &str = seed_config!();
 
 /// The seed document's own configuration: a virtual server on the VIP, with k0s's
 /// defaults (rr, persistence 360, direct routing).
-pub const CONFIG_IPVS: &str = "\
-spec:
-  api:
-    sans:
-    - 192.168.122.200
-  network:
-    controlPlaneLoadBalancing:
-      enabled: true
-      type: Keepalived
-      keepalived:
-        vrrpInstances:
-        - virtualIPs: [\"192.168.122.200/24\"]
-          authPass: Example
-        virtualServers:
-        - ipAddress: 192.168.122.200
-";
+pub const CONFIG_IPVS: &str =
+    concat!(seed_config!(), "        virtualServers:\n        - ipAddress: 192.168.122.200\n");
 
 /// How the lab balances API traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -567,5 +561,29 @@ pub fn down_in_vm() -> String {
             "lab down (guest powered off)".to_owned()
         }
         Err(e) => format!("lab down: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cplb_core::config::{self, LbAlgo, LbKind, LoadBalancerMode, LoadOptions};
+
+    use super::*;
+
+    #[test]
+    fn both_lab_configurations_are_valid_and_the_ipvs_one_is_the_seeds() {
+        let load = |text| config::load(text, LoadOptions::default()).expect("valid");
+        let proxy = load(CONFIG);
+        let k = proxy.config.enabled_keepalived().expect("enabled");
+        assert_eq!(k.mode(), LoadBalancerMode::UserspaceProxy);
+        let ipvs = load(CONFIG_IPVS);
+        let k = ipvs.config.enabled_keepalived().expect("enabled");
+        assert_eq!(k.mode(), LoadBalancerMode::Ipvs);
+        let vs = &k.virtual_servers[0];
+        assert_eq!(vs.ip_address.to_string(), VIP);
+        assert_eq!(
+            (vs.lb_algo, vs.lb_kind, vs.persistence_timeout_seconds),
+            (LbAlgo::Rr, LbKind::Dr, 360)
+        );
     }
 }
