@@ -181,15 +181,9 @@ pub fn up(programs: &Programs, mode: Mode) -> Result<String, String> {
 }
 
 fn start_controller(topo: &Topology, programs: &Programs, name: &str) -> Result<(), String> {
-    let address = CONTROLLERS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, a)| *a)
-        .ok_or("unknown controller")?;
     let log = Path::new(STATE_DIR).join(format!("{name}.log"));
     // Every address, as kube-apiserver binds: with direct routing the director forwards
     // packets for VIP:6443 unchanged, so the VIP on dummyvip0 must be served too.
-    let _ = address;
     let listen = format!("0.0.0.0:{API_PORT}");
     topo.spawn(
         name,

@@ -80,15 +80,7 @@ impl Netlink {
 
     /// Every interface.
     pub async fn interfaces(&self) -> Result<Vec<Interface>, LinkError> {
-        let links: Vec<LinkMessage> = self
-            .handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| LinkError::new("listing interfaces", e))?;
-        Ok(links.iter().map(interface_of).collect())
+        Ok(dump_links(&self.handle).await?.iter().map(interface_of).collect())
     }
 
     /// The interface named `name`, `None` when there is none (a name the kernel could
@@ -363,6 +355,28 @@ pub fn parse_mac(text: &str) -> Option<Vec<u8>> {
 /// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
 pub fn format_mac(mac: &[u8]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// Every link message of the kernel (a dump), on any rtnetlink handle.
+pub(crate) async fn dump_links(handle: &Handle) -> Result<Vec<LinkMessage>, LinkError> {
+    handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| LinkError::new("listing interfaces", e))
+}
+
+/// Every address message of the kernel (a dump), on any rtnetlink handle.
+pub(crate) async fn dump_addresses(handle: &Handle) -> Result<Vec<AddressMessage>, LinkError> {
+    handle
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| LinkError::new("listing addresses", e))
 }
 
 #[cfg(test)]

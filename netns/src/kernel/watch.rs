@@ -17,14 +17,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::net::IpAddr;
 
+use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
-use futures::{StreamExt, TryStreamExt};
 use rtnetlink::Handle;
 use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::AddressMessage;
-use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::sys::{AsyncSocket, SocketAddr};
 
 use super::link::{self, LinkError};
@@ -184,22 +183,8 @@ impl Watcher {
 
     /// Every link and address now.
     async fn state(&self) -> Result<State, LinkError> {
-        let links: Vec<LinkMessage> = self
-            .handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| LinkError::new("listing interfaces", e))?;
-        let addresses: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| LinkError::new("listing addresses", e))?;
+        let links = link::dump_links(&self.handle).await?;
+        let addresses = link::dump_addresses(&self.handle).await?;
         Ok(State {
             links: links
                 .iter()
@@ -299,7 +284,9 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use rtnetlink::packet_route::address::AddressAttribute;
-    use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, State as OperState};
+    use rtnetlink::packet_route::link::{
+        LinkAttribute, LinkFlags, LinkMessage, State as OperState,
+    };
 
     fn link(
         index: u32,
