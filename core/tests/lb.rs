@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use cplb_core::config::{LbAlgo, LbKind, LoadOptions, load};
 use cplb_core::lb::{
-    Change, DataPlane, HealthChecker, HealthConfig, RealServer, ServiceKey, VirtualService, apply,
-    desired, diff,
+    Change, DataPlane, FWMARK_BASE, HealthChecker, HealthConfig, RealServer, ServiceKey,
+    VirtualService, apply, desired, diff,
 };
 use cplb_core::time::Instant;
 use proptest::prelude::*;
@@ -320,37 +320,52 @@ fn only_the_master_of_a_vip_programs_its_virtual_service_for_any_number_of_insta
     let k = keepalived(TWO_INSTANCES_IPVS);
     let healthy = [server(0), server(1), server(2)];
     let vip201 = IpAddr::V4(Ipv4Addr::new(10, 200, 0, 201));
-    let table = desired(&k, 6443, &healthy, |vip| vip == vip201);
+    let table = desired(&k, 6443, &healthy, &healthy, |vip| vip == vip201);
     assert_eq!(table.services.len(), 1);
     assert_eq!(table.services[0].key.vip, vip201);
     assert_eq!(table.services[0].real_servers.len(), 3);
     assert_eq!(table.services[0].persistence_secs, 360);
     assert_eq!(table.local_vips.len(), 2, "every controller holds every DR VIP locally");
-    assert!(
-        desired(&k, 6443, &healthy, |_| false).services.is_empty(),
-        "a backup programs nothing"
-    );
+    let backup = desired(&k, 6443, &healthy, &healthy, |_| false);
+    assert!(backup.services.is_empty(), "a backup programs no service");
+
+    // Marks follow the configuration's order, not mastership; every controller guards
+    // every service, and the guard lists every server, healthy or not.
+    assert_eq!(table.services[0].fwmark, FWMARK_BASE + 1);
+    let one_healthy = desired(&k, 6443, &healthy, &[server(2)], |_| true);
+    let marks: Vec<(IpAddr, u32)> =
+        one_healthy.services.iter().map(|s| (s.key.vip, s.fwmark)).collect();
+    assert_eq!(marks, [(VIP, FWMARK_BASE), (vip201, FWMARK_BASE + 1)]);
+    for table in [&table, &backup, &one_healthy] {
+        let guards: Vec<(IpAddr, u32, usize)> = table
+            .loop_guards
+            .iter()
+            .map(|g| (g.service.vip, g.fwmark, g.real_servers.len()))
+            .collect();
+        assert_eq!(guards, [(VIP, FWMARK_BASE, 3), (vip201, FWMARK_BASE + 1, 3)]);
+    }
 }
 
 #[test]
 fn userspace_and_vip_only_modes() {
     let text = "spec:\n  network:\n    controlPlaneLoadBalancing:\n      enabled: true\n      keepalived:\n        vrrpInstances:\n        - {virtualIPs: [\"10.200.0.200/24\"], authPass: a}\n";
     let k = keepalived(text);
-    let table = desired(&k, 6443, &[server(1), server(0)], |_| false);
+    let table = desired(&k, 6443, &[server(1), server(0)], &[server(1), server(0)], |_| false);
     assert_eq!(table.proxy_port, Some(6444));
     assert_eq!(table.proxy_backends, [server(0), server(1)]);
     assert_eq!(table.redirects, [SocketAddr::new(VIP, 6443)]);
     assert!(table.services.is_empty());
     let k = keepalived(&format!("{text}        disableLoadBalancer: true\n"));
-    assert_eq!(desired(&k, 6443, &[server(0)], |_| true), DataPlane::default());
+    assert_eq!(desired(&k, 6443, &[server(0)], &[server(0)], |_| true), DataPlane::default());
 }
 
 #[test]
 fn reconciling_a_stale_table_after_a_restart() {
     let k = keepalived(TWO_INSTANCES_IPVS);
-    let want = desired(&k, 6443, &[server(0), server(1)], |vip| vip == VIP);
+    let all = [server(0), server(1), server(5)];
+    let want = desired(&k, 6443, &all, &[server(0), server(1)], |vip| vip == VIP);
     // A predecessor left the other VIP's service and a dead real server behind.
-    let mut stale = desired(&k, 6443, &[server(0), server(5)], |_| true);
+    let mut stale = desired(&k, 6443, &all, &[server(0), server(5)], |_| true);
     let changes = diff(&stale, &want);
     assert!(changes.iter().any(|c| matches!(c, Change::RemoveService(key) if key.vip != VIP)));
     assert!(
@@ -372,7 +387,8 @@ proptest! {
         let k = keepalived(TWO_INSTANCES_IPVS);
         let table = |servers: &[u8], master: [bool; 2]| {
             let s: Vec<SocketAddr> = servers.iter().map(|&i| server(i)).collect();
-            desired(&k, 6443, &s, |vip| if vip == VIP { master[0] } else { master[1] })
+            let all: Vec<SocketAddr> = (0..6).map(server).collect();
+            desired(&k, 6443, &all, &s, |vip| if vip == VIP { master[0] } else { master[1] })
         };
         let mut a = table(&a_servers, a_master);
         let b = table(&b_servers, b_master);

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use cplb_core::config::{self, LbAlgo, LbKind, LoadOptions};
 use cplb_core::lb::{
-    NatBalancer, NatRules, Probe, ProbeId, RealServer, Redirect, ServiceKey, ServiceSpec, Spread,
+    FWMARK_BASE, LoopGuard, NatBalancer, NatRules, Probe, ProbeId, RealServer, Redirect,
+    ServiceKey, ServiceSpec, Spread,
 };
 use cplb_core::node::{
     self, API_TRACK_WEIGHT, Balancing, Command, CommandError, CommandId, Event, FIRST_BACKOFF,
@@ -122,7 +123,7 @@ fn ipvs_config(i: usize, n: usize, balancing: Balancing) -> NodeConfig {
 fn the_redirect() -> NatRules {
     NatRules {
         redirects: vec![Redirect { vip: SocketAddr::new(VIP, API_PORT), to_port: PROXY_PORT }],
-        balancers: Vec::new(),
+        ..NatRules::default()
     }
 }
 
@@ -597,7 +598,7 @@ fn start_up_removes_every_vip_sets_the_redirect_and_probes_every_server() {
             Redirect { vip: SocketAddr::new(VIP, API_PORT), to_port: PROXY_PORT },
             Redirect { vip: SocketAddr::new(VIP2, API_PORT), to_port: PROXY_PORT },
         ],
-        balancers: Vec::new(),
+        ..NatRules::default()
     };
     assert_eq!(rules, vec![&both], "the redirect VIP:6443 → the proxy port, on every node");
     assert!(
@@ -623,13 +624,19 @@ fn start_up_removes_every_vip_sets_the_redirect_and_probes_every_server() {
 }
 
 #[test]
-fn start_up_in_ipvs_mode_sets_empty_rules_and_no_service_on_a_backup() {
+fn start_up_in_ipvs_mode_sets_only_the_loop_guard_and_no_service_on_a_backup() {
     let mut w = World::new();
     let a = w.add_manual(ipvs_config(0, 2, Balancing::Ipvs));
     let kernel: Vec<Command> = w.h(a).kernel_commands(0).into_iter().map(|(_, c)| c).collect();
     assert!(kernel.iter().any(|c| is_remove(c, VIP)));
+    let guard_only = |r: &NatRules| {
+        r.redirects.is_empty()
+            && r.balancers.is_empty()
+            && r.loop_guards.len() == 1
+            && r.loop_guards[0].real_servers == [api(0).ip(), api(1).ip()]
+    };
     assert!(
-        kernel.iter().any(|c| matches!(c, Command::SetRules { rules, .. } if rules.is_empty()))
+        kernel.iter().any(|c| matches!(c, Command::SetRules { rules, .. } if guard_only(rules)))
     );
     assert!(
         kernel
@@ -1517,6 +1524,7 @@ fn in_ipvs_mode_only_the_master_programs_the_virtual_service() {
     assert!(w.h(a).node.is_master_of(VIP));
     let service = ServiceSpec {
         key: ServiceKey { vip: VIP, port: API_PORT },
+        fwmark: FWMARK_BASE,
         algo: LbAlgo::Rr,
         forwarding: LbKind::Dr,
         persistence_secs: 360,
@@ -1540,8 +1548,18 @@ fn in_ipvs_mode_only_the_master_programs_the_virtual_service() {
             assert!(services.is_empty() || t >= master_at);
         }
     }
+    // Every controller marks the service's traffic except from the real servers (the loop
+    // guard), master or not: no redirect in IPVS mode.
+    let guard = LoopGuard {
+        service: ServiceKey { vip: VIP, port: API_PORT },
+        fwmark: FWMARK_BASE,
+        real_servers: vec![api(0).ip(), api(1).ip()],
+    };
     for h in [w.h(a), w.h(b)] {
-        assert_eq!(h.rules, Some(NatRules::default()), "no redirect in IPVS mode");
+        assert_eq!(
+            h.rules,
+            Some(NatRules { loop_guards: vec![guard.clone()], ..NatRules::default() })
+        );
         assert!(h.node.desired().proxy_port.is_none());
     }
     assert!(
@@ -1569,7 +1587,7 @@ fn balancing_by_nat_puts_the_virtual_service_into_the_rules() {
         backends: vec![api(0), api(1)],
         spread: Spread::SourceHash,
     };
-    assert_eq!(w.h(a).rules, Some(NatRules { redirects: Vec::new(), balancers: vec![balancer] }));
+    assert_eq!(w.h(a).rules, Some(NatRules { balancers: vec![balancer], ..NatRules::default() }));
     assert_eq!(w.h(b).rules, Some(NatRules::default()));
     for i in [a, b] {
         assert!(!w.h(i).commands(0).iter().any(|(_, c)| matches!(c, Command::SetServices { .. })));

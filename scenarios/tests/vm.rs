@@ -10,6 +10,16 @@ use std::time::Duration;
 use cplb_netns::vm::{Guest, image};
 
 const VIP: &str = "192.168.122.200";
+/// The second VIP of k0s issue 5178's set-up.
+const VIP2: &str = "192.168.122.201";
+/// The firewall marks of the first and second virtual server (cplb_core::lb::FWMARK_BASE).
+const MARKS: [u32; 2] = [100, 101];
+const CLIENTS: [(&str, &str); 4] = [
+    ("client", "192.168.122.100"),
+    ("worker-0", "192.168.122.219"),
+    ("worker-1", "192.168.122.81"),
+    ("worker-2", "192.168.122.210"),
+];
 const CONTROLLERS: [(&str, &str); 3] = [
     ("controller-0", "192.168.122.37"),
     ("controller-1", "192.168.122.185"),
@@ -114,8 +124,10 @@ fn the_seeds_ipvs_direct_routing_set_up_runs_in_a_guest() {
     std::thread::sleep(Duration::from_secs(3)); // health checks mark every server healthy
     let mut servers: Vec<&str> = CONTROLLERS.iter().map(|(_, a)| *a).collect();
     servers.sort_unstable();
-    let expected: Vec<String> = std::iter::once(format!("-A -t {VIP}:6443 -s rr -p 360"))
-        .chain(servers.iter().map(|s| format!("-a -t {VIP}:6443 -r {s}:6443 -g -w 1")))
+    // The service is the mark the loop guard sets on VIP:6443's traffic.
+    let mark = MARKS[0];
+    let expected: Vec<String> = std::iter::once(format!("-A -f {mark} -s rr -p 360"))
+        .chain(servers.iter().map(|s| format!("-a -f {mark} -r {s}:6443 -g -w 1")))
         .collect();
     for (name, _) in CONTROLLERS {
         let table = g.in_ns(name, "ipvsadm --save -n");
@@ -129,6 +141,7 @@ fn the_seeds_ipvs_direct_routing_set_up_runs_in_a_guest() {
             let s: serde_json::Value = serde_json::from_str(&status).unwrap();
             let svc = &s["dataplane"]["services"][0];
             assert_eq!(svc["address"], format!("{VIP}:6443"), "{status}");
+            assert_eq!(svc["fwmark"], mark, "{status}");
             assert_eq!(svc["scheduler"], "rr");
             assert_eq!(svc["persistence_s"], 360);
             assert_eq!(svc["forwarding"], "DR");
@@ -147,28 +160,14 @@ fn the_seeds_ipvs_direct_routing_set_up_runs_in_a_guest() {
             "cat /proc/sys/net/ipv4/conf/all/arp_ignore /proc/sys/net/ipv4/conf/all/arp_announce",
         );
         assert_eq!(sysctl.split_whitespace().collect::<Vec<_>>(), ["1", "2"], "{name}");
+        // The loop guard on every controller: VIP:6443 marked unless from another one.
+        assert_guards(&mut g, name, &[(VIP, mark)]);
     }
 
     // Clients: answered by the real servers directly (the server sees the client's own
     // address and was reached at the VIP: direct routing, no NAT, no proxy), each client
     // persistently by one server, the clients spread over the servers.
-    let mut chosen = Vec::new();
-    for (client, addr) in [
-        ("client", "192.168.122.100"),
-        ("worker-0", "192.168.122.219"),
-        ("worker-1", "192.168.122.81"),
-        ("worker-2", "192.168.122.210"),
-    ] {
-        let answers = g.in_ns(client, &format!("cplb lab fetch {VIP}:6443 --count 4"));
-        let lines: Vec<&str> = answers.lines().collect();
-        assert_eq!(lines.len(), 4, "{answers}");
-        let first = lines[0].split_whitespace().next().unwrap_or_default().to_owned();
-        for line in &lines {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            assert_eq!(words, [first.as_str(), addr, VIP], "{client}: {answers}");
-        }
-        chosen.push(first);
-    }
+    let mut chosen = answered_by(&mut g, VIP);
     chosen.sort();
     chosen.dedup();
     assert!(chosen.len() >= 2, "every client went to {chosen:?}");
@@ -210,14 +209,14 @@ fn the_seeds_ipvs_direct_routing_set_up_runs_in_a_guest() {
         "for p in $(ip netns pids cplb-lab-{crashed}); do [ \"$(cat /proc/$p/comm)\" = cplbd ] && kill -9 $p; done; true"
     ));
     assert!(
-        g.in_ns(&crashed, "ipvsadm --save -n").contains("-A -t"),
+        g.in_ns(&crashed, "ipvsadm --save -n").contains("-A -f"),
         "the table stays after a crash"
     );
     let last = CONTROLLERS.iter().map(|(n, _)| *n).find(|n| *n != victim && *n != crashed).unwrap();
     let mut taken = false;
     for _ in 0..40 {
         std::thread::sleep(Duration::from_millis(250));
-        if g.in_ns(last, "ipvsadm --save -n").contains("-A -t") {
+        if g.in_ns(last, "ipvsadm --save -n").contains("-A -f") {
             taken = true;
             break;
         }
@@ -238,8 +237,175 @@ fn the_seeds_ipvs_direct_routing_set_up_runs_in_a_guest() {
         }
     }
     assert!(cleaned.trim().is_empty(), "the restarted {crashed} kept its stale table:\n{cleaned}");
-    assert!(g.in_ns(last, "ipvsadm --save -n").contains("-A -t"), "{last} is still the director");
+    assert!(g.in_ns(last, "ipvsadm --save -n").contains("-A -f"), "{last} is still the director");
+    g.ok("cplb lab down");
+
+    two_instances_with_a_virtual_server_each(&mut g);
     eprintln!("test time in the guest: {:.1} s", t.elapsed().as_secs_f64());
+}
+
+/// Every client fetches `vip` 4 times: each answer comes from a real server that saw the
+/// client's own address at the VIP (direct routing), the same one for a client
+/// (persistence). The server each client got, in client order.
+fn answered_by(g: &mut Booted, vip: &str) -> Vec<String> {
+    let mut chosen = Vec::new();
+    for (client, addr) in CLIENTS {
+        let answers = g.in_ns(client, &format!("cplb lab fetch {vip}:6443 --count 4"));
+        let lines: Vec<&str> = answers.lines().collect();
+        assert_eq!(lines.len(), 4, "{answers}");
+        let first = lines[0].split_whitespace().next().unwrap_or_default().to_owned();
+        for line in &lines {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(words, [first.as_str(), addr, vip], "{client} to {vip}: {answers}");
+        }
+        chosen.push(first);
+    }
+    chosen
+}
+
+/// The MAC of a controller's eth0.
+fn mac_of(g: &mut Booted, name: &str) -> String {
+    g.in_ns(name, "cat /sys/class/net/eth0/address").trim().to_owned()
+}
+
+/// `name`'s nftables table marks each `(vip, mark)`'s traffic on port 6443, except frames
+/// from the other controllers' MACs (learned from the neighbour table, checked every 2 s).
+fn assert_guards(g: &mut Booted, name: &str, guarded: &[(&str, u32)]) {
+    let others: Vec<String> =
+        CONTROLLERS.iter().filter(|(n, _)| *n != name).map(|(n, _)| (*n).to_owned()).collect();
+    let macs: Vec<String> = others.iter().map(|n| mac_of(g, n)).collect();
+    let mut table = String::new();
+    for _ in 0..40 {
+        table = g.in_ns(name, "nft list table ip cplb");
+        let complete = guarded.iter().all(|(vip, mark)| {
+            let rules: Vec<&str> =
+                table.lines().filter(|l| l.contains(&format!("ip daddr {vip} "))).collect();
+            rules.iter().any(|l| l.contains(&format!("meta mark set 0x{mark:08x}")))
+                && macs
+                    .iter()
+                    .all(|m| rules.iter().any(|l| l.contains(&format!("ether saddr {m} return"))))
+        });
+        if complete {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("{name}'s loop guard for {guarded:?} (MACs {macs:?} of {others:?}):\n{table}");
+}
+
+/// IPVS connection count of the service with firewall mark `mark` on `name`, if it has it.
+fn connections(g: &mut Booted, name: &str, mark: u32) -> Option<u64> {
+    let stats = g.in_ns(name, "ipvsadm -L -n --stats");
+    stats.lines().find_map(|l| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        (words.first() == Some(&"FWM") && words.get(1) == Some(&mark.to_string().as_str()))
+            .then(|| words.get(2).and_then(|c| c.parse().ok()))
+            .flatten()
+    })
+}
+
+/// The service marks in `name`'s IPVS table.
+fn service_marks(g: &mut Booted, name: &str) -> Vec<u32> {
+    let table = g.in_ns(name, "ipvsadm --save -n");
+    table
+        .lines()
+        .filter_map(|l| l.strip_prefix("-A -f "))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// k0s issue 5178's set-up: two VRRP instances with a virtual server each, mastered by two
+/// different controllers. Every request to either VIP is answered, nothing loops, and when
+/// a director crashes with its table in place, the new director's forwarded frames are not
+/// scheduled again by the stale table (the loop guard), yet answered.
+fn two_instances_with_a_virtual_server_each(g: &mut Booted) {
+    let up = g.ok("cplb lab up --mode ipvs");
+    let first = CONTROLLERS
+        .iter()
+        .map(|(n, _)| *n)
+        .find(|n| up.contains(&format!("VIP {VIP} on {n}")))
+        .unwrap_or_else(|| panic!("no master in:\n{up}"))
+        .to_owned();
+    // The second instance and its virtual server reach the backups first: one of them
+    // wins it; the first master then joins as a backup (equal priorities, no preemption).
+    let config = format!(
+        "spec:\n  api:\n    sans:\n    - {VIP}\n    - {VIP2}\n  network:\n    controlPlaneLoadBalancing:\n      enabled: true\n      type: Keepalived\n      keepalived:\n        vrrpInstances:\n        - virtualIPs: [\"{VIP}/24\"]\n          authPass: Example\n        - virtualIPs: [\"{VIP2}/24\"]\n          authPass: Example2\n        virtualServers:\n        - ipAddress: {VIP}\n        - ipAddress: {VIP2}\n"
+    );
+    g.ok(&format!("printf '{}' > /run/cplb-lab/k0s.yaml", config.replace('\n', "\\n")));
+    let hup = |name: &str| {
+        format!(
+            "for p in $(ip netns pids cplb-lab-{name}); do [ \"$(cat /proc/$p/comm)\" = cplbd ] && kill -HUP $p; done; true"
+        )
+    };
+    for (name, _) in CONTROLLERS.iter().filter(|(n, _)| *n != first) {
+        g.ok(&hup(name));
+    }
+    let mut second = None;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(250));
+        second = CONTROLLERS.iter().map(|(n, _)| *n).filter(|n| *n != first).find(|n| {
+            let (_, eth0) = g.run(&format!("ip -n cplb-lab-{n} -4 -o addr show dev eth0"));
+            eth0.contains(&format!("{VIP2}/24"))
+        });
+        if second.is_some() {
+            break;
+        }
+    }
+    let second = second.expect("a backup of the first VIP took the second").to_owned();
+    g.ok(&hup(&first));
+    std::thread::sleep(Duration::from_secs(4)); // past Master_Down_Interval: nothing moves
+    let third = CONTROLLERS.iter().map(|(n, _)| *n).find(|n| *n != first && *n != second).unwrap();
+    assert_eq!(service_marks(g, &first), [MARKS[0]], "{first} directs {VIP} only");
+    assert_eq!(service_marks(g, &second), [MARKS[1]], "{second} directs {VIP2} only");
+    assert_eq!(service_marks(g, third), Vec::<u32>::new(), "{third} directs nothing");
+    for (name, _) in CONTROLLERS {
+        assert_guards(g, name, &[(VIP, MARKS[0]), (VIP2, MARKS[1])]);
+        let dummy = g.in_ns(name, "ip -4 -o addr show dev dummyvip0");
+        assert!(
+            dummy.contains(&format!("{VIP}/32")) && dummy.contains(&format!("{VIP2}/32")),
+            "{name}: {dummy}"
+        );
+    }
+    // Each director forwards to the other's API server, which holds the other VIP's
+    // service: every request is answered, by more than one server.
+    for vip in [VIP, VIP2] {
+        let mut servers = answered_by(g, vip);
+        servers.sort();
+        servers.dedup();
+        assert!(servers.len() >= 2, "{vip}: every client went to {servers:?}");
+    }
+
+    // The first director's daemon crashes: its VIP, table and guard stay. The second
+    // director (a backup of the first VIP) or the third takes the first VIP over and
+    // forwards to the crashed one's API server, whose stale service must not schedule
+    // those frames again.
+    g.ok(&format!(
+        "for p in $(ip netns pids cplb-lab-{first}); do [ \"$(cat /proc/$p/comm)\" = cplbd ] && kill -9 $p; done; true"
+    ));
+    let mut director = None;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(250));
+        director =
+            [second.as_str(), third].into_iter().find(|n| service_marks(g, n).contains(&MARKS[0]));
+        if director.is_some() {
+            break;
+        }
+    }
+    let director = director.expect("the first VIP's service moved").to_owned();
+    let stale = connections(g, &first, MARKS[0]).expect("the crashed director's stale service");
+    let servers = answered_by(g, VIP);
+    assert!(
+        servers.contains(&first),
+        "{director} forwarded no client to the crashed {first}: {servers:?}"
+    );
+    assert_eq!(
+        connections(g, &first, MARKS[0]),
+        Some(stale),
+        "the crashed {first}'s stale table scheduled frames {director} forwarded to it"
+    );
+    let mut again = answered_by(g, VIP2);
+    again.dedup();
+    assert!(!again.is_empty());
     g.ok("cplb lab down");
 }
 

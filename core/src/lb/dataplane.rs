@@ -12,18 +12,30 @@ use core::time::Duration;
 use super::service::{RealServer, ServiceKey};
 use crate::config::{Keepalived, LbAlgo, LbKind, LoadBalancerMode};
 
+/// The first firewall mark of cplb's virtual services: the service configured at index `i`
+/// of `virtualServers` is mark `FWMARK_BASE + i`, whatever node is its master, so a mark
+/// survives failovers and restarts. Low values clear of the bits kube-proxy (0x4000,
+/// 0x8000), Calico (0xffff0000) and Cilium (0x0f00) give meaning to.
+pub const FWMARK_BASE: u32 = 100;
+/// How many marks from [`FWMARK_BASE`] are cplb's: a service with one of them that the node
+/// does not want is a stale one of its own, to remove.
+pub const FWMARK_SPAN: u32 = 156;
+
 /// A virtual service as the kernel would hold it.
 ///
 /// Loop guard: a driver must not schedule packets whose link-layer source is one of the
-/// service's real servers (on Linux: an nftables rule marks only frames from other MACs, and
-/// the IPVS service matches that fwmark). Such a packet was forwarded by another director: a
-/// second master during a contention, or a host whose daemon died with its IPVS table in
-/// place. Scheduling it again is how direct routing loops (found by the fuzzer: a crashed
-/// master's stale table and the new master forwarding to each other).
+/// service's real servers. Such a packet was forwarded by another director: a second master
+/// during a contention, or a host whose daemon died with its IPVS table in place.
+/// Scheduling it again is how direct routing loops (found by the fuzzer: a crashed master's
+/// stale table and the new master forwarding to each other). So the kernel's service is the
+/// firewall mark `fwmark`, and a [`LoopGuard`] marks only the frames to `key` that come from
+/// no real server: the others reach the local API server.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceSpec {
-    /// VIP and port.
+    /// VIP and port: the traffic the service balances.
     pub key: ServiceKey,
+    /// The firewall mark the kernel's service matches (see [`FWMARK_BASE`]).
+    pub fwmark: u32,
     /// Scheduler.
     pub algo: LbAlgo,
     /// Forwarding method.
@@ -32,6 +44,20 @@ pub struct ServiceSpec {
     pub persistence_secs: u32,
     /// Real servers, sorted.
     pub real_servers: Vec<RealServer>,
+}
+
+/// The mark for a virtual service's traffic, on every controller: packets to `service` get
+/// `fwmark` unless their link-layer source is one of `real_servers` (a director forwarded
+/// them; see [`ServiceSpec`]). A driver resolves the addresses to link-layer addresses.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LoopGuard {
+    /// VIP and port.
+    pub service: ServiceKey,
+    /// The mark to set.
+    pub fwmark: u32,
+    /// Every configured real server of the service's family, healthy or not (a dead one may
+    /// still hold a stale table), sorted.
+    pub real_servers: Vec<IpAddr>,
 }
 
 /// The data plane a node should have.
@@ -48,6 +74,9 @@ pub struct DataPlane {
     /// Direct routing: VIPs to hold as /32 (/128) on a non-ARPing local interface, on every
     /// controller, so forwarded packets are accepted.
     pub local_vips: Vec<IpAddr>,
+    /// IPVS mode: the marks of the services' traffic, on every controller (so a failover
+    /// only adds services, and a stale table left by a crash is guarded as well).
+    pub loop_guards: Vec<LoopGuard>,
 }
 
 /// One change to the data plane.
@@ -86,11 +115,13 @@ pub enum Change {
 
 /// The data plane for this node.
 ///
-/// `healthy` are the API servers to balance over (the health checker's usable set);
-/// `is_master(vip)` says whether this node's VRRP instance holding `vip` is master.
+/// `servers` are every API server the health checker watches, `healthy` those to balance
+/// over (its usable set); `is_master(vip)` says whether this node's VRRP instance holding
+/// `vip` is master.
 pub fn desired(
     config: &Keepalived,
     api_port: u16,
+    servers: &[SocketAddr],
     healthy: &[SocketAddr],
     is_master: impl Fn(IpAddr) -> bool,
 ) -> DataPlane {
@@ -114,12 +145,16 @@ pub fn desired(
             ..DataPlane::default()
         },
         LoadBalancerMode::Ipvs => {
-            let mut services: Vec<ServiceSpec> = config
-                .virtual_servers
-                .iter()
-                .filter(|vs| is_master(vs.ip_address))
-                .map(|vs| ServiceSpec {
-                    key: ServiceKey { vip: vs.ip_address, port: api_port },
+            let marked = || {
+                (FWMARK_BASE..).zip(&config.virtual_servers).map(|(fwmark, vs)| {
+                    (ServiceKey { vip: vs.ip_address, port: api_port }, fwmark, vs)
+                })
+            };
+            let mut services: Vec<ServiceSpec> = marked()
+                .filter(|(key, _, _)| is_master(key.vip))
+                .map(|(key, fwmark, vs)| ServiceSpec {
+                    key,
+                    fwmark,
                     algo: vs.lb_algo,
                     forwarding: vs.lb_kind,
                     persistence_secs: vs.persistence_timeout_seconds,
@@ -139,7 +174,20 @@ pub fn desired(
                 .collect();
             local_vips.sort();
             local_vips.dedup();
-            DataPlane { services, local_vips, ..DataPlane::default() }
+            let mut loop_guards: Vec<LoopGuard> = marked()
+                .map(|(service, fwmark, _)| {
+                    let mut real_servers: Vec<IpAddr> = servers
+                        .iter()
+                        .map(|s| s.ip())
+                        .filter(|ip| ip.is_ipv4() == service.vip.is_ipv4())
+                        .collect();
+                    real_servers.sort();
+                    real_servers.dedup();
+                    LoopGuard { service, fwmark, real_servers }
+                })
+                .collect();
+            loop_guards.sort();
+            DataPlane { services, local_vips, loop_guards, ..DataPlane::default() }
         }
     }
 }
@@ -148,7 +196,7 @@ pub fn desired(
 pub fn diff(current: &DataPlane, desired: &DataPlane) -> Vec<Change> {
     let mut out = Vec::new();
     for cur in &current.services {
-        match desired.services.iter().find(|d| d.key == cur.key) {
+        match desired.services.iter().find(|d| d.key == cur.key && d.fwmark == cur.fwmark) {
             None => out.push(Change::RemoveService(cur.key)),
             Some(want) => {
                 if (want.algo, want.forwarding, want.persistence_secs)
@@ -177,7 +225,7 @@ pub fn diff(current: &DataPlane, desired: &DataPlane) -> Vec<Change> {
         }
     }
     for want in &desired.services {
-        if !current.services.iter().any(|c| c.key == want.key) {
+        if !current.services.iter().any(|c| c.key == want.key && c.fwmark == want.fwmark) {
             out.push(Change::AddService(ServiceSpec { real_servers: Vec::new(), ..want.clone() }));
             out.extend(want.real_servers.iter().map(|rs| Change::AddRealServer(want.key, *rs)));
         }

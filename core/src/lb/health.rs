@@ -188,6 +188,11 @@ impl HealthChecker {
         self.servers.values().filter_map(|h| h.in_flight.map(|(_, d)| d).or(h.next_probe)).min()
     }
 
+    /// Every server being checked, sorted.
+    pub fn servers(&self) -> Vec<SocketAddr> {
+        self.servers.keys().copied().collect()
+    }
+
     /// Whether a server is healthy.
     pub fn is_healthy(&self, server: SocketAddr) -> bool {
         self.servers.get(&server).is_some_and(|h| h.healthy)

@@ -12,7 +12,10 @@ mod nat;
 mod scheduler;
 mod service;
 
-pub use dataplane::{Change, DataPlane, ServiceSpec, apply, desired, diff, persistence_of};
+pub use dataplane::{
+    Change, DataPlane, FWMARK_BASE, FWMARK_SPAN, LoopGuard, ServiceSpec, apply, desired, diff,
+    persistence_of,
+};
 pub use health::{HealthChange, HealthChecker, HealthConfig, Probe, ProbeId, k0s_health_config};
 pub use nat::{NatBalancer, NatRules, Redirect, Spread, nat_rules};
 pub use scheduler::Destination;

@@ -1,10 +1,10 @@
-//! The kernel NAT rules a node's data plane needs (nftables on Linux): the redirect of
-//! VIP:port to the userspace proxy on every controller, and, where the kernel has no
-//! IPVS, the virtual servers as DNAT balancers on the master.
+//! The kernel packet rules a node's data plane needs (nftables on Linux): the redirect of
+//! VIP:port to the userspace proxy on every controller; where the kernel has no IPVS, the
+//! virtual servers as DNAT balancers on the master; with IPVS, the loop guards' marks.
 
 use core::net::SocketAddr;
 
-use super::dataplane::DataPlane;
+use super::dataplane::{DataPlane, LoopGuard};
 use crate::config::LbAlgo;
 
 /// Every NAT rule of a node, programmed as one table.
@@ -14,12 +14,14 @@ pub struct NatRules {
     pub redirects: Vec<Redirect>,
     /// Virtual servers balanced by the kernel's NAT (no IPVS).
     pub balancers: Vec<NatBalancer>,
+    /// The marks of the IPVS services' traffic (IPVS mode).
+    pub loop_guards: Vec<LoopGuard>,
 }
 
 impl NatRules {
     /// Whether there is nothing to program (the table should not exist).
     pub fn is_empty(&self) -> bool {
-        self.redirects.is_empty() && self.balancers.is_empty()
+        self.redirects.is_empty() && self.balancers.is_empty() && self.loop_guards.is_empty()
     }
 }
 
@@ -54,7 +56,7 @@ pub enum Spread {
 }
 
 /// The NAT rules of a data plane. `balance_services`: the virtual servers are balanced by
-/// NAT rules because the kernel has no IPVS.
+/// NAT rules because the kernel has no IPVS (so there is no IPVS service to guard).
 pub fn nat_rules(dataplane: &DataPlane, balance_services: bool) -> NatRules {
     let to_port = dataplane.proxy_port.unwrap_or(0);
     let redirects = if dataplane.proxy_port.is_some() {
@@ -79,5 +81,6 @@ pub fn nat_rules(dataplane: &DataPlane, balance_services: bool) -> NatRules {
     } else {
         Vec::new()
     };
-    NatRules { redirects, balancers }
+    let loop_guards = if balance_services { Vec::new() } else { dataplane.loop_guards.clone() };
+    NatRules { redirects, balancers, loop_guards }
 }

@@ -639,10 +639,12 @@ impl Node {
 
     fn refresh_dataplane(&mut self) {
         let usable = self.health.usable();
+        let servers = self.health.servers();
         let desired = {
             let instances = &self.instances;
             let router = &self.router;
-            lb::desired(&self.config.keepalived, self.config.api_port, &usable, |vip| {
+            let (keepalived, port) = (&self.config.keepalived, self.config.api_port);
+            lb::desired(keepalived, port, &servers, &usable, |vip| {
                 instances.iter().any(|(id, c)| {
                     c.virtual_ips.iter().any(|v| v.addr == vip)
                         && router.state(*id) == Some(State::Master)

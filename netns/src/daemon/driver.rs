@@ -113,7 +113,7 @@ impl<K: Kernel> Driver<K> {
 
     /// The deadline passed: timers, and every [`VERIFY_EVERY`] a check that the kernel
     /// still holds the rules and services the node set.
-    pub fn handle_timeout(&mut self) {
+    pub async fn handle_timeout(&mut self) {
         let now = self.now();
         self.node.handle_timeout(now);
         if self.last_verify.elapsed() < VERIFY_EVERY {
@@ -121,7 +121,7 @@ impl<K: Kernel> Driver<K> {
         }
         self.last_verify = tokio::time::Instant::now();
         if let Some(rules) = self.node.held_rules().cloned()
-            && let Ok(false) = self.kernel.rules_intact(&rules)
+            && let Ok(false) = self.kernel.rules_intact(&rules).await
         {
             self.node.handle_kernel_lost(now, Object::Rules);
         }
@@ -166,7 +166,7 @@ impl<K: Kernel> Driver<K> {
                 self.note_send(result, "announcing");
                 return;
             }
-            Command::SetRules { rules, .. } => self.kernel.set_rules(rules),
+            Command::SetRules { rules, .. } => self.kernel.set_rules(rules).await,
             Command::SetServices { services, .. } => self.kernel.set_services(services),
             Command::Probe(p) => {
                 let (prober, tx, timeout, probe) =

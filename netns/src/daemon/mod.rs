@@ -211,6 +211,7 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
         sockets: HashMap::new(),
         announcers: HashMap::new(),
         service_vips: keepalived.virtual_servers.iter().map(|v| v.ip_address).collect(),
+        macs: BTreeMap::new(),
     };
     // Sockets and listeners are opened while every capability is still there.
     open_sockets(&mut kernel, &plan)?;
@@ -318,7 +319,7 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
                     daemon.reload(&mut driver, &inputs, Some(&name)).await;
                 }
             }
-            () = tokio::time::sleep_until(deadline) => driver.handle_timeout(),
+            () = tokio::time::sleep_until(deadline) => driver.handle_timeout().await,
         }
     }
     // SIGTERM: priority-0 adverts, every VIP and rule the node set removed; dummyvip0 and

@@ -91,6 +91,7 @@ pub(super) fn build(daemon: &Daemon, driver: &Driver<LinuxKernel>) -> Snapshot {
                 .iter()
                 .map(|s| ServiceStatus {
                     address: SocketAddr::new(s.key.vip, s.key.port).to_string(),
+                    fwmark: s.fwmark,
                     scheduler: s.algo.as_str().to_owned(),
                     forwarding: s.forwarding.as_str().to_owned(),
                     persistence_s: s.persistence_secs,
@@ -102,6 +103,16 @@ pub(super) fn build(daemon: &Daemon, driver: &Driver<LinuxKernel>) -> Snapshot {
                 })
                 .collect(),
             local_vips: d.local_vips.iter().map(ToString::to_string).collect(),
+            loop_guards: d
+                .loop_guards
+                .iter()
+                .map(|g| {
+                    let from: Vec<String> =
+                        g.real_servers.iter().map(ToString::to_string).collect();
+                    let service = SocketAddr::new(g.service.vip, g.service.port);
+                    format!("{service} mark {} unless from {}", g.fwmark, from.join(", "))
+                })
+                .collect(),
             local_vip_interface: daemon.local_vips.as_ref().map(|(_, n)| n.clone()),
             applied: node.settled(),
             proxy_accepted: stats.accepted.load(Ordering::Relaxed),

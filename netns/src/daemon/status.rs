@@ -106,6 +106,10 @@ pub struct DataplaneStatus {
     pub services: Vec<ServiceStatus>,
     /// VIPs held on the non-ARPing interface (direct routing).
     pub local_vips: Vec<String>,
+    /// IPVS mode: how each service's traffic is marked, on every controller
+    /// (`VIP:PORT mark 100 unless from 10.0.0.2, 10.0.0.3`: the loop guard).
+    #[serde(default)]
+    pub loop_guards: Vec<String>,
     /// Which interface holds them (`dummyvip0` or `lo`).
     pub local_vip_interface: Option<String>,
     /// Whether the kernel holds all of this (acknowledged); false while a change is being
@@ -127,6 +131,9 @@ pub struct DataplaneStatus {
 pub struct ServiceStatus {
     /// `VIP:PORT`.
     pub address: String,
+    /// The firewall mark the kernel's service matches (0: an address service).
+    #[serde(default)]
+    pub fwmark: u32,
     /// Scheduler.
     pub scheduler: String,
     /// Forwarding (DR, NAT, TUN).
@@ -216,11 +223,16 @@ pub fn render(s: &Snapshot) -> String {
             } else {
                 String::new()
             };
-            out += &format!("  TCP  {} {}{}\n", svc.address, svc.scheduler, persist);
+            let mark =
+                if svc.fwmark == 0 { String::new() } else { format!(" (as FWM {})", svc.fwmark) };
+            out += &format!("  TCP  {} {}{}{mark}\n", svc.address, svc.scheduler, persist);
             for r in &svc.real_servers {
                 out += &format!("    -> {r} {}\n", svc.forwarding);
             }
         }
+    }
+    for guard in &d.loop_guards {
+        out += &format!("  loop guard: {guard}\n");
     }
     if !d.local_vips.is_empty() {
         out += &format!(

@@ -22,7 +22,9 @@ use std::collections::BTreeMap;
 use std::io;
 
 use cplb_core::config::{LbAlgo, LbKind};
-use cplb_core::lb::{Change, RealServer, ServiceKey, ServiceSpec};
+use cplb_core::lb::{
+    Change, DataPlane, FWMARK_BASE, FWMARK_SPAN, RealServer, ServiceKey, ServiceSpec, diff,
+};
 use netlink_packet_core::{
     DoneBuffer, Emitable, ErrorBuffer, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE,
     NLMSG_ERROR, NLMSG_NOOP, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -278,6 +280,45 @@ fn key_addr(key: ServiceKey) -> SocketAddr {
     SocketAddr::new(key.vip, key.port)
 }
 
+/// How the kernel names a virtual service. cplb's are firewall-mark services (`fwmark`
+/// not 0; the VIP gives the family, `key` says which traffic carries the mark: see the loop
+/// guard of `cplb_core::lb::ServiceSpec`); with `fwmark` 0 it is the TCP service on `key`,
+/// as an older cplbd or an operator may have left on a VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceRef {
+    /// VIP and port.
+    pub key: ServiceKey,
+    /// Firewall mark; 0: an address service.
+    pub fwmark: u32,
+}
+
+impl From<ServiceKey> for ServiceRef {
+    fn from(key: ServiceKey) -> Self {
+        Self { key, fwmark: 0 }
+    }
+}
+
+impl From<&ServiceSpec> for ServiceRef {
+    fn from(spec: &ServiceSpec) -> Self {
+        Self { key: spec.key, fwmark: spec.fwmark }
+    }
+}
+
+impl core::fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.fwmark {
+            0 => write!(f, "TCP {}", key_addr(self.key)),
+            mark if self.key.port == 0 => write!(f, "FWM {mark}"),
+            mark => write!(f, "FWM {mark} ({})", key_addr(self.key)),
+        }
+    }
+}
+
+/// Whether a firewall mark is one of cplb's (see `cplb_core::lb::FWMARK_BASE`).
+pub fn is_cplb_mark(fwmark: u32) -> bool {
+    (FWMARK_BASE..FWMARK_BASE + FWMARK_SPAN).contains(&fwmark)
+}
+
 // ---------------------------------------------------------------------------------------
 // Encoding
 // ---------------------------------------------------------------------------------------
@@ -323,8 +364,8 @@ fn genl_payload(cmd: u8, attrs: &Attrs) -> Vec<u8> {
     out
 }
 
-/// The attributes that identify a service: family, protocol, address, port.
-fn service_id(protocol: u16, addr: SocketAddr) -> Attrs {
+/// The attributes that identify an address service: family, protocol, address, port.
+fn address_service_id(protocol: u16, addr: SocketAddr) -> Attrs {
     let mut a = Attrs::default();
     a.put_u16(IPVS_SVC_ATTR_AF, family(addr.ip()))
         .put_u16(IPVS_SVC_ATTR_PROTOCOL, protocol)
@@ -333,9 +374,20 @@ fn service_id(protocol: u16, addr: SocketAddr) -> Attrs {
     a
 }
 
+/// The attributes that identify a service: family and mark, or those of its address.
+fn service_id(service: ServiceRef) -> Attrs {
+    if service.fwmark == 0 {
+        return address_service_id(IPPROTO_TCP, key_addr(service.key));
+    }
+    let mut a = Attrs::default();
+    a.put_u16(IPVS_SVC_ATTR_AF, family(service.key.vip))
+        .put_u32(IPVS_SVC_ATTR_FWMARK, service.fwmark);
+    a
+}
+
 /// A full service (NEW_SERVICE / SET_SERVICE need every field).
 fn service_full(spec: &ServiceSpec) -> Attrs {
-    let mut a = service_id(IPPROTO_TCP, key_addr(spec.key));
+    let mut a = service_id(spec.into());
     let mut sched = scheduler_name(spec.algo).as_bytes().to_vec();
     sched.push(0);
     let persistent = spec.persistence_secs > 0;
@@ -374,7 +426,8 @@ fn dest_full(rs: &RealServer, forwarding: LbKind) -> Attrs {
     a
 }
 
-/// NEW_SERVICE payload: a TCP service on the spec's VIP and port, without destinations.
+/// NEW_SERVICE payload: the spec's service (its mark, or TCP on its VIP and port when the
+/// mark is 0), without destinations.
 pub fn new_service_request(spec: &ServiceSpec) -> Vec<u8> {
     with_service(IPVS_CMD_NEW_SERVICE, &service_full(spec), None)
 }
@@ -384,14 +437,14 @@ pub fn set_service_request(spec: &ServiceSpec) -> Vec<u8> {
     with_service(IPVS_CMD_SET_SERVICE, &service_full(spec), None)
 }
 
-/// DEL_SERVICE payload for the TCP service `key`.
-pub fn del_service_request(key: ServiceKey) -> Vec<u8> {
-    del_service_request_proto(IPPROTO_TCP, key_addr(key))
+/// DEL_SERVICE payload for `service`.
+pub fn del_service_request(service: impl Into<ServiceRef>) -> Vec<u8> {
+    with_service(IPVS_CMD_DEL_SERVICE, &service_id(service.into()), None)
 }
 
-/// DEL_SERVICE payload for a service of any protocol.
+/// DEL_SERVICE payload for an address service of any protocol.
 fn del_service_request_proto(protocol: u16, addr: SocketAddr) -> Vec<u8> {
-    with_service(IPVS_CMD_DEL_SERVICE, &service_id(protocol, addr), None)
+    with_service(IPVS_CMD_DEL_SERVICE, &address_service_id(protocol, addr), None)
 }
 
 /// GET_SERVICE payload, sent as a dump: no attributes.
@@ -400,25 +453,33 @@ pub fn get_services_request() -> Vec<u8> {
 }
 
 /// GET_DEST payload, sent as a dump: the service whose destinations to list.
-pub fn get_dests_request(key: ServiceKey) -> Vec<u8> {
-    with_service(IPVS_CMD_GET_DEST, &service_id(IPPROTO_TCP, key_addr(key)), None)
+pub fn get_dests_request(service: impl Into<ServiceRef>) -> Vec<u8> {
+    with_service(IPVS_CMD_GET_DEST, &service_id(service.into()), None)
 }
 
-/// NEW_DEST payload: real server `rs` with `forwarding` in the TCP service `key`.
-pub fn new_dest_request(key: ServiceKey, rs: &RealServer, forwarding: LbKind) -> Vec<u8> {
-    let svc = service_id(IPPROTO_TCP, key_addr(key));
+/// NEW_DEST payload: real server `rs` with `forwarding` in `service`.
+pub fn new_dest_request(
+    service: impl Into<ServiceRef>,
+    rs: &RealServer,
+    forwarding: LbKind,
+) -> Vec<u8> {
+    let svc = service_id(service.into());
     with_service(IPVS_CMD_NEW_DEST, &svc, Some(&dest_full(rs, forwarding)))
 }
 
-/// SET_DEST payload: new weight and forwarding of real server `rs` in service `key`.
-pub fn set_dest_request(key: ServiceKey, rs: &RealServer, forwarding: LbKind) -> Vec<u8> {
-    let svc = service_id(IPPROTO_TCP, key_addr(key));
+/// SET_DEST payload: new weight and forwarding of real server `rs` in `service`.
+pub fn set_dest_request(
+    service: impl Into<ServiceRef>,
+    rs: &RealServer,
+    forwarding: LbKind,
+) -> Vec<u8> {
+    let svc = service_id(service.into());
     with_service(IPVS_CMD_SET_DEST, &svc, Some(&dest_full(rs, forwarding)))
 }
 
-/// DEL_DEST payload: remove real server `addr` from service `key`.
-pub fn del_dest_request(key: ServiceKey, addr: SocketAddr) -> Vec<u8> {
-    let svc = service_id(IPPROTO_TCP, key_addr(key));
+/// DEL_DEST payload: remove real server `addr` from `service`.
+pub fn del_dest_request(service: impl Into<ServiceRef>, addr: SocketAddr) -> Vec<u8> {
+    let svc = service_id(service.into());
     let mut dest = dest_id(addr);
     dest.put_u16(IPVS_DEST_ATTR_ADDR_FAMILY, family(addr.ip()));
     with_service(IPVS_CMD_DEL_DEST, &svc, Some(&dest))
@@ -601,12 +662,36 @@ pub fn decode_dest_reply(payload: &[u8], service_af: u16) -> Result<KernelDest, 
 }
 
 impl KernelService {
-    /// The core's view of this service with `dests`, or `None` when the core cannot hold it
-    /// (not TCP, a fwmark service, a scheduler the core lacks): such a service is not one
-    /// of cplb's. The forwarding is the destinations' (IPVS keeps it per destination);
-    /// without a destination that says, `fallback`.
-    pub fn to_spec(&self, dests: &[KernelDest], fallback: LbKind) -> Option<ServiceSpec> {
-        let addr = self.addr.filter(|_| self.protocol == IPPROTO_TCP && self.fwmark == 0)?;
+    /// How the kernel names this service: its mark, or its address when it is a TCP one
+    /// (`None`: another protocol). A mark service's key is not in the kernel: its VIP is
+    /// the family's unspecified address and its port 0.
+    pub fn service_ref(&self) -> Option<ServiceRef> {
+        if self.fwmark != 0 {
+            let vip = if self.af == AF_INET6 {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            };
+            return Some(ServiceRef { key: ServiceKey { vip, port: 0 }, fwmark: self.fwmark });
+        }
+        let addr = self.addr.filter(|_| self.protocol == IPPROTO_TCP)?;
+        Some(ServiceKey { vip: addr.ip(), port: addr.port() }.into())
+    }
+
+    /// The core's view of this service with `dests`, named `service` (which gives a mark
+    /// service its key), or `None` when the core cannot hold it (not TCP, a scheduler the
+    /// core lacks): such a service is not one of cplb's. The forwarding is the
+    /// destinations' (IPVS keeps it per destination); without a destination that says,
+    /// `fallback`.
+    pub fn to_spec(
+        &self,
+        service: ServiceRef,
+        dests: &[KernelDest],
+        fallback: LbKind,
+    ) -> Option<ServiceSpec> {
+        if self.fwmark == 0 && self.protocol != IPPROTO_TCP {
+            return None;
+        }
         let algo = scheduler_from_name(&self.sched_name)?;
         let forwarding =
             dests.iter().find_map(|d| forwarding_from_method(d.fwd_method)).unwrap_or(fallback);
@@ -615,7 +700,8 @@ impl KernelService {
             dests.iter().map(|d| RealServer { addr: d.addr, weight: d.weight }).collect();
         real_servers.sort();
         Some(ServiceSpec {
-            key: ServiceKey { vip: addr.ip(), port: addr.port() },
+            key: service.key,
+            fwmark: self.fwmark,
             algo,
             forwarding,
             persistence_secs: if persistent { self.timeout } else { 0 },
@@ -721,7 +807,10 @@ pub struct Ipvs {
     seq: u32,
     /// Forwarding of the services this process created or read: IPVS keeps forwarding per
     /// destination, so a service without any does not say it.
-    forwarding: BTreeMap<ServiceKey, LbKind>,
+    forwarding: BTreeMap<ServiceRef, LbKind>,
+    /// The kernel service each key names (set by [`Ipvs::reconcile`], kept up by
+    /// [`Ipvs::apply`]).
+    names: BTreeMap<ServiceKey, ServiceRef>,
     rx: Vec<u8>,
 }
 
@@ -760,6 +849,7 @@ impl Ipvs {
             family: 0,
             seq: 0,
             forwarding: BTreeMap::new(),
+            names: BTreeMap::new(),
             rx: Vec::with_capacity(RX_BUFFER),
         })
     }
@@ -853,75 +943,117 @@ impl Ipvs {
         replies.iter().map(|r| decode_service_reply(r)).collect()
     }
 
-    /// The destinations of the TCP service `key`, as the kernel reports them.
-    pub fn kernel_dests(&mut self, key: ServiceKey) -> Result<Vec<KernelDest>, IpvsError> {
-        let request = get_dests_request(key);
-        let replies = self.dump(&request, || format!("GET_DEST of {}", key_addr(key)))?;
-        replies.iter().map(|r| decode_dest_reply(r, family(key.vip))).collect()
+    /// The destinations of `service`, as the kernel reports them.
+    pub fn kernel_dests(&mut self, service: ServiceRef) -> Result<Vec<KernelDest>, IpvsError> {
+        let request = get_dests_request(service);
+        let replies = self.dump(&request, || format!("GET_DEST of {service}"))?;
+        replies.iter().map(|r| decode_dest_reply(r, family(service.key.vip))).collect()
     }
 
-    /// Every virtual service with its destinations, as core `ServiceSpec`s, sorted. Services
-    /// the core cannot describe (fwmark, not TCP, a scheduler the core lacks) are left out:
-    /// cplb never creates them.
-    pub fn services(&mut self) -> Result<Vec<ServiceSpec>, IpvsError> {
-        self.services_on(|_| true)
-    }
-
-    /// The same for the services on the VIPs `on` accepts only: the others' destinations are
+    /// cplb's services as the kernel holds them, for a node that wants `wanted`: every
+    /// service with one of cplb's marks (keyed as the wanted one with that mark; one no
+    /// spec wants is a stray) and every TCP service on `vips` (an older cplbd's, or one
+    /// an operator added by hand on a VIP cplb manages). Other services' destinations are
     /// not even read (kube-proxy in IPVS mode may hold thousands of services).
-    pub fn services_on(
+    pub fn listing(
         &mut self,
-        on: impl Fn(IpAddr) -> bool,
-    ) -> Result<Vec<ServiceSpec>, IpvsError> {
-        let mut out = Vec::new();
+        wanted: &[ServiceSpec],
+        vips: &[IpAddr],
+    ) -> Result<Listing, IpvsError> {
+        let mut listing = Listing::default();
         for svc in self.kernel_services()? {
-            let Some(addr) = svc.addr.filter(|a| svc.protocol == IPPROTO_TCP && on(a.ip())) else {
+            let Some(mut service) = svc.service_ref() else { continue };
+            if svc.fwmark != 0 {
+                if !is_cplb_mark(svc.fwmark) {
+                    continue;
+                }
+                match wanted.iter().find(|w| w.fwmark == svc.fwmark) {
+                    Some(w) => service.key = w.key,
+                    None => {
+                        listing.strays.push(service);
+                        continue;
+                    }
+                }
+            } else if !vips.contains(&service.key.vip) {
                 continue;
-            };
-            let key = ServiceKey { vip: addr.ip(), port: addr.port() };
-            let dests = self.kernel_dests(key)?;
-            let fallback = self.forwarding.get(&key).copied().unwrap_or(DEFAULT_FORWARDING);
-            match svc.to_spec(&dests, fallback) {
+            }
+            let dests = self.kernel_dests(service)?;
+            let fallback = self.forwarding.get(&service).copied().unwrap_or(DEFAULT_FORWARDING);
+            match svc.to_spec(service, &dests, fallback) {
                 Some(spec) => {
-                    self.forwarding.insert(key, spec.forwarding);
-                    out.push(spec);
+                    self.forwarding.insert(service, spec.forwarding);
+                    listing.services.push(spec);
                 }
                 None => tracing::warn!(
-                    service = %addr,
+                    %service,
                     scheduler = %svc.sched_name,
                     "IPVS service with a scheduler cplb does not know: left alone"
                 ),
             }
         }
-        out.sort();
-        Ok(out)
+        listing.services.sort();
+        Ok(listing)
+    }
+
+    /// Makes cplb's services those of `desired`, `current` being what
+    /// [`listing`](Self::listing) found. Idempotent, so a retry after a partial failure
+    /// converges: adding what exists updates it, removing what is gone succeeds.
+    pub fn reconcile(
+        &mut self,
+        current: &Listing,
+        desired: &[ServiceSpec],
+    ) -> Result<(), IpvsError> {
+        for stray in &current.strays {
+            self.remove_service(*stray)?;
+        }
+        // A key held by another kernel service than the one wanted (an address service
+        // where a mark service belongs) goes first, so a key names one service in the diff.
+        let (replaced, kept): (Vec<&ServiceSpec>, Vec<&ServiceSpec>) =
+            current.services.iter().partition(|cur| {
+                desired.iter().any(|want| want.key == cur.key && want.fwmark != cur.fwmark)
+            });
+        for old in replaced {
+            self.remove_service(old.into())?;
+        }
+        self.names = kept.iter().map(|s| (s.key, ServiceRef::from(*s))).collect();
+        let changes = diff(
+            &DataPlane { services: kept.into_iter().cloned().collect(), ..DataPlane::default() },
+            &DataPlane { services: desired.to_vec(), ..DataPlane::default() },
+        );
+        self.apply(&changes)
     }
 
     /// Carries out the IPVS changes of a diff, in order; other `Change` variants (proxy,
-    /// redirects, local VIPs) belong to other drivers and are ignored.
+    /// redirects, local VIPs) belong to other drivers and are ignored. A key names the
+    /// service last listed or added with it.
     ///
-    /// Idempotent, so a retry after a partial failure converges: adding what exists
-    /// updates it, removing what is gone succeeds. Editing what does not exist is an error:
-    /// the table is not the one the diff was computed from, so read it again.
+    /// Editing what does not exist is an error: the table is not the one the diff was
+    /// computed from, so read it again.
     pub fn apply(&mut self, changes: &[Change]) -> Result<(), IpvsError> {
         for change in changes {
             match change {
                 Change::AddService(spec) => self.add_service(spec)?,
                 Change::EditService(spec) => self.edit_service(spec)?,
-                Change::RemoveService(key) => self.remove_service(*key)?,
-                Change::AddRealServer(key, rs) => self.add_dest(*key, rs)?,
+                Change::RemoveService(key) => {
+                    let service = self.name(*key);
+                    self.remove_service(service)?;
+                    self.names.remove(key);
+                }
+                Change::AddRealServer(key, rs) => self.add_dest(self.name(*key), rs)?,
                 Change::EditRealServer(key, rs) => {
-                    let fwd = self.forwarding_for(*key)?;
-                    self.must(&set_dest_request(*key, rs, fwd), || {
-                        format!("SET_DEST {} in {}", rs.addr, key_addr(*key))
+                    let service = self.name(*key);
+                    let fwd = self.forwarding_for(service)?;
+                    self.must(&set_dest_request(service, rs, fwd), || {
+                        format!("SET_DEST {} in {service}", rs.addr)
                     })?;
                 }
                 Change::RemoveRealServer(key, addr) => {
-                    match self.command(&del_dest_request(*key, *addr))? {
+                    let service = self.name(*key);
+                    match self.command(&del_dest_request(service, *addr))? {
                         // ENOENT: no such destination; ESRCH: no such service.
                         Ok(()) | Err(ENOENT | ESRCH) => {}
                         Err(errno) => {
-                            let request = format!("DEL_DEST {addr} from {}", key_addr(*key));
+                            let request = format!("DEL_DEST {addr} from {service}");
                             return Err(IpvsError::kernel(request, errno));
                         }
                     }
@@ -938,21 +1070,28 @@ impl Ipvs {
         Ok(())
     }
 
+    /// The kernel service `key` names: the one listed or added with it, else (a diff
+    /// computed elsewhere) the TCP service on it.
+    fn name(&self, key: ServiceKey) -> ServiceRef {
+        self.names.get(&key).copied().unwrap_or_else(|| key.into())
+    }
+
     fn add_service(&mut self, spec: &ServiceSpec) -> Result<(), IpvsError> {
+        let service = ServiceRef::from(spec);
         match self.command(&new_service_request(spec))? {
             Ok(()) => {
-                self.forwarding.insert(spec.key, spec.forwarding);
+                self.forwarding.insert(service, spec.forwarding);
             }
             Err(EEXIST) => self.edit_service(spec)?,
             Err(errno) => {
-                let request =
-                    format!("NEW_SERVICE {} ({})", key_addr(spec.key), scheduler_name(spec.algo));
+                let request = format!("NEW_SERVICE {service} ({})", scheduler_name(spec.algo));
                 return Err(IpvsError::kernel(request, errno));
             }
         }
+        self.names.insert(spec.key, service);
         // The core's model adds a spec's real servers with it (a diff sends none here).
         for rs in &spec.real_servers {
-            self.add_dest(spec.key, rs)?;
+            self.add_dest(service, rs)?;
         }
         Ok(())
     }
@@ -960,60 +1099,61 @@ impl Ipvs {
     /// SET_SERVICE, then the forwarding of each destination, which IPVS keeps per
     /// destination rather than per service.
     fn edit_service(&mut self, spec: &ServiceSpec) -> Result<(), IpvsError> {
-        let key = spec.key;
+        let service = ServiceRef::from(spec);
         self.must(&set_service_request(spec), || {
-            format!("SET_SERVICE {} ({})", key_addr(key), scheduler_name(spec.algo))
+            format!("SET_SERVICE {service} ({})", scheduler_name(spec.algo))
         })?;
-        self.forwarding.insert(key, spec.forwarding);
+        self.forwarding.insert(service, spec.forwarding);
         let method = forwarding_method(spec.forwarding);
-        for dest in self.kernel_dests(key)? {
+        for dest in self.kernel_dests(service)? {
             if dest.fwd_method & IP_VS_CONN_F_FWD_MASK != method {
                 let rs = RealServer { addr: dest.addr, weight: dest.weight };
-                self.must(&set_dest_request(key, &rs, spec.forwarding), || {
-                    format!("SET_DEST {} in {}", rs.addr, key_addr(key))
+                self.must(&set_dest_request(service, &rs, spec.forwarding), || {
+                    format!("SET_DEST {} in {service}", rs.addr)
                 })?;
             }
         }
         Ok(())
     }
 
-    fn remove_service(&mut self, key: ServiceKey) -> Result<(), IpvsError> {
-        match self.command(&del_service_request(key))? {
-            Ok(()) | Err(ESRCH) => {}
+    fn remove_service(&mut self, service: ServiceRef) -> Result<(), IpvsError> {
+        match self.command(&del_service_request(service))? {
+            Ok(()) => tracing::info!(%service, "IPVS service removed"),
+            Err(ESRCH) => {}
             Err(errno) => {
-                return Err(IpvsError::kernel(format!("DEL_SERVICE {}", key_addr(key)), errno));
+                return Err(IpvsError::kernel(format!("DEL_SERVICE {service}"), errno));
             }
         }
-        self.forwarding.remove(&key);
+        self.forwarding.remove(&service);
         Ok(())
     }
 
-    fn add_dest(&mut self, key: ServiceKey, rs: &RealServer) -> Result<(), IpvsError> {
-        let fwd = self.forwarding_for(key)?;
-        match self.command(&new_dest_request(key, rs, fwd))? {
+    fn add_dest(&mut self, service: ServiceRef, rs: &RealServer) -> Result<(), IpvsError> {
+        let fwd = self.forwarding_for(service)?;
+        match self.command(&new_dest_request(service, rs, fwd))? {
             Ok(()) => Ok(()),
-            Err(EEXIST) => self.must(&set_dest_request(key, rs, fwd), || {
-                format!("SET_DEST {} in {}", rs.addr, key_addr(key))
+            Err(EEXIST) => self.must(&set_dest_request(service, rs, fwd), || {
+                format!("SET_DEST {} in {service}", rs.addr)
             }),
             Err(errno) => {
-                let request = format!("NEW_DEST {} to {}", rs.addr, key_addr(key));
+                let request = format!("NEW_DEST {} to {service}", rs.addr);
                 Err(IpvsError::kernel(request, errno))
             }
         }
     }
 
-    /// The forwarding of service `key`: as created or last read, else its destinations',
-    /// else k0s's default.
-    fn forwarding_for(&mut self, key: ServiceKey) -> Result<LbKind, IpvsError> {
-        if let Some(kind) = self.forwarding.get(&key) {
+    /// The forwarding of `service`: as created or last read, else its destinations', else
+    /// k0s's default.
+    fn forwarding_for(&mut self, service: ServiceRef) -> Result<LbKind, IpvsError> {
+        if let Some(kind) = self.forwarding.get(&service) {
             return Ok(*kind);
         }
         let kind = self
-            .kernel_dests(key)?
+            .kernel_dests(service)?
             .iter()
             .find_map(|d| forwarding_from_method(d.fwd_method))
             .unwrap_or(DEFAULT_FORWARDING);
-        self.forwarding.insert(key, kind);
+        self.forwarding.insert(service, kind);
         Ok(kind)
     }
 
@@ -1036,11 +1176,20 @@ impl Ipvs {
                 }
             }
             if svc.protocol == IPPROTO_TCP {
-                self.forwarding.remove(&ServiceKey { vip: addr.ip(), port: addr.port() });
+                self.forwarding.remove(&ServiceKey { vip: addr.ip(), port: addr.port() }.into());
             }
         }
         Ok(removed)
     }
+}
+
+/// cplb's services in the kernel (see [`Ipvs::listing`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The services, keyed as the node knows them, sorted.
+    pub services: Vec<ServiceSpec>,
+    /// Services with one of cplb's marks that the node does not want.
+    pub strays: Vec<ServiceRef>,
 }
 
 // The expected bytes below are laid out by hand from the uapi numbers. Host-order integers
@@ -1061,6 +1210,7 @@ mod tests {
     fn spec4() -> ServiceSpec {
         ServiceSpec {
             key: key4(),
+            fwmark: 0,
             algo: LbAlgo::Rr,
             forwarding: LbKind::Dr,
             persistence_secs: 300,
@@ -1143,6 +1293,7 @@ mod tests {
     fn new_service_ipv6_wlc_not_persistent() {
         let spec = ServiceSpec {
             key: ServiceKey { vip: "fd00::200".parse().unwrap(), port: 6443 },
+            fwmark: 0,
             algo: LbAlgo::Wlc,
             forwarding: LbKind::Nat,
             persistence_secs: 0,
@@ -1319,7 +1470,7 @@ mod tests {
             decode_dest_reply(&dest_reply(11, 2), AF_INET).unwrap(),
         ];
         assert_eq!(dests[1], KernelDest { addr: rs4(11).addr, fwd_method: 3, weight: 2 });
-        let spec = svc.to_spec(&dests, LbKind::Nat).unwrap();
+        let spec = svc.to_spec(key4().into(), &dests, LbKind::Nat).unwrap();
         assert_eq!(
             spec,
             ServiceSpec {
@@ -1328,7 +1479,8 @@ mod tests {
             }
         );
         // Without destinations the forwarding is the fallback.
-        assert_eq!(svc.to_spec(&[], LbKind::Nat).unwrap().forwarding, LbKind::Nat);
+        assert_eq!(svc.to_spec(key4().into(), &[], LbKind::Nat).unwrap().forwarding, LbKind::Nat);
+        assert_eq!(svc.service_ref(), Some(key4().into()));
     }
 
     #[test]
@@ -1347,7 +1499,8 @@ mod tests {
         .concat();
         let svc = decode_service_reply(&genl(1, &tlv(1, &inner))).unwrap();
         assert_eq!(svc.addr, Some(SocketAddr::new(IpAddr::V6(addr), 6443)));
-        let spec = svc.to_spec(&[], LbKind::Dr).unwrap();
+        let named = svc.service_ref().unwrap();
+        let spec = svc.to_spec(named, &[], LbKind::Dr).unwrap();
         assert_eq!((spec.algo, spec.persistence_secs), (LbAlgo::Sh, 0));
 
         // An IPv6 destination without ADDR_FAMILY (older kernels) takes the service's.
@@ -1359,9 +1512,10 @@ mod tests {
         assert_eq!(forwarding_from_method(dest.fwd_method), Some(LbKind::Nat));
 
         let udp = KernelService { protocol: 17, ..svc.clone() };
-        assert_eq!(udp.to_spec(&[], LbKind::Dr), None);
+        assert_eq!(udp.service_ref(), None);
+        assert_eq!(udp.to_spec(named, &[], LbKind::Dr), None);
         let mh = KernelService { sched_name: "mh".into(), ..svc.clone() };
-        assert_eq!(mh.to_spec(&[], LbKind::Dr), None);
+        assert_eq!(mh.to_spec(named, &[], LbKind::Dr), None);
 
         // A fwmark service: AF, FWMARK, no protocol/address/port.
         let inner = [
@@ -1375,7 +1529,14 @@ mod tests {
         .concat();
         let fw = decode_service_reply(&genl(1, &tlv(1, &inner))).unwrap();
         assert_eq!((fw.addr, fw.fwmark), (None, 7));
-        assert_eq!(fw.to_spec(&[], LbKind::Dr), None);
+        let unnamed = fw.service_ref().unwrap();
+        assert_eq!((unnamed.fwmark, unnamed.key.port), (7, 0));
+        assert_eq!(unnamed.to_string(), "FWM 7");
+        // Its key is the asker's: the kernel does not know which VIP the mark stands for.
+        let named = ServiceRef { key: key4(), fwmark: 7 };
+        assert_eq!(named.to_string(), "FWM 7 (10.200.0.200:6443)");
+        let spec = fw.to_spec(named, &[], LbKind::Dr).unwrap();
+        assert_eq!((spec.key, spec.fwmark, spec.persistence_secs), (key4(), 7, 0));
     }
 
     fn is_malformed<T: fmt::Debug>(r: Result<T, IpvsError>) -> bool {
@@ -1500,8 +1661,10 @@ mod tests {
             // (not only the framing) meet garbage.
             let inner: Vec<u8> = attrs.iter().flat_map(|(k, v)| tlv(*k, v)).collect();
             let payload = genl(cmd, &[tlv(1, &inner), tlv(2, &inner)].concat());
-            if let Ok(svc) = decode_service_reply(&payload) {
-                let _ = svc.to_spec(&[], LbKind::Dr);
+            if let Ok(svc) = decode_service_reply(&payload)
+                && let Some(named) = svc.service_ref()
+            {
+                let _ = svc.to_spec(named, &[], LbKind::Dr);
             }
             let _ = decode_dest_reply(&payload, AF_INET6);
         }
@@ -1510,6 +1673,7 @@ mod tests {
         fn requests_decode_to_what_they_ask(
             vip in any_ip(),
             port in any::<u16>(),
+            fwmark in prop_oneof![Just(0u32), 1u32..],
             algo in proptest::sample::select(LbAlgo::ALL.to_vec()),
             forwarding in proptest::sample::select(LbKind::ALL.to_vec()),
             persistence_secs in any::<u32>(),
@@ -1519,15 +1683,17 @@ mod tests {
             // A NEW_SERVICE / NEW_DEST request has the shape of the kernel's replies.
             let spec = ServiceSpec {
                 key: ServiceKey { vip, port },
+                fwmark,
                 algo,
                 forwarding,
                 persistence_secs,
                 real_servers: Vec::new(),
             };
             let svc = decode_service_reply(&new_service_request(&spec)).unwrap();
-            prop_assert_eq!(svc.to_spec(&[], forwarding), Some(spec.clone()));
+            prop_assert_eq!(svc.fwmark, fwmark);
+            prop_assert_eq!(svc.to_spec((&spec).into(), &[], forwarding), Some(spec.clone()));
             let rs = RealServer { addr: SocketAddr::new(vip, rs_port), weight };
-            let dest = decode_dest_reply(&new_dest_request(spec.key, &rs, forwarding), 0).unwrap();
+            let dest = decode_dest_reply(&new_dest_request(&spec, &rs, forwarding), 0).unwrap();
             prop_assert_eq!(dest, KernelDest { addr: rs.addr, fwd_method: forwarding_method(forwarding), weight });
         }
     }
@@ -1540,7 +1706,6 @@ mod live {
     use std::fs::File;
     use std::process::Command;
 
-    use cplb_core::lb::{DataPlane, diff};
     use nix::sched::{CloneFlags, setns};
 
     use super::*;
@@ -1603,41 +1768,81 @@ mod live {
         let rs = |last| RealServer { addr: SocketAddr::from(([192, 0, 2, last], 6443)), weight: 1 };
         let spec = ServiceSpec {
             key,
+            fwmark: FWMARK_BASE,
             algo: LbAlgo::Rr,
             forwarding: LbKind::Dr,
             persistence_secs: 360,
             real_servers: vec![rs(11), rs(12)],
         };
+        let vips = [vip];
         let mut ipvs = Ipvs::open().unwrap();
-        assert_eq!(ipvs.services().unwrap(), [], "a fresh namespace has no services");
+        let list = |ipvs: &mut Ipvs, want: &[ServiceSpec]| ipvs.listing(want, &vips).unwrap();
+        let none = list(&mut ipvs, &[]);
+        assert_eq!(none, Listing::default(), "a fresh namespace has no services");
 
-        let empty = DataPlane::default();
-        let two = DataPlane { services: vec![spec.clone()], ..DataPlane::default() };
-        ipvs.apply(&diff(&empty, &two)).unwrap();
-        assert_eq!(ipvs.services().unwrap(), two.services);
-        // Applying the same diff again converges (add is an update).
-        ipvs.apply(&diff(&empty, &two)).unwrap();
+        let two = vec![spec.clone()];
+        ipvs.reconcile(&none, &two).unwrap();
+        assert_eq!(list(&mut ipvs, &two), Listing { services: two.clone(), strays: vec![] });
+        // Reconciling from the same stale listing again converges (add is an update).
+        ipvs.reconcile(&none, &two).unwrap();
         // A second handle knows nothing of what the first did: it reads it all back.
-        assert_eq!(Ipvs::open().unwrap().services().unwrap(), two.services);
+        assert_eq!(list(&mut Ipvs::open().unwrap(), &two).services, two);
+        let on_the_kernel = ipvs.kernel_services().unwrap();
+        assert_eq!(on_the_kernel.len(), 1);
+        assert_eq!((on_the_kernel[0].fwmark, on_the_kernel[0].addr), (FWMARK_BASE, None));
 
-        let one = DataPlane {
-            services: vec![ServiceSpec {
-                algo: LbAlgo::Wlc,
-                persistence_secs: 0,
-                real_servers: vec![rs(12)],
-                ..spec
-            }],
-            ..DataPlane::default()
+        // What an older cplbd left (a TCP service on the VIP) and a mark of cplb's that is
+        // no longer wanted go; a mark outside cplb's range and a service on another VIP
+        // stay.
+        let legacy = ServiceSpec { fwmark: 0, ..spec.clone() };
+        let stray = ServiceSpec { fwmark: FWMARK_BASE + 1, ..spec.clone() };
+        let foreign_mark = ServiceSpec { fwmark: 7, ..spec.clone() };
+        let other_vip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 201));
+        let foreign_vip = ServiceSpec {
+            key: ServiceKey { vip: other_vip, port: 6443 },
+            fwmark: 0,
+            ..spec.clone()
         };
-        let current = DataPlane { services: ipvs.services().unwrap(), ..DataPlane::default() };
-        ipvs.apply(&diff(&current, &one)).unwrap();
-        assert_eq!(ipvs.services().unwrap(), one.services);
+        for s in [&legacy, &stray, &foreign_mark, &foreign_vip] {
+            ipvs.apply(&[Change::AddService(s.clone())]).unwrap();
+        }
+        let found = list(&mut ipvs, &two);
+        assert_eq!(found.services, [legacy.clone(), spec.clone()]);
+        assert_eq!(
+            found.strays,
+            [ServiceRef {
+                key: ServiceKey { vip: Ipv4Addr::UNSPECIFIED.into(), port: 0 },
+                fwmark: FWMARK_BASE + 1
+            }]
+        );
+        ipvs.reconcile(&found, &two).unwrap();
+        assert_eq!(list(&mut ipvs, &two), Listing { services: two.clone(), strays: vec![] });
+        let left: Vec<(u32, Option<SocketAddr>)> =
+            ipvs.kernel_services().unwrap().iter().map(|s| (s.fwmark, s.addr)).collect();
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(
+            left.contains(&(7, None))
+                && left.contains(&(0, Some(SocketAddr::new(other_vip, 6443))))
+        );
+        ipvs.remove_service(ServiceRef::from(&foreign_mark)).unwrap();
+        assert_eq!(ipvs.remove_services_for(&[other_vip]).unwrap(), 1);
 
-        assert_eq!(ipvs.remove_services_for(&[vip]).unwrap(), 1);
-        assert_eq!(ipvs.services().unwrap(), []);
-        assert_eq!(ipvs.remove_services_for(&[vip]).unwrap(), 0);
+        let one = vec![ServiceSpec {
+            algo: LbAlgo::Wlc,
+            persistence_secs: 0,
+            real_servers: vec![rs(12)],
+            ..spec.clone()
+        }];
+        let current = list(&mut ipvs, &one);
+        ipvs.reconcile(&current, &one).unwrap();
+        assert_eq!(list(&mut ipvs, &one).services, one);
+        let current = list(&mut ipvs, &[]);
+        assert_eq!(current.strays.len(), 1, "unwanted now");
+        ipvs.reconcile(&current, &[]).unwrap();
+        assert!(ipvs.kernel_services().unwrap().is_empty());
 
-        // Every scheduler k0s accepts, with every forwarding kind, is created and read back.
+        // Every scheduler k0s accepts, with every forwarding kind, is created and read back,
+        // as a mark service and as an address service.
         let algos = [
             LbAlgo::Rr,
             LbAlgo::Wrr,
@@ -1651,23 +1856,25 @@ mod live {
         ];
         for algo in algos {
             for forwarding in [LbKind::Dr, LbKind::Nat, LbKind::Tun] {
-                let want = DataPlane {
-                    services: vec![ServiceSpec {
+                for fwmark in [FWMARK_BASE, 0] {
+                    let want = vec![ServiceSpec {
                         key,
+                        fwmark,
                         algo,
                         forwarding,
                         persistence_secs: 60,
                         real_servers: vec![rs(11), RealServer { weight: 3, ..rs(12) }],
-                    }],
-                    ..DataPlane::default()
-                };
-                ipvs.apply(&diff(&empty, &want)).unwrap();
-                assert_eq!(
-                    Ipvs::open().unwrap().services().unwrap(),
-                    want.services,
-                    "{algo:?} {forwarding:?}"
-                );
-                assert_eq!(ipvs.remove_services_for(&[vip]).unwrap(), 1);
+                    }];
+                    ipvs.reconcile(&Listing::default(), &want).unwrap();
+                    assert_eq!(
+                        list(&mut Ipvs::open().unwrap(), &want).services,
+                        want,
+                        "{algo:?} {forwarding:?} fwmark {fwmark}"
+                    );
+                    let current = list(&mut ipvs, &[]);
+                    ipvs.reconcile(&current, &[]).unwrap();
+                    assert!(ipvs.kernel_services().unwrap().is_empty());
+                }
             }
         }
     }

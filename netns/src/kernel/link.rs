@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
+use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourMessage};
 use rtnetlink::packet_route::route::RouteAttribute;
 use rtnetlink::{Handle, LinkDummy, RouteMessageBuilder};
 
@@ -151,6 +152,20 @@ impl Netlink {
                 })
             })
             .ok_or(ResolveError::NoDefaultRoute { v4 })
+    }
+
+    /// The link-layer address of each neighbour the kernel has resolved (reachable, stale,
+    /// being checked, or set by hand), IPv4 and IPv6, on every interface.
+    pub async fn neighbours(&self) -> Result<Vec<(IpAddr, [u8; 6])>, LinkError> {
+        let messages: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| LinkError::new("listing the neighbour table", e))?;
+        Ok(messages.iter().filter_map(neighbour_of).collect())
     }
 
     /// The addresses on interface `index`.
@@ -341,6 +356,38 @@ pub(crate) fn address_of(message: &AddressMessage) -> Option<Address> {
             .contains(rtnetlink::packet_route::address::AddressHeaderFlags::Secondary),
         link_local: message.header.scope == AddressScope::Link,
     })
+}
+
+/// A resolved neighbour's address and Ethernet address; `None` for entries being resolved
+/// or that failed, and for other link layers.
+fn neighbour_of(message: &NeighbourMessage) -> Option<(IpAddr, [u8; 6])> {
+    use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourState};
+    let resolved = matches!(
+        message.header.state,
+        NeighbourState::Reachable
+            | NeighbourState::Stale
+            | NeighbourState::Delay
+            | NeighbourState::Probe
+            | NeighbourState::Permanent
+    );
+    if !resolved {
+        return None;
+    }
+    let mut ip = None;
+    let mut mac = None;
+    for attribute in &message.attributes {
+        match attribute {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => ip = Some((*v4).into()),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                ip = Some((*v6).into());
+            }
+            NeighbourAttribute::LinkLayerAddress(bytes) => {
+                mac = <[u8; 6]>::try_from(&bytes[..]).ok()
+            }
+            _ => {}
+        }
+    }
+    Some((ip?, mac?))
 }
 
 /// Reads `aa:bb:cc:dd:ee:ff` (or with `-`), case-insensitive.

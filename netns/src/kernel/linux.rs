@@ -1,11 +1,11 @@
 //! The seam's Linux side: carries out the node's commands with rtnetlink, AF_PACKET,
 //! nftables and IPVS, and checks that what was set is still there.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use cplb_core::lb::{self, DataPlane, NatRules, ServiceSpec, Spread};
+use cplb_core::lb::{NatRules, ServiceSpec, Spread};
 use cplb_core::vrrp::{Transmit, VirtualIp};
 
 use super::Kernel;
@@ -32,8 +32,13 @@ pub struct LinuxKernel {
     pub sockets: HashMap<(u32, bool), Arc<VrrpSocket>>,
     /// Announcers by interface.
     pub announcers: HashMap<u32, Announcer>,
-    /// The VIPs of the configured virtual servers: the IPVS services cplbd manages.
+    /// The VIPs of the configured virtual servers: TCP services on them are cplbd's too
+    /// (an older cplbd's, or added by hand), besides the services with cplb's marks.
     pub service_vips: Vec<IpAddr>,
+    /// The last link-layer address the neighbour table gave for each address: a loop guard
+    /// keeps a real server's MAC after its entry expires, so the guard does not thin out
+    /// (and the table is not rewritten) when a quiet neighbour is forgotten.
+    pub macs: BTreeMap<IpAddr, [u8; 6]>,
 }
 
 impl Kernel for LinuxKernel {
@@ -69,52 +74,63 @@ impl Kernel for LinuxKernel {
         socket.send(t.src, t.dst, &t.payload).map_err(|e| format!("sending to {}: {e}", t.dst))
     }
 
-    fn set_rules(&mut self, rules: &NatRules) -> Result<(), String> {
+    async fn set_rules(&mut self, rules: &NatRules) -> Result<(), String> {
         // Without nftables there is no table to remove either.
-        let Some(nft) = self.nft.as_mut() else {
+        if self.nft.is_none() {
             return if rules.is_empty() {
                 Ok(())
             } else {
                 Err("nftables is unavailable in this kernel".into())
             };
-        };
-        nft.apply(NFT_TABLE, &ruleset(rules)).map_err(|e| e.to_string())
+        }
+        let ruleset = self.ruleset(rules).await?;
+        let nft = self.nft.as_mut().ok_or("nftables is unavailable in this kernel")?;
+        nft.apply(NFT_TABLE, &ruleset).map_err(|e| e.to_string())
     }
 
-    fn rules_intact(&mut self, rules: &NatRules) -> Result<bool, String> {
-        let Some(nft) = self.nft.as_mut() else { return Ok(rules.is_empty()) };
-        nft.verify(NFT_TABLE, &ruleset(rules)).map_err(|e| e.to_string())
+    async fn rules_intact(&mut self, rules: &NatRules) -> Result<bool, String> {
+        if self.nft.is_none() {
+            return Ok(rules.is_empty());
+        }
+        let ruleset = self.ruleset(rules).await?;
+        let nft = self.nft.as_mut().ok_or("nftables is unavailable in this kernel")?;
+        nft.verify(NFT_TABLE, &ruleset).map_err(|e| e.to_string())
     }
 
     fn set_services(&mut self, services: &[ServiceSpec]) -> Result<(), String> {
-        if self.ipvs.is_none() && services.is_empty() {
-            return Ok(());
-        }
-        let current = self.own_services()?;
-        let changes = lb::diff(
-            &DataPlane { services: current, ..DataPlane::default() },
-            &DataPlane { services: services.to_vec(), ..DataPlane::default() },
-        );
-        let ipvs = self.ipvs.as_mut().ok_or("IPVS is unavailable in this kernel")?;
-        ipvs.apply(&changes).map_err(|e| e.to_string())
+        let Some(ipvs) = self.ipvs.as_mut() else {
+            return if services.is_empty() {
+                Ok(())
+            } else {
+                Err("IPVS is unavailable in this kernel".into())
+            };
+        };
+        let current = ipvs.listing(services, &self.service_vips).map_err(|e| e.to_string())?;
+        ipvs.reconcile(&current, services).map_err(|e| e.to_string())
     }
 
     fn services_intact(&mut self, services: &[ServiceSpec]) -> Result<bool, String> {
-        Ok(self.own_services()? == services)
+        let ipvs = self.ipvs.as_mut().ok_or("IPVS is unavailable in this kernel")?;
+        let current = ipvs.listing(services, &self.service_vips).map_err(|e| e.to_string())?;
+        Ok(current.strays.is_empty() && current.services == services)
     }
 }
 
 impl LinuxKernel {
-    /// The IPVS services on the VIPs cplbd manages, as the kernel holds them.
-    fn own_services(&mut self) -> Result<Vec<ServiceSpec>, String> {
-        let ipvs = self.ipvs.as_mut().ok_or("IPVS is unavailable in this kernel")?;
-        let vips = &self.service_vips;
-        ipvs.services_on(|vip| vips.contains(&vip)).map_err(|e| e.to_string())
+    /// The nftables form of the node's rules, the loop guards' real servers resolved with
+    /// the neighbour table (a real server without an entry yet, this host's own address
+    /// among them, has no MAC to leave unmarked).
+    async fn ruleset(&mut self, rules: &NatRules) -> Result<nft::Ruleset, String> {
+        if !rules.loop_guards.is_empty() {
+            let neighbours = self.netlink.neighbours().await.map_err(|e| e.to_string())?;
+            self.macs.extend(neighbours);
+        }
+        Ok(ruleset(rules, &self.macs))
     }
 }
 
-/// The nftables form of the node's NAT rules.
-fn ruleset(rules: &NatRules) -> nft::Ruleset {
+/// The nftables form of the node's rules, with the known link-layer addresses.
+fn ruleset(rules: &NatRules, macs: &BTreeMap<IpAddr, [u8; 6]>) -> nft::Ruleset {
     nft::Ruleset {
         redirects: rules
             .redirects
@@ -131,6 +147,21 @@ fn ruleset(rules: &NatRules) -> nft::Ruleset {
                     Spread::RoundRobin => nft::Spread::RoundRobin,
                     Spread::SourceHash => nft::Spread::SourceHash,
                 },
+            })
+            .collect(),
+        guards: rules
+            .loop_guards
+            .iter()
+            .map(|g| {
+                let mut found: Vec<[u8; 6]> =
+                    g.real_servers.iter().filter_map(|ip| macs.get(ip).copied()).collect();
+                found.sort_unstable();
+                found.dedup();
+                nft::Guard {
+                    vip: SocketAddr::new(g.service.vip, g.service.port),
+                    fwmark: g.fwmark,
+                    macs: found,
+                }
             })
             .collect(),
     }

@@ -38,10 +38,12 @@ pub trait Kernel {
     fn announce(&mut self, ifindex: u32, addresses: &[IpAddr]) -> Result<(), String>;
     /// Sends a VRRP message (the IP header with TTL / hop limit 255 around it).
     fn send(&self, transmit: &Transmit) -> Result<(), String>;
-    /// Makes the NAT table hold exactly these rules (none: no table).
-    fn set_rules(&mut self, rules: &NatRules) -> Result<(), String>;
-    /// Whether the NAT table still holds exactly these rules.
-    fn rules_intact(&mut self, rules: &NatRules) -> Result<bool, String>;
+    /// Makes the NAT table hold exactly these rules (none: no table). A loop guard's real
+    /// servers are resolved to link-layer addresses here.
+    async fn set_rules(&mut self, rules: &NatRules) -> Result<(), String>;
+    /// Whether the NAT table still holds exactly these rules (and a loop guard the
+    /// link-layer addresses its real servers have now).
+    async fn rules_intact(&mut self, rules: &NatRules) -> Result<bool, String>;
     /// Makes the virtual services on cplbd's VIPs exactly these.
     fn set_services(&mut self, services: &[ServiceSpec]) -> Result<(), String>;
     /// Whether the virtual services on cplbd's VIPs are still exactly these.

@@ -19,6 +19,10 @@
 //!   chain postrouting { type nat hook postrouting priority srcnat;              # if balancers
 //!     meta l4proto tcp ct original ip daddr VIP ct original proto-dst PORT ct status dnat masquerade
 //!   }
+//!   chain loopguard { type filter hook prerouting priority mangle;               # if guards
+//!     ip daddr VIP tcp dport PORT meta iiftype ether ether saddr MAC return      # per real server
+//!     ip daddr VIP tcp dport PORT meta mark set MARK                             # Guard
+//!   }
 //! }
 //! ```
 //!
@@ -82,6 +86,9 @@ const NF_INET_POST_ROUTING: u32 = 4;
 const NF_IP_PRI_NAT_DST: i32 = -100;
 /// `NF_IP_PRI_NAT_SRC` (nft's `srcnat`; IPv6 uses the same value).
 const NF_IP_PRI_NAT_SRC: i32 = 100;
+/// `NF_IP_PRI_MANGLE` (nft's `mangle`; IPv6 uses the same value): before the NAT chains,
+/// long before IPVS reads the mark in LOCAL_IN.
+const NF_IP_PRI_MANGLE: i32 = -150;
 
 // ---- linux/netfilter/nf_tables.h: messages -------------------------------------------------
 
@@ -129,7 +136,7 @@ const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_CHAIN_HOOK: u16 = 4;
 /// `NFTA_CHAIN_POLICY`: a base chain's verdict for what no rule decides.
 const NFTA_CHAIN_POLICY: u16 = 5;
-/// `NFTA_CHAIN_TYPE`: `"nat"` here.
+/// `NFTA_CHAIN_TYPE`: `"nat"` or `"filter"` here.
 const NFTA_CHAIN_TYPE: u16 = 7;
 /// `NFTA_HOOK_HOOKNUM`.
 const NFTA_HOOK_HOOKNUM: u16 = 1;
@@ -194,6 +201,8 @@ const NFTA_EXPR_NAME: u16 = 1;
 /// `NFTA_EXPR_DATA` (nested, per-expression attributes).
 const NFTA_EXPR_DATA: u16 = 2;
 
+/// `NFT_REG_VERDICT`: the verdict register an immediate verdict goes to.
+const NFT_REG_VERDICT: u32 = 0;
 /// `NFT_REG_1`: the first 16-byte data register; every expression here works in it.
 const NFT_REG_1: u32 = 1;
 /// `NFT_REG32_00`: the same storage as `NFT_REG_1`, addressed in 4-byte steps; a map's data
@@ -208,6 +217,9 @@ const NFTA_PAYLOAD_BASE: u16 = 2;
 const NFTA_PAYLOAD_OFFSET: u16 = 3;
 /// `NFTA_PAYLOAD_LEN`.
 const NFTA_PAYLOAD_LEN: u16 = 4;
+/// `NFT_PAYLOAD_LL_HEADER`: offsets count from the link-layer header (Ethernet's source
+/// address is at 6).
+const NFT_PAYLOAD_LL_HEADER: u32 = 0;
 /// `NFT_PAYLOAD_NETWORK_HEADER`: offsets count from the IP header.
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 /// `NFT_PAYLOAD_TRANSPORT_HEADER`: offsets count from the TCP header.
@@ -230,6 +242,20 @@ const NFTA_META_DREG: u16 = 1;
 const NFTA_META_KEY: u16 = 2;
 /// `NFT_META_L4PROTO`: the transport protocol, past any IPv6 extension headers.
 const NFT_META_L4PROTO: u32 = 16;
+/// `NFTA_META_SREG`: the register a meta statement sets the key from.
+const NFTA_META_SREG: u16 = 3;
+/// `NFT_META_MARK`: `skb->mark` (u32, host order).
+const NFT_META_MARK: u32 = 3;
+/// `NFT_META_IIFTYPE`: the input device's `ARPHRD_*` type (u16, host order).
+const NFT_META_IIFTYPE: u32 = 8;
+/// `ARPHRD_ETHER` (linux/if_arp.h): the link-layer header is Ethernet's.
+const ARPHRD_ETHER: u16 = 1;
+/// `NFTA_DATA_VERDICT` (nested `NFTA_VERDICT_*`).
+const NFTA_DATA_VERDICT: u16 = 2;
+/// `NFTA_VERDICT_CODE`.
+const NFTA_VERDICT_CODE: u16 = 1;
+/// `NFT_RETURN`: leave the chain; in a base chain, its policy (accept) decides.
+const NFT_RETURN: i32 = -5;
 
 /// `NFTA_IMMEDIATE_DREG`.
 const NFTA_IMMEDIATE_DREG: u16 = 1;
@@ -363,6 +389,22 @@ pub struct Ruleset {
     pub redirects: Vec<Redirect>,
     /// Kernel load balancers, for nodes without IPVS.
     pub balancers: Vec<Balancer>,
+    /// Marks for IPVS firewall-mark services.
+    pub guards: Vec<Guard>,
+}
+
+/// TCP to `vip` gets firewall mark `fwmark` (which an IPVS service matches) unless its
+/// Ethernet source is one of `macs`, the real servers' (see `cplb_core::lb::ServiceSpec`'s
+/// loop guard): chain type filter, hook prerouting, priority mangle (-150). Frames that
+/// arrive without an Ethernet header (a tunnel's) are not marked either.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    /// Destination address and port the rule matches.
+    pub vip: SocketAddr,
+    /// The mark.
+    pub fwmark: u32,
+    /// Link-layer sources left unmarked.
+    pub macs: Vec<[u8; 6]>,
 }
 
 /// TCP to `vip` (ip:port) arriving from the network is redirected to local port `to_port`
@@ -842,10 +884,23 @@ fn check_table_name(name: &str) -> Result<(), NftError> {
     Err(NftError::InvalidName { name: name.to_owned(), reason })
 }
 
-/// The rules of `rules` that go in `family`'s table: its redirects, and its balancers that
-/// have backends.
-fn wanted(family: Family, rules: &Ruleset) -> Result<(Vec<&Redirect>, Vec<&Balancer>), NftError> {
+/// The rules of `rules` that go in `family`'s table.
+struct Wanted<'a> {
+    redirects: Vec<&'a Redirect>,
+    /// Those with backends.
+    balancers: Vec<&'a Balancer>,
+    guards: Vec<&'a Guard>,
+}
+
+impl Wanted<'_> {
+    fn is_empty(&self) -> bool {
+        self.redirects.is_empty() && self.balancers.is_empty() && self.guards.is_empty()
+    }
+}
+
+fn wanted(family: Family, rules: &Ruleset) -> Result<Wanted<'_>, NftError> {
     let redirects = rules.redirects.iter().filter(|r| Family::of(&r.vip) == family).collect();
+    let guards = rules.guards.iter().filter(|g| Family::of(&g.vip) == family).collect();
     let mut balancers = Vec::new();
     for balancer in rules.balancers.iter().filter(|b| Family::of(&b.vip) == family) {
         if let Some(&backend) = balancer.backends.iter().find(|b| Family::of(b) != family) {
@@ -856,13 +911,13 @@ fn wanted(family: Family, rules: &Ruleset) -> Result<(Vec<&Redirect>, Vec<&Balan
             balancers.push(balancer);
         }
     }
-    Ok((redirects, balancers))
+    Ok(Wanted { redirects, balancers, guards })
 }
 
 /// The whole transaction for `family`: see [`Nft::apply`]. The batch also says what the
 /// table holds once committed, for [`Nft::verify`].
 fn encode(name: &str, family: Family, rules: &Ruleset, first_seq: u32) -> Result<Batch, NftError> {
-    let (redirects, balancers) = wanted(family, rules)?;
+    let wanted = wanted(family, rules)?;
     let table = format!("{} {name}", family.name());
     let nfproto = family.nfproto();
     let mut batch = Batch::new(first_seq, format!("commit ({table})"));
@@ -871,15 +926,29 @@ fn encode(name: &str, family: Family, rules: &Ruleset, first_seq: u32) -> Result
     // whatever an earlier cplbd left, chains, rules and maps alike.
     batch.message(NFT_MSG_NEWTABLE, NLM_F_CREATE, nfproto, &table, table_only);
     batch.message(NFT_MSG_DELTABLE, 0, nfproto, &table, table_only);
-    if redirects.is_empty() && balancers.is_empty() {
+    if wanted.is_empty() {
         return batch.finish();
     }
     batch.message(NFT_MSG_NEWTABLE, NLM_F_CREATE, nfproto, &table, table_only);
 
+    let Wanted { redirects, balancers, guards } = wanted;
     let mut table = TableWriter { batch, contents: Contents::default(), name, table, family };
-    table.chain(PREROUTING, NF_INET_PRE_ROUTING, NF_IP_PRI_NAT_DST);
+    if !redirects.is_empty() || !balancers.is_empty() {
+        table.chain(PREROUTING, NAT, NF_INET_PRE_ROUTING, NF_IP_PRI_NAT_DST);
+    }
     if !balancers.is_empty() {
-        table.chain(POSTROUTING, NF_INET_POST_ROUTING, NF_IP_PRI_NAT_SRC);
+        table.chain(POSTROUTING, NAT, NF_INET_POST_ROUTING, NF_IP_PRI_NAT_SRC);
+    }
+    if !guards.is_empty() {
+        table.chain(LOOP_GUARD, FILTER, NF_INET_PRE_ROUTING, NF_IP_PRI_MANGLE);
+    }
+    for g in guards {
+        for mac in &g.macs {
+            let what = format!("leave {} from {} unmarked", g.vip, Mac(*mac));
+            table.rule(LOOP_GUARD, &what, &[], &|e| pass_exprs(e, g.vip, mac));
+        }
+        let what = format!("mark {} with {}", g.vip, g.fwmark);
+        table.rule(LOOP_GUARD, &what, &[], &|e| mark_exprs(e, g));
     }
     for r in redirects {
         let what = format!("redirect {} -> :{}", r.vip, r.to_port);
@@ -917,8 +986,9 @@ struct TableWriter<'a> {
 }
 
 impl TableWriter<'_> {
-    /// Base chain `chain` of type nat on `hook` at `priority` (policy accept, the default).
-    fn chain(&mut self, chain: &str, hook: u32, priority: i32) {
+    /// Base chain `chain` of type `kind` on `hook` at `priority` (policy accept, the
+    /// default).
+    fn chain(&mut self, chain: &str, kind: &str, hook: u32, priority: i32) {
         let what = format!("{} {chain}", self.table);
         let name = self.name;
         self.batch.message(NFT_MSG_NEWCHAIN, NLM_F_CREATE, self.family.nfproto(), &what, |a| {
@@ -928,12 +998,12 @@ impl TableWriter<'_> {
                 h.be32(NFTA_HOOK_HOOKNUM, hook);
                 h.be32(NFTA_HOOK_PRIORITY, priority.cast_unsigned());
             });
-            a.string(NFTA_CHAIN_TYPE, CHAIN_TYPE);
+            a.string(NFTA_CHAIN_TYPE, kind);
         });
         self.contents.chains.insert(Chain {
             name: chain.to_owned(),
             hook: Some((hook, priority)),
-            kind: Some(CHAIN_TYPE.to_owned()),
+            kind: Some(kind.to_owned()),
             policy: Some(NF_ACCEPT),
         });
     }
@@ -1037,7 +1107,7 @@ struct Chain {
     name: String,
     /// Hook number and priority of a base chain.
     hook: Option<(u32, i32)>,
-    /// `NFTA_CHAIN_TYPE` (`"nat"`).
+    /// `NFTA_CHAIN_TYPE` (`"nat"`, `"filter"`).
     kind: Option<String>,
     /// A base chain's policy.
     policy: Option<u32>,
@@ -1061,13 +1131,58 @@ impl Chain {
     }
 }
 
-/// The type of cplbd's chains.
-const CHAIN_TYPE: &str = "nat";
+/// The type of the chains that translate addresses.
+const NAT: &str = "nat";
+/// The type of the chain that marks.
+const FILTER: &str = "filter";
 
 /// Name of the base chain doing the DNAT.
 const PREROUTING: &str = "prerouting";
 /// Name of the base chain doing the masquerading.
 const POSTROUTING: &str = "postrouting";
+/// Name of the base chain setting the IPVS services' marks.
+const LOOP_GUARD: &str = "loopguard";
+
+/// A MAC address in its usual notation.
+struct Mac([u8; 6]);
+
+impl std::fmt::Display for Mac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+/// `ip daddr VIP tcp dport PORT meta iiftype ether ether saddr MAC return`.
+fn pass_exprs(e: &mut Attrs<'_>, vip: SocketAddr, mac: &[u8; 6]) {
+    match_tcp_to(e, vip);
+    e.expr("meta", |m| {
+        m.be32(NFTA_META_DREG, NFT_REG_1);
+        m.be32(NFTA_META_KEY, NFT_META_IIFTYPE);
+    });
+    e.cmp(NFT_CMP_EQ, &ARPHRD_ETHER.to_ne_bytes());
+    e.load_payload(NFT_PAYLOAD_LL_HEADER, 6, 6);
+    e.cmp(NFT_CMP_EQ, mac);
+    e.expr("immediate", |i| {
+        i.be32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
+        i.nested(NFTA_IMMEDIATE_DATA, |d| {
+            d.nested(NFTA_DATA_VERDICT, |v| v.be32(NFTA_VERDICT_CODE, NFT_RETURN.cast_unsigned()));
+        });
+    });
+}
+
+/// `ip daddr VIP tcp dport PORT meta mark set MARK`.
+fn mark_exprs(e: &mut Attrs<'_>, g: &Guard) {
+    match_tcp_to(e, g.vip);
+    e.expr("immediate", |i| {
+        i.be32(NFTA_IMMEDIATE_DREG, NFT_REG_1);
+        i.value(NFTA_IMMEDIATE_DATA, &g.fwmark.to_ne_bytes());
+    });
+    e.expr("meta", |m| {
+        m.be32(NFTA_META_KEY, NFT_META_MARK);
+        m.be32(NFTA_META_SREG, NFT_REG_1);
+    });
+}
 
 /// `ip daddr VIP tcp dport PORT`.
 fn match_tcp_to(e: &mut Attrs<'_>, vip: SocketAddr) {
@@ -1795,6 +1910,7 @@ mod tests {
 
     fn redirect_rules() -> Ruleset {
         Ruleset {
+            guards: vec![],
             redirects: vec![Redirect { vip: sa("10.200.0.200:6443"), to_port: 6444 }],
             balancers: vec![],
         }
@@ -1879,6 +1995,7 @@ mod tests {
     #[test]
     fn ipv6_redirect_goes_to_the_ip6_table() {
         let rules = Ruleset {
+            guards: vec![],
             redirects: vec![Redirect { vip: sa("[fd00:200::200]:6443"), to_port: 6444 }],
             balancers: vec![],
         };
@@ -1904,6 +2021,7 @@ mod tests {
     #[test]
     fn round_robin_balancer_encodes_map_numgen_nat_and_masquerade() {
         let rules = Ruleset {
+            guards: vec![],
             redirects: vec![],
             balancers: vec![Balancer {
                 vip: sa("10.200.9.200:6443"),
@@ -1968,6 +2086,7 @@ mod tests {
     #[test]
     fn source_hash_balancer_over_ipv6_hashes_the_source() {
         let rules = Ruleset {
+            guards: vec![],
             redirects: vec![],
             balancers: vec![Balancer {
                 vip: sa("[fd00:200::200]:6443"),
@@ -2002,6 +2121,7 @@ mod tests {
     #[test]
     fn balancer_without_backends_installs_nothing() {
         let rules = Ruleset {
+            guards: vec![],
             redirects: vec![],
             balancers: vec![Balancer {
                 vip: sa("10.200.9.200:6443"),
@@ -2016,6 +2136,7 @@ mod tests {
     #[test]
     fn mixed_family_balancer_is_refused() {
         let rules = Ruleset {
+            guards: vec![],
             redirects: vec![],
             balancers: vec![Balancer {
                 vip: sa("10.200.9.200:6443"),
@@ -2045,6 +2166,7 @@ mod tests {
             .map(|i| SocketAddr::from(([10, 200, (i / 250) as u8, (i % 250) as u8], 6444)))
             .collect();
         let rules = Ruleset {
+            guards: vec![],
             redirects: vec![],
             balancers: vec![Balancer {
                 vip: sa("10.200.9.200:6443"),
@@ -2157,6 +2279,7 @@ mod tests {
 
     fn mixed_rules(backend: &str) -> Ruleset {
         Ruleset {
+            guards: vec![],
             redirects: vec![Redirect { vip: sa("10.200.0.200:6443"), to_port: 6444 }],
             balancers: vec![Balancer {
                 vip: sa("10.200.0.201:6443"),
@@ -2208,6 +2331,56 @@ mod tests {
         // Nothing for IPv6: no table, as apply leaves it.
         let v6 = encode("cplb", Family::Ip6, &mixed_rules("10.200.10.12:6444"), 7).unwrap();
         assert_eq!(v6.contents, None);
+    }
+
+    fn guard(macs: &[[u8; 6]]) -> Ruleset {
+        Ruleset {
+            guards: vec![Guard { vip: sa("10.200.9.200:6443"), fwmark: 100, macs: macs.to_vec() }],
+            ..Ruleset::default()
+        }
+    }
+
+    #[test]
+    fn a_guard_is_a_mangle_chain_passing_each_real_server_then_marking() {
+        let mac = [2, 0, 0, 0, 0, 0x11];
+        let batch = encode("cplb", Family::Ip, &guard(&[mac, [2, 0, 0, 0, 0, 0x12]]), 7).unwrap();
+        let contents = batch.contents.clone().expect("an ip table");
+        let chain = Chain {
+            name: "loopguard".into(),
+            hook: Some((0, -150)),
+            kind: Some("filter".into()),
+            policy: Some(1),
+        };
+        assert_eq!(contents.chains, [chain].into(), "no NAT chain for a guard alone");
+        assert_eq!(contents.rules["loopguard"].len(), 3, "one pass per MAC, then the mark");
+        // The pass: iiftype ether (u16 1, host order), the source MAC at LL offset 6, and
+        // an immediate verdict of NFT_RETURN.
+        let pass = [
+            expr("meta", &[nla(1, &be(1)), nla(2, &be(8))]),
+            expr("cmp", &[nla(1, &be(1)), nla(2, &be(0)), data(3, &1u16.to_ne_bytes())]),
+            expr("payload", &[nla(1, &be(1)), nla(2, &be(0)), nla(3, &be(6)), nla(4, &be(6))]),
+            expr("cmp", &[nla(1, &be(1)), nla(2, &be(0)), data(3, &mac)]),
+            expr(
+                "immediate",
+                &[nla(1, &be(0)), nest(2, &[nest(2, &[nla(1, &(-5i32).to_be_bytes())])])],
+            ),
+        ]
+        .concat();
+        assert!(contains(&batch.buf, &pass), "the pass rule's expressions");
+        // The mark: immediate 100 (host order) into reg 1, then meta mark set from reg 1.
+        let mark = [
+            expr("immediate", &[nla(1, &be(1)), data(2, &100u32.to_ne_bytes())]),
+            expr("meta", &[nla(2, &be(3)), nla(3, &be(1))]),
+        ]
+        .concat();
+        assert!(contains(&batch.buf, &mark), "the mark rule's expressions");
+        // A MAC learned later is another rule: verify sees the table as not wanted.
+        let fewer = encode("cplb", Family::Ip, &guard(&[mac]), 7).unwrap().contents.unwrap();
+        assert_ne!(fewer, contents);
+        // No MAC known: the mark rule alone.
+        let none = encode("cplb", Family::Ip, &guard(&[]), 7).unwrap().contents.unwrap();
+        assert_eq!(none.rules["loopguard"].len(), 1);
+        assert_eq!(none.rules["loopguard"][0], contents.rules["loopguard"][2]);
     }
 
     /// A reply message of type `kind` (nf_tables or netlink's own) answering `seq`.
@@ -2552,10 +2725,70 @@ mod tests {
         let proxy = Server::start(&server, sa("0.0.0.0:6444"), "proxy");
         let vip = sa("10.200.9.200:6443");
         server
-            .apply(&Ruleset { redirects: vec![Redirect { vip, to_port: 6444 }], balancers: vec![] })
+            .apply(&Ruleset {
+                redirects: vec![Redirect { vip, to_port: 6444 }],
+                balancers: vec![],
+                guards: vec![],
+            })
             .unwrap();
         assert_eq!(fetch(&client, vip, 2), ["proxy", "proxy"]);
         assert_eq!(proxy.peers().len(), 2);
+    }
+
+    /// Reads the packet count of each `counter` in `nft list` output, in order.
+    fn counters(listing: &str) -> Vec<u64> {
+        listing
+            .split("counter packets ")
+            .skip(1)
+            .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    #[ignore = "needs root: creates network namespaces"]
+    fn live_guard_marks_only_what_no_real_server_sent() {
+        assert!(is_root(), "needs root (creates network namespaces)");
+        // Two peers of the director: a real server (its MAC in the guard) and a client.
+        let (server, peer, client) = (Netns::new(), Netns::new(), Netns::new());
+        veth(&peer, "p0", &server, "s0");
+        veth(&client, "c0", &server, "s1");
+        peer.ip(&["link", "set", "p0", "address", "02:00:00:00:00:11"]);
+        peer.ip(&["addr", "add", "10.200.9.11/24", "dev", "p0"]);
+        client.ip(&["addr", "add", "10.200.8.1/24", "dev", "c0"]);
+        server.ip(&["addr", "add", "10.200.9.2/24", "dev", "s0"]);
+        server.ip(&["addr", "add", "10.200.8.2/24", "dev", "s1"]);
+        server.ip(&["addr", "add", "10.200.9.200/32", "dev", "s0"]);
+        for (ns, via) in [(&peer, "10.200.9.2"), (&client, "10.200.8.2")] {
+            ns.ip(&["route", "add", "10.200.9.200/32", "via", via]);
+        }
+        let api = Server::start(&server, sa("0.0.0.0:6443"), "api");
+        server.apply(&guard(&[[2, 0, 0, 0, 0, 0x11]])).unwrap();
+        let listing = server.list("ip").unwrap();
+        assert!(listing.contains("ether saddr 02:00:00:00:00:11 return"), "{listing}");
+        assert!(listing.contains("meta mark set 0x00000064"), "{listing}");
+        // What the input path sees: marked and unmarked connections to the VIP.
+        server.nft(&["add", "table", "ip", "cplbtobs"]);
+        let hook = "{ type filter hook input priority 0; }";
+        server.nft(&["add", "chain", "ip", "cplbtobs", "input", hook]);
+        for mark in ["100", "0"] {
+            let rule = ["add", "rule", "ip", "cplbtobs", "input", "tcp", "dport", "6443"];
+            server.nft(&[&rule[..], &["meta", "mark", mark, "counter"]].concat());
+        }
+        let vip = sa("10.200.9.200:6443");
+        let seen = || counters(&server.nft(&["list", "table", "ip", "cplbtobs"]));
+
+        assert_eq!(fetch(&peer, vip, 2), ["api", "api"]);
+        let after_peer = seen();
+        assert_eq!(after_peer[0], 0, "nothing from the real server is marked: {after_peer:?}");
+        assert!(after_peer[1] >= 2, "the real server's SYNs arrived unmarked: {after_peer:?}");
+
+        assert_eq!(fetch(&client, vip, 2), ["api", "api"]);
+        let after_client = seen();
+        assert!(after_client[0] >= 2, "the client's SYNs are marked: {after_client:?}");
+        assert_eq!(after_client[1], after_peer[1], "and none unmarked: {after_client:?}");
+        assert_eq!(api.peers().len(), 4);
+        assert!(server.verify(&guard(&[[2, 0, 0, 0, 0, 0x11]])));
+        assert!(!server.verify(&guard(&[])), "a guard with other MACs is not this table");
     }
 
     /// client (10.200.9.1) -- (10.200.9.2, VIP 10.200.9.200) balancer (10.200.10.1) --
@@ -2582,6 +2815,7 @@ mod tests {
         }
         let vip = sa("10.200.9.200:6443");
         lb.apply(&Ruleset {
+            guards: vec![],
             redirects: vec![],
             balancers: vec![Balancer { vip, backends: addrs, spread }],
         })
@@ -2629,7 +2863,11 @@ mod tests {
         let proxy = Server::start(&server, sa("[::]:6444"), "proxy");
         let vip = sa("[fd00:200::200]:6443");
         server
-            .apply(&Ruleset { redirects: vec![Redirect { vip, to_port: 6444 }], balancers: vec![] })
+            .apply(&Ruleset {
+                redirects: vec![Redirect { vip, to_port: 6444 }],
+                balancers: vec![],
+                guards: vec![],
+            })
             .unwrap();
         let listing = server.list("ip6").expect("table ip6 cplb");
         assert!(
@@ -2646,6 +2884,7 @@ mod tests {
     /// Redirects and a balancer in ip, a redirect in ip6: every kind of chain, rule and map.
     fn both_families() -> Ruleset {
         Ruleset {
+            guards: vec![],
             redirects: vec![
                 Redirect { vip: sa("10.200.0.200:6443"), to_port: 6444 },
                 Redirect { vip: sa("[fd00:200::200]:6443"), to_port: 6444 },
@@ -2750,6 +2989,7 @@ mod tests {
         assert!(!ns.verify(&nothing), "an empty table left by someone else");
         // A balancer without backends installs nothing: no table either.
         let idle = Ruleset {
+            guards: vec![],
             redirects: vec![],
             balancers: vec![Balancer {
                 vip: sa("10.200.0.201:6443"),
