@@ -21,6 +21,10 @@ command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
 command -v cpio >/dev/null || need_pkgs+=(cpio)
 command -v depmod >/dev/null || [[ -x /usr/sbin/depmod ]] || need_pkgs+=(kmod)
 command -v ipvsadm >/dev/null || [[ -x /usr/sbin/ipvsadm ]] || need_pkgs+=(ipvsadm)
+# The hardening tests: systemd-analyze checks the shipped unit, setpriv starts cplbd
+# unprivileged with ambient capabilities.
+command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
+command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 if ((${#need_pkgs[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         log "installing ${need_pkgs[*]}"

@@ -28,6 +28,10 @@ pub struct Options {
     /// The local socket `cplb status` talks to.
     #[arg(long, value_name = "PATH", default_value = "/run/cplb/cplbd.sock")]
     pub status_socket: PathBuf,
+    /// Where cplbd keeps its lock (one cplbd per network namespace) and the record of what
+    /// it created.
+    #[arg(long, value_name = "DIR", default_value = "/run/cplb")]
+    pub state_dir: PathBuf,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

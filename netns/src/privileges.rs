@@ -11,13 +11,27 @@ pub const KEPT: [Capability; 2] = [Capability::CAP_NET_ADMIN, Capability::CAP_NE
 
 /// Reduces the bounding, inheritable, ambient, permitted and effective sets to [`KEPT`],
 /// and forbids regaining privileges through exec.
+///
+/// Started unprivileged with only [`KEPT`] as ambient capabilities (`setpriv`, or the
+/// shipped systemd unit), there is no CAP_SETPCAP to change the bounding set with; the
+/// bounding set then stays as it is, which is harmless: it only limits what an exec could
+/// gain, and no-new-privileges forbids that.
 pub fn drop_to_network_only() -> Result<(), String> {
     let keep: CapsHashSet = KEPT.into_iter().collect();
+    let permitted = caps::read(None, CapSet::Permitted)
+        .map_err(|e| format!("reading the permitted capabilities: {e}"))?;
+    if let Some(missing) = KEPT.into_iter().find(|c| !permitted.contains(c)) {
+        return Err(format!(
+            "{missing} is not permitted: run cplbd as root, or give it CAP_NET_ADMIN and CAP_NET_RAW (e.g. AmbientCapabilities= in its systemd unit)"
+        ));
+    }
     // The bounding set first: changing it needs CAP_SETPCAP, which goes last.
-    for cap in caps::all() {
-        if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
-            caps::drop(None, CapSet::Bounding, cap)
-                .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
+    if permitted.contains(&Capability::CAP_SETPCAP) {
+        for cap in caps::all() {
+            if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+                caps::drop(None, CapSet::Bounding, cap)
+                    .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
+            }
         }
     }
     caps::clear(None, CapSet::Ambient)

@@ -173,6 +173,20 @@ impl Node {
         self.step(now);
     }
 
+    /// A received IPv4 packet, its IP header included (what a raw IPv4 socket reads).
+    pub fn handle_ip_packet(&mut self, now: Instant, ifindex: IfIndex, bytes: &[u8]) {
+        let now = self.advance(now);
+        self.router.handle_ip_packet(now, ifindex, bytes);
+        self.step(now);
+    }
+
+    /// `n` VRRP packets the receive path lost to a full queue (counted as drops).
+    pub fn handle_receive_overflow(&mut self, now: Instant, n: u64) {
+        let now = self.advance(now);
+        self.router.handle_receive_overflow(n);
+        self.step(now);
+    }
+
     /// Fires what is due by `now`. Spurious calls do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.advance(now);

@@ -66,6 +66,9 @@ pub enum DropReason {
     AuthTypeMismatch,
     /// VRRPv2 advertisement interval differs from ours (RFC 3768 §7.1: MUST drop).
     IntervalMismatch,
+    /// The receiving socket's queue was full: the kernel dropped the packet before the
+    /// daemon could read it (`SO_RXQ_OVFL`), or the daemon's own queue was.
+    ReceiveQueueOverflow,
 }
 
 impl DropReason {
@@ -100,6 +103,7 @@ impl DropReason {
             Self::AuthFailure => "auth_failure",
             Self::AuthTypeMismatch => "auth_type_mismatch",
             Self::IntervalMismatch => "interval_mismatch",
+            Self::ReceiveQueueOverflow => "receive_queue_overflow",
         }
     }
 

@@ -354,6 +354,39 @@ impl Router {
         (Priority(priority), fault)
     }
 
+    /// A received IPv4 packet, header included: parsed here, so that one whose IP header
+    /// breaks a rule is counted like any other drop.
+    pub fn handle_ip_packet(&mut self, now: Instant, ifindex: IfIndex, bytes: &[u8]) {
+        match super::parse_ip(bytes) {
+            Ok((header, payload)) => self.handle_packet(now, Incoming { ifindex, header, payload }),
+            Err(e) => {
+                // The source, when the header got that far (bytes 12..16 of IPv4).
+                let from = bytes
+                    .get(12..16)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map_or(core::net::IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED), |b| {
+                        core::net::IpAddr::V4(b.into())
+                    });
+                self.drop_unrouted(e.drop_reason(), from);
+            }
+        }
+    }
+
+    /// `n` packets lost before they could be read (a full receive queue): counted, and one
+    /// event for the lot.
+    pub fn handle_receive_overflow(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.unrouted.count_drops(DropReason::ReceiveQueueOverflow, n);
+        let from = core::net::IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED);
+        self.out.events.push_back(Event::Dropped {
+            instance: None,
+            reason: DropReason::ReceiveQueueOverflow,
+            from,
+        });
+    }
+
     fn drop_unrouted(&mut self, reason: DropReason, from: core::net::IpAddr) {
         self.unrouted.count_drop(reason);
         self.out.events.push_back(Event::Dropped { instance: None, reason, from });

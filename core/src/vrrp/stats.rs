@@ -43,6 +43,10 @@ impl Stats {
     }
 
     pub(crate) fn count_drop(&mut self, reason: DropReason) {
-        *self.dropped.entry(reason).or_default() += 1;
+        self.count_drops(reason, 1);
+    }
+
+    pub(crate) fn count_drops(&mut self, reason: DropReason, n: u64) {
+        *self.dropped.entry(reason).or_default() += n;
     }
 }

@@ -13,7 +13,7 @@ use cplb_core::vrrp::{self, IfIndex, Incoming, InstanceId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::kernel::Kernel;
-use crate::kernel::vrrp_socket::Packet;
+use crate::kernel::vrrp_socket::{Datagram, Received};
 use crate::kernel::watch::KernelEvent;
 use crate::probe::Prober;
 use crate::status::Snapshot;
@@ -25,8 +25,16 @@ pub(super) const VERIFY_EVERY: Duration = Duration::from_secs(2);
 /// Everything that wakes the driver, from the tasks around it.
 #[derive(Debug)]
 pub enum Input {
-    /// A VRRP packet received on an interface.
-    Packet(u32, Packet),
+    /// A VRRP packet received on an interface, and how many were lost on the way before it
+    /// (the kernel's full queue, or the daemon's).
+    Packet {
+        /// Interface index.
+        ifindex: u32,
+        /// What was read.
+        datagram: Datagram,
+        /// Packets lost since the previous one.
+        lost: u64,
+    },
     /// A link or address notification.
     Kernel(KernelEvent),
     /// A probe's result.
@@ -63,6 +71,59 @@ pub struct Driver<K> {
     pub last_verify: tokio::time::Instant,
     /// The last error sending adverts and announcing, logged once per change.
     pub send_error: Option<String>,
+    /// Dropped packets, logged at a bounded rate.
+    pub drops: DropLog,
+}
+
+/// How often at most a drop reason gets a log line.
+pub(super) const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The log of dropped packets: a flood of bad packets must not fill the disk. The first
+/// drop of a reason is logged at once; later ones are counted and summed up in one line per
+/// reason at most every [`DROP_LOG_EVERY`] (the counters in status and metrics stay exact).
+#[derive(Debug, Default)]
+pub struct DropLog {
+    reasons: BTreeMap<&'static str, Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    /// Drops not logged yet.
+    count: u64,
+    /// The last one's source.
+    from: IpAddr,
+    /// When this reason was last logged.
+    logged: tokio::time::Instant,
+}
+
+impl DropLog {
+    fn note(&mut self, reason: &'static str, from: IpAddr, instance: impl FnOnce() -> String) {
+        let now = tokio::time::Instant::now();
+        match self.reasons.get_mut(reason) {
+            Some(p) => {
+                p.count += 1;
+                p.from = from;
+            }
+            None => {
+                let instance = instance();
+                tracing::warn!(reason, %from, %instance, "VRRP packet dropped (further drops for this reason are summed up at most once a minute)");
+                self.reasons.insert(reason, Pending { count: 0, from, logged: now });
+            }
+        }
+    }
+
+    /// Logs the sums that are due.
+    fn flush(&mut self) {
+        let now = tokio::time::Instant::now();
+        for (reason, p) in &mut self.reasons {
+            if p.count > 0 && now.duration_since(p.logged) >= DROP_LOG_EVERY {
+                let secs = now.duration_since(p.logged).as_secs();
+                tracing::warn!(reason, count = p.count, last_from = %p.from, "{} VRRP packets dropped in the last {secs} s", p.count);
+                p.count = 0;
+                p.logged = now;
+            }
+        }
+    }
 }
 
 impl<K: Kernel> Driver<K> {
@@ -84,10 +145,24 @@ impl<K: Kernel> Driver<K> {
     pub async fn handle(&mut self, input: Input, snapshot: impl FnOnce(&Self) -> Snapshot) {
         let now = self.now();
         match input {
-            Input::Packet(ifindex, p) => self.node.handle_packet(
-                now,
-                Incoming { ifindex: IfIndex(ifindex), header: p.header, payload: &p.payload },
-            ),
+            Input::Packet { ifindex, datagram, lost } => {
+                if lost > 0 {
+                    self.node.handle_receive_overflow(now, lost);
+                }
+                match datagram.received {
+                    Received::Ipv4(bytes) => {
+                        self.node.handle_ip_packet(now, IfIndex(ifindex), &bytes);
+                    }
+                    Received::Ipv6(p) => self.node.handle_packet(
+                        now,
+                        Incoming {
+                            ifindex: IfIndex(ifindex),
+                            header: p.header,
+                            payload: &p.payload,
+                        },
+                    ),
+                }
+            }
             Input::Kernel(KernelEvent::Link { index, up, .. }) => {
                 self.node.handle_link(now, IfIndex(index), up);
             }
@@ -120,6 +195,7 @@ impl<K: Kernel> Driver<K> {
             return;
         }
         self.last_verify = tokio::time::Instant::now();
+        self.drops.flush();
         if let Some(rules) = self.node.held_rules().cloned()
             && let Ok(false) = self.kernel.rules_intact(&rules).await
         {
@@ -200,8 +276,15 @@ impl<K: Kernel> Driver<K> {
                 tracing::debug!(instance = %name, master = ?master, "master");
             }
             Event::Vrrp(vrrp::Event::Dropped { instance, reason, from }) => {
-                let name = instance.map_or_else(|| "-".to_owned(), |i| self.name(i));
-                tracing::debug!(instance = %name, reason = reason.as_str(), %from, "VRRP packet dropped");
+                tracing::trace!(instance = ?instance, reason = reason.as_str(), %from, "VRRP packet dropped");
+                let names = &self.names;
+                let name = || {
+                    instance.map_or_else(
+                        || "-".to_owned(),
+                        |i| names.get(&i).cloned().unwrap_or_else(|| format!("#{}", i.0)),
+                    )
+                };
+                self.drops.note(reason.as_str(), from, name);
             }
             Event::Vrrp(vrrp::Event::PriorityChanged { instance, priority }) => {
                 tracing::info!(instance = %self.name(instance), priority, "priority changed");

@@ -5,6 +5,7 @@
 //! the core's `Instant` and passes it into every `handle_*` call.
 
 mod driver;
+pub mod lock;
 pub mod plan;
 mod serve;
 mod snapshot;
@@ -26,7 +27,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-pub use self::driver::{Driver, Input};
+pub use self::driver::{Driver, DropLog, Input};
 use self::plan::Plan;
 use crate::kernel::announce::Announcer;
 use crate::kernel::ipvs::Ipvs;
@@ -95,6 +96,15 @@ pub fn run(options: Options) -> u8 {
     let (keepalived, api_port) = match load_config(&options) {
         Ok(c) => c,
         Err(code) => return code,
+    };
+    // Before anything is touched: a second cplbd would undo the first one's VIPs and rules.
+    let _lock = match lock::acquire(&options.state_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("cplbd: {e}");
+            return exit::FAILURE;
+        }
     };
     // One thread: capabilities are per thread, and dropping them on the only thread before
     // any other exists covers every thread the runtime later starts.
@@ -168,7 +178,14 @@ struct Daemon {
     replan: Option<String>,
     /// The receive task of each VRRP socket.
     receivers: HashMap<(u32, bool), tokio::task::AbortHandle>,
+    /// Where the receive tasks put packets: a queue of their own, so that a flood can
+    /// neither block the other inputs nor be blocked by them.
+    packets: mpsc::Sender<Input>,
 }
+
+/// Packets the receive tasks may have queued for the node (about 2 ms of a one-core
+/// flood; the socket's buffer holds the rest).
+const PACKET_QUEUE: usize = 8192;
 
 async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result<()> {
     let netlink = Netlink::open().context("opening rtnetlink")?;
@@ -246,6 +263,7 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
         node.handle_link(Instant::ZERO, IfIndex(group.iface.index), false);
     }
     let (inputs, mut rx) = mpsc::channel::<Input>(1024);
+    let (packets, mut packets_rx) = mpsc::channel::<Input>(PACKET_QUEUE);
     let proxy_stats = Arc::new(ProxyStats::default());
     let mut daemon = Daemon {
         options,
@@ -257,6 +275,7 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
         tasks: tokio::task::JoinSet::new(),
         replan: None,
         receivers: HashMap::new(),
+        packets: packets.clone(),
     };
     let mut driver = Driver {
         started,
@@ -270,6 +289,7 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
         refused: BTreeMap::new(),
         last_verify: started,
         send_error: None,
+        drops: DropLog::default(),
     };
     if let Some(listener) = proxy_listener {
         let dial = daemon.options.dial_timeout;
@@ -280,7 +300,7 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
         daemon.tasks.spawn(serve::metrics(listener, inputs.clone()));
     }
     for (&key, socket) in &driver.kernel.sockets {
-        let task = daemon.tasks.spawn(receive(key.0, Arc::clone(socket), inputs.clone()));
+        let task = daemon.tasks.spawn(receive(key.0, Arc::clone(socket), packets.clone()));
         daemon.receivers.insert(key, task);
     }
     let tx = inputs.clone();
@@ -309,14 +329,15 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: resigning"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: resigning"); break; }
-            _ = sighup.recv() => daemon.reload(&mut driver, &inputs, None).await,
+            _ = sighup.recv() => daemon.reload(&mut driver, None).await,
             _ = sigusr1.recv() => log_status(&daemon, &driver, "SIGUSR1"),
             _ = sigusr2.recv() => log_status(&daemon, &driver, "SIGUSR2"),
+            Some(packet) = packets_rx.recv() => driver.handle(packet, |d| snapshot::build(&daemon, d)).await,
             Some(input) = rx.recv() => {
                 let recreated = daemon.recreated_interface(&input);
                 driver.handle(input, |d| snapshot::build(&daemon, d)).await;
                 if let Some(name) = recreated {
-                    daemon.reload(&mut driver, &inputs, Some(&name)).await;
+                    daemon.reload(&mut driver, Some(&name)).await;
                 }
             }
             () = tokio::time::sleep_until(deadline) => driver.handle_timeout().await,
@@ -352,12 +373,7 @@ impl Daemon {
     /// SIGHUP (or an interface created again): reads the configuration, works out the
     /// plan and replaces the node's configuration. Unchanged instances are untouched; an
     /// invalid file or a plan that cannot be made changes nothing.
-    async fn reload(
-        &mut self,
-        driver: &mut Driver<LinuxKernel>,
-        inputs: &mpsc::Sender<Input>,
-        recreated: Option<&str>,
-    ) {
+    async fn reload(&mut self, driver: &mut Driver<LinuxKernel>, recreated: Option<&str>) {
         let (keepalived, api_port) = match recreated {
             Some(name) => {
                 if self.replan.is_none() {
@@ -430,7 +446,8 @@ impl Daemon {
         });
         for (&key, socket) in &driver.kernel.sockets {
             if !before.contains(&key) || !self.receivers.contains_key(&key) {
-                let task = self.tasks.spawn(receive(key.0, Arc::clone(socket), inputs.clone()));
+                let task =
+                    self.tasks.spawn(receive(key.0, Arc::clone(socket), self.packets.clone()));
                 self.receivers.insert(key, task);
             }
         }
@@ -546,14 +563,25 @@ fn open_sockets(kernel: &mut LinuxKernel, plan: &Plan) -> Result<()> {
 /// Receives VRRP packets on one socket for the driver.
 async fn receive(ifindex: u32, socket: Arc<VrrpSocket>, tx: mpsc::Sender<Input>) {
     let mut failing: Option<String> = None;
+    // SO_RXQ_OVFL counts from the socket's creation: what is new since the last read.
+    let mut kernel_lost: u32 = 0;
+    // Reads the daemon's queue had no room for (a flood outpacing the node).
+    let mut queue_lost: u64 = 0;
     loop {
         match socket.recv().await {
-            Ok(p) => {
+            Ok(datagram) => {
                 if failing.take().is_some() {
                     tracing::info!(ifindex, "VRRP receive works again");
                 }
-                if tx.send(Input::Packet(ifindex, p)).await.is_err() {
-                    return;
+                let now_lost = datagram.overflows.unwrap_or(kernel_lost);
+                let lost = u64::from(now_lost.wrapping_sub(kernel_lost)) + queue_lost;
+                kernel_lost = now_lost;
+                // Never wait here: while this task waits the socket's queue fills, and what
+                // overflows there is whatever comes next, the real master's adverts too.
+                match tx.try_send(Input::Packet { ifindex, datagram, lost }) {
+                    Ok(()) => queue_lost = 0,
+                    Err(mpsc::error::TrySendError::Full(_)) => queue_lost = lost + 1,
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
             Err(e) => {

@@ -1,12 +1,14 @@
 //! Gratuitous ARP and unsolicited neighbour advertisements: how the LAN learns that a VIP
-//! moved. Frames are built with pnet_packet and sent on an AF_PACKET socket
-//! (pnet_datalink), from the interface's own MAC.
+//! moved. Frames are built with pnet_packet and sent, from the interface's own MAC, on a
+//! send-only AF_PACKET socket: protocol 0, so the kernel hands it no frames (no receive
+//! queue), and no membership, so the interface never goes promiscuous.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
 
-use pnet_datalink::MacAddr;
-use pnet_datalink::{Channel, DataLinkSender, NetworkInterface};
+use nix::sys::socket::LinkAddr;
+use pnet_base::MacAddr;
 use pnet_packet::arp::{ArpHardwareTypes, ArpOperations, MutableArpPacket};
 use pnet_packet::ethernet::{EtherTypes, MutableEthernetPacket};
 use pnet_packet::icmpv6::ndp::{
@@ -15,6 +17,7 @@ use pnet_packet::icmpv6::ndp::{
 use pnet_packet::icmpv6::{self, Icmpv6Code, Icmpv6Packet, Icmpv6Types};
 use pnet_packet::ip::IpNextHeaderProtocols;
 use pnet_packet::ipv6::MutableIpv6Packet;
+use socket2::{Domain, Protocol, Socket, Type};
 
 const ETH_HEADER: usize = 14;
 const ARP_LEN: usize = 28;
@@ -25,7 +28,8 @@ const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 
 /// Sends announcements out of one interface.
 pub struct Announcer {
-    tx: Box<dyn DataLinkSender>,
+    /// AF_PACKET, SOCK_RAW, protocol 0, bound to the interface: it only sends.
+    socket: Socket,
     mac: [u8; 6],
     name: String,
 }
@@ -37,37 +41,41 @@ impl std::fmt::Debug for Announcer {
 }
 
 impl Announcer {
-    /// Opens an AF_PACKET socket on interface `ifindex`.
+    /// Opens a send-only AF_PACKET socket on interface `ifindex`.
+    ///
+    /// The socket has protocol 0: the kernel registers no packet handler for it, so it
+    /// receives nothing and queues nothing, and it asks for no promiscuous (or any other)
+    /// membership. Bound to the interface, it sends complete Ethernet frames out of it.
     pub fn open(ifindex: u32) -> io::Result<Self> {
-        let iface: NetworkInterface = pnet_datalink::interfaces()
-            .into_iter()
-            .find(|i| i.index == ifindex)
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("no interface with index {ifindex}"),
-                )
-            })?;
-        let mac = iface.mac.map(|m| m.octets()).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("interface {} has no MAC address to announce from", iface.name),
-            )
-        })?;
-        // Announcements are rare and small; a tiny receive buffer keeps the unused receive
-        // half of the channel from holding the interface's traffic.
-        let config = pnet_datalink::Config {
-            read_buffer_size: 64,
-            write_buffer_size: 4096,
-            ..pnet_datalink::Config::default()
-        };
-        match pnet_datalink::channel(&iface, config) {
-            Ok(Channel::Ethernet(tx, _rx)) => Ok(Self { tx, mac, name: iface.name }),
-            Ok(_) => Err(io::Error::other(format!("{}: not an Ethernet channel", iface.name))),
-            Err(e) => {
-                Err(io::Error::new(e.kind(), format!("AF_PACKET socket on {}: {e}", iface.name)))
+        let (name, link) = link_address(ifindex)?;
+        let mac = match link.addr() {
+            Some(mac) if link.halen() == 6 => mac,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("interface {name} has no MAC address to announce from"),
+                ));
             }
-        }
+        };
+        let step = |what: &str, e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("announcer on {name} (ifindex {ifindex}): {what}: {e}"),
+            )
+        };
+        let socket = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(0)))
+            .map_err(|e| step("opening the AF_PACKET socket", e))?;
+        // Belt and braces: protocol 0 already means nothing is ever queued for reading.
+        socket.set_recv_buffer_size(0).map_err(|e| step("shrinking SO_RCVBUF", e))?;
+        // Announcements are repeated, so one lost to a full send queue costs little, while
+        // blocking would stall the driver that calls `announce`.
+        socket.set_nonblocking(true).map_err(|e| step("setting O_NONBLOCK", e))?;
+        // The interface's own AF_PACKET address from getifaddrs: family AF_PACKET, its
+        // index, protocol 0 (binding with protocol 0 keeps the socket's protocol, 0, so the
+        // bind does not hook the socket into the receive path either).
+        nix::sys::socket::bind(socket.as_raw_fd(), &link)
+            .map_err(|e| step("binding the packet socket to the interface", e.into()))?;
+        Ok(Self { socket, mac, name })
     }
 
     /// Announces `addr` once: a gratuitous ARP for IPv4, an unsolicited neighbour
@@ -77,13 +85,44 @@ impl Announcer {
             IpAddr::V4(a) => gratuitous_arp(self.mac, a),
             IpAddr::V6(a) => neighbour_advertisement(self.mac, a),
         };
-        match self.tx.send_to(&frame, None) {
-            Some(result) => result.map_err(|e| {
-                io::Error::new(e.kind(), format!("announcing {addr} on {}: {e}", self.name))
-            }),
-            None => Err(io::Error::other(format!("announcing {addr} on {}: no buffer", self.name))),
+        match self.socket.send(&frame) {
+            Ok(n) if n == frame.len() => Ok(()),
+            Ok(n) => Err(io::Error::other(format!(
+                "announcing {addr} on {}: sent {n} of {} bytes",
+                self.name,
+                frame.len()
+            ))),
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("announcing {addr} on {}: sending the frame: {e}", self.name),
+            )),
         }
     }
+}
+
+/// The name and the AF_PACKET address (`sockaddr_ll`, with the MAC) of interface `ifindex`,
+/// from getifaddrs, which lists one AF_PACKET entry per link of the calling thread's
+/// network namespace.
+fn link_address(ifindex: u32) -> io::Result<(String, LinkAddr)> {
+    let interfaces = nix::ifaddrs::getifaddrs().map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("announcer on ifindex {ifindex}: listing interfaces (getifaddrs): {e}"),
+        )
+    })?;
+    interfaces
+        .filter_map(|i| {
+            // Only AF_PACKET entries convert to a link address.
+            let link = *i.address?.as_link_addr()?;
+            (link.ifindex() == ifindex as usize).then_some((i.interface_name, link))
+        })
+        .next()
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("announcer: no interface with index {ifindex}"),
+            )
+        })
 }
 
 /// A gratuitous ARP request for `ip` from `mac`, byte for byte what keepalived sends:
@@ -185,5 +224,13 @@ mod tests {
         assert_eq!(frame[54 + 4], 0x20);
         assert_eq!(&frame[54 + 8..54 + 24], &ip.octets());
         assert_eq!(&frame[54 + 24..54 + 32], &[2, 1, 2, 0, 0, 0, 0, 9]);
+    }
+
+    #[test]
+    fn opening_an_unknown_interface_names_the_index() {
+        // Interface indexes are positive; 0 is never one.
+        let err = Announcer::open(0).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        assert!(err.to_string().contains("index 0"), "{err}");
     }
 }

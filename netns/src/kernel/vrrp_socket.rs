@@ -6,7 +6,7 @@
 //! the header, so the kernel fills it from socket options (hop limit 255, the bound source)
 //! and hands the received hop limit and destination over as control messages.
 
-use std::io::{self, IoSliceMut, Read};
+use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
@@ -20,6 +20,11 @@ pub const IPPROTO_VRRP: i32 = 112;
 const GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
 const GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 
+/// The receive buffer asked for: room for a few thousand advertisements, so that a burst
+/// of other protocol-112 traffic on the link is absorbed rather than overflowing onto the
+/// real master's adverts (`SO_RCVBUFFORCE` with CAP_NET_ADMIN, else capped at rmem_max).
+pub const RECEIVE_BUFFER: usize = 4 << 20;
+
 /// One received VRRP packet: header fields and the VRRP message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet {
@@ -27,6 +32,25 @@ pub struct Packet {
     pub header: IpHeader,
     /// The VRRP message.
     pub payload: Vec<u8>,
+}
+
+/// What one read gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// IPv4: the whole packet, header included, for the core to parse and judge.
+    Ipv4(Vec<u8>),
+    /// IPv6: the kernel took the header apart already.
+    Ipv6(Packet),
+}
+
+/// A read and the socket's count of packets it lost to a full queue since it was opened
+/// (`SO_RXQ_OVFL`; `None` when the kernel did not say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// What was read.
+    pub received: Received,
+    /// Packets lost so far.
+    pub overflows: Option<u32>,
 }
 
 /// A raw VRRP socket on one interface, for one address family.
@@ -83,6 +107,10 @@ impl VrrpSocket {
                     .map_err(context("binding the source address"))?;
             }
         }
+        if setsockopt(&socket, sockopt::RcvBufForce, &RECEIVE_BUFFER).is_err() {
+            socket.set_recv_buffer_size(RECEIVE_BUFFER).map_err(context("SO_RCVBUF"))?;
+        }
+        setsockopt(&socket, sockopt::RxqOvfl, &1).map_err(|e| context("SO_RXQ_OVFL")(e.into()))?;
         socket.set_nonblocking(true).map_err(context("O_NONBLOCK"))?;
         // `AsyncFd::new` is deprecated because a borrowed descriptor could be closed while
         // registered; here the AsyncFd owns the socket (an OwnedFd), so that cannot happen,
@@ -98,7 +126,7 @@ impl VrrpSocket {
     }
 
     /// Waits for the next packet. Cancel-safe: a packet is only taken when returned.
-    pub async fn recv(&self) -> io::Result<Packet> {
+    pub async fn recv(&self) -> io::Result<Datagram> {
         loop {
             let mut guard = self.fd.readable().await?;
             let result = guard.try_io(|inner| {
@@ -140,16 +168,27 @@ fn ipv4_packet(src: IpAddr, dst: IpAddr, payload: &[u8]) -> io::Result<Vec<u8>> 
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
 }
 
-fn recv_v4(socket: &Socket) -> io::Result<Option<Packet>> {
+fn recv_v4(socket: &Socket) -> io::Result<Option<Datagram>> {
     let mut buf = [0u8; 2048];
-    let n = (&*socket).read(&mut buf)?;
+    let mut cmsg = nix::cmsg_space!(u32);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+        .map_err(io::Error::from)?;
+    let overflows = overflows(&msg)?;
+    let n = msg.bytes;
     let Some(bytes) = buf.get(..n) else { return Ok(None) };
-    Ok(vrrp::parse_ip(bytes)
-        .ok()
-        .map(|(header, payload)| Packet { header, payload: payload.to_vec() }))
+    Ok(Some(Datagram { received: Received::Ipv4(bytes.to_vec()), overflows }))
 }
 
-fn recv_v6(socket: &Socket) -> io::Result<Option<Packet>> {
+/// The `SO_RXQ_OVFL` count a read carried.
+fn overflows<S>(msg: &nix::sys::socket::RecvMsg<'_, '_, S>) -> io::Result<Option<u32>> {
+    Ok(msg.cmsgs().map_err(io::Error::from)?.find_map(|c| match c {
+        ControlMessageOwned::RxqOvfl(n) => Some(n),
+        _ => None,
+    }))
+}
+
+fn recv_v6(socket: &Socket) -> io::Result<Option<Datagram>> {
     let mut buf = [0u8; 2048];
     // nix reads the control buffer's length, not its capacity.
     let mut cmsg = vec![0u8; 128];
@@ -158,6 +197,7 @@ fn recv_v6(socket: &Socket) -> io::Result<Option<Packet>> {
         recvmsg::<SockaddrIn6>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
             .map_err(io::Error::from)?;
     let Some(src) = msg.address.map(|a| a.ip()) else { return Ok(None) };
+    let overflows = overflows(&msg)?;
     let mut hop_limit = None;
     let mut dst = None;
     for c in msg.cmsgs().map_err(io::Error::from)? {
@@ -172,10 +212,11 @@ fn recv_v6(socket: &Socket) -> io::Result<Option<Packet>> {
     let n = msg.bytes;
     let (Some(ttl), Some(dst)) = (hop_limit, dst) else { return Ok(None) };
     let Some(payload) = buf.get(..n) else { return Ok(None) };
-    Ok(Some(Packet {
+    let packet = Packet {
         header: IpHeader { src: IpAddr::V6(src), dst: IpAddr::V6(dst), ttl },
         payload: payload.to_vec(),
-    }))
+    };
+    Ok(Some(Datagram { received: Received::Ipv6(packet), overflows }))
 }
 
 fn is_link_local(a: Ipv6Addr) -> bool {
