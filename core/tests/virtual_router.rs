@@ -189,6 +189,24 @@ fn rfc9568_6_4_2_backup_adopts_the_masters_interval() {
 }
 
 #[test]
+fn a_backup_adopts_a_long_interval_only_up_to_ten_seconds() {
+    // A master (or a forger: v3 has no authentication) advertising every 20 s: the backup
+    // takes 10 s, the ceiling, so it takes over 3 × 10 s + skew after the last advert
+    // heard, not 3 × 20 s + skew.
+    let mut lan = Lan::new(vec![vec![v3_instance(0, 200, 2000)], vec![]]);
+    lan.drive_for(secs_f(70.0));
+    assert_eq!(lan.masters(), vec![0]);
+    lan.power_on_with(1, vec![v3_instance(1, 100, 100)]);
+    lan.drive_for(secs_f(45.0));
+    assert_eq!(lan.masters(), vec![0], "the backup yields to the higher priority");
+    lan.power_off(0);
+    lan.drive_for(secs_f(60.0));
+    let became = lan.entered(1, State::Master).expect("took over");
+    // skew = (256-100) × 1000 / 256 cs = 6.09375 s
+    assert_eq!(became - last_heard_before(&lan, 1, became), secs_f(30.0 + 6.09375));
+}
+
+#[test]
 fn rfc9568_6_4_2_higher_priority_backup_preempts_a_lower_master() {
     let mut lan = Lan::new(vec![vec![v3_instance(0, 100, 100)], vec![]]);
     lan.drive_for(secs_f(5.0));

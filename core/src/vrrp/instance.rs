@@ -20,6 +20,10 @@ use crate::time::Instant;
 /// Nanoseconds in a centisecond.
 const CS: u64 = 10_000_000;
 
+/// The longest master interval a v3 backup adopts: 10 s, so a forged advert can delay a
+/// takeover to at most 3 × 10 s + Skew_Time (k0s's default interval is 1 s).
+pub const MAX_ADOPTED_INTERVAL_CS: u16 = 1000;
+
 #[derive(Debug, Clone)]
 pub(crate) struct VirtualRouter {
     id: InstanceId,
@@ -283,10 +287,19 @@ impl VirtualRouter {
         if self.cfg.version == Version::V3 {
             // §6.4.2: adopt the master's interval, then recompute Skew_Time and the down
             // interval from it.
-            self.master_adver_interval_cs = advert.interval_cs;
+            self.adopt_interval(advert.interval_cs);
         }
         self.master_resigned = false;
         self.timers.set(Timer::MasterDown, now + self.master_down_interval());
+    }
+
+    /// Takes a v3 master's interval (§6.4.2), but not past [`MAX_ADOPTED_INTERVAL_CS`] (or
+    /// our own interval, when that is longer): VRRPv3 has no authentication, and a forged
+    /// advert with the field's maximum (40.95 s) would stretch every backup's
+    /// Master_Down_Interval to two minutes.
+    fn adopt_interval(&mut self, interval_cs: u16) {
+        let ceiling = MAX_ADOPTED_INTERVAL_CS.max(self.cfg.advert_interval_cs);
+        self.master_adver_interval_cs = interval_cs.min(ceiling);
     }
 
     /// keepalived's `preempt_delay`: preemption waits that long after start-up and after a
@@ -322,7 +335,7 @@ impl VirtualRouter {
                 self.send_advert(self.priority, out);
             }
             if self.cfg.version == Version::V3 {
-                self.master_adver_interval_cs = advert.interval_cs;
+                self.adopt_interval(advert.interval_cs);
             }
             self.become_backup(
                 now,

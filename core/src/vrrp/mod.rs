@@ -31,6 +31,7 @@ pub use config::{
 };
 pub use drop_reason::DropReason;
 pub use error::{DecodeError, EncodeError};
+pub use instance::MAX_ADOPTED_INTERVAL_CS;
 pub use ip::{
     GROUP_V4, GROUP_V6, IpHeader, IpParams, PROTOCOL, Received, TTL, check_ip_rules, decode_packet,
     decode_received, encode_packet, group_for, parse_ip, wrap_message,
