@@ -359,6 +359,12 @@ fn warnings_for_yaml_surprises_mixed_families_and_truncation() {
         instance(BASE)
     ));
     assert!(w.iter().any(|w| w.contains("truncated") && w.contains("1234µs")), "{w:#?}");
+    assert!(w.iter().any(|w| w.contains("below 100ms")), "{w:#?}");
+    let w = warnings(&format!(
+        "{}        virtualServers: [{{ipAddress: 10.0.0.200, delayLoop: 100ms}}]\n",
+        instance(BASE)
+    ));
+    assert!(!w.iter().any(|w| w.contains("below 100ms")), "{w:#?}");
     let quoted = errors(&instance(&format!("{BASE}virtualRouterID: \"51\"\n")));
     assert!(quoted[0].contains("quoted string \"51\""), "{quoted:?}");
 }

@@ -362,6 +362,24 @@ fn rfc3768_7_1_auth_mismatch_is_dropped_and_counted() {
 }
 
 #[test]
+fn adverts_from_sources_not_accepted_from_are_dropped_and_counted() {
+    let mut cfg = k0s_instance(0);
+    cfg.accept_from = vec![addr(2)];
+    let mut lan = Lan::new(vec![vec![cfg]]);
+    lan.drive_for(secs_f(1.0));
+    let bytes = advert_bytes(&k0s_instance(1), |_| {});
+    lan.inject(0, addr(1), group(), 255, &bytes);
+    let id = lan.nodes[0].instances[0];
+    let stats = lan.nodes[0].router.stats(id).expect("stats");
+    assert_eq!(stats.dropped("source_not_allowed"), 1, "{:?}", stats.dropped);
+    assert_eq!(stats.adverts_received, 0);
+    let bytes = advert_bytes(&k0s_instance(2), |_| {});
+    lan.inject(0, addr(2), group(), 255, &bytes);
+    let stats = lan.nodes[0].router.stats(id).expect("stats");
+    assert_eq!(stats.adverts_received, 1, "a listed source is heard");
+}
+
+#[test]
 fn rfc3768_7_1_interval_mismatch_is_dropped_and_counted() {
     let cfg = k0s_instance(1);
     drop_test(

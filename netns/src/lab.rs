@@ -4,8 +4,18 @@
 //! Topology (prefix `cplb-lab-`): a bridge namespace, three controllers with the seed's
 //! addresses (192.168.122.37, .185, .87) each running a stand-in API server on :6443 and a
 //! cplbd, three workers (.219, .81, .210) and a client (.100). The VIP is 192.168.122.200/24.
+//!
+//! `cplb lab soak` crashes or powers off a random controller and restarts it, cycle after
+//! cycle, and checks the whole lab after each: one master, no stale VIP or rule anywhere,
+//! the client answered.
+//!
+//! What the lab writes is root's alone: [`STATE_DIR`] is mode 0700 and its logs and
+//! configuration 0600; [`save_logs`] copies the logs into a new private directory.
 
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -15,8 +25,13 @@ use crate::topology::{self, HostSpec, Topology};
 
 /// Namespace prefix of the lab.
 pub const PREFIX: &str = "cplb-lab-";
-/// Where the lab keeps its configuration, sockets and logs.
+/// Where the lab keeps its configuration, sockets and logs (mode 0700).
 pub const STATE_DIR: &str = "/run/cplb-lab";
+/// cplbd's default `--state-dir`, where the lab's cplbds keep their lock and record, in
+/// files named after their network namespace (`cplbd-netns-<inode>.*`).
+const CPLBD_STATE_DIR: &str = "/run/cplb";
+/// The userspace proxy's port (k0s's default), the target of the VIP's redirect.
+const PROXY_PORT: u16 = 6444;
 /// The hosts' default gateway (absent: only the route matters, for interface discovery).
 const GATEWAY: &str = "192.168.122.1";
 /// The seed's VIP.
@@ -156,8 +171,8 @@ pub fn up(programs: &Programs, mode: Mode) -> Result<String, String> {
         return Err("cplb lab needs root (it creates network namespaces)".into());
     }
     let _ = std::fs::remove_dir_all(STATE_DIR);
-    std::fs::create_dir_all(STATE_DIR).map_err(|e| format!("creating {STATE_DIR}: {e}"))?;
-    std::fs::write(Path::new(STATE_DIR).join("k0s.yaml"), mode.config())
+    private_dir(Path::new(STATE_DIR)).map_err(|e| format!("creating {STATE_DIR}: {e}"))?;
+    write_private(&Path::new(STATE_DIR).join("k0s.yaml"), mode.config())
         .map_err(|e| format!("writing the configuration: {e}"))?;
     let topo = Topology::build(PREFIX, hosts(), false, Some(GATEWAY)).map_err(|e| e.to_string())?;
     let result = (|| {
@@ -180,8 +195,32 @@ pub fn up(programs: &Programs, mode: Mode) -> Result<String, String> {
     }
 }
 
-fn start_controller(topo: &Topology, programs: &Programs, name: &str) -> Result<(), String> {
+/// Starts a controller's API server and cplbd (a boot); the processes.
+fn start_controller(
+    topo: &Topology,
+    programs: &Programs,
+    name: &str,
+) -> Result<Vec<Child>, String> {
+    let apiserver = start_apiserver(topo, programs, name)?;
+    let cplbd = start_cplbd(topo, programs, name)?;
+    Ok(vec![apiserver, cplbd])
+}
+
+/// The controller's log, created root-only if missing (`spawn` appends to it).
+fn log_file(name: &str) -> Result<PathBuf, String> {
     let log = Path::new(STATE_DIR).join(format!("{name}.log"));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log)
+        .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)))
+        .map_err(|e| format!("creating {}: {e}", log.display()))?;
+    Ok(log)
+}
+
+fn start_apiserver(topo: &Topology, programs: &Programs, name: &str) -> Result<Child, String> {
+    let log = log_file(name)?;
     // Every address, as kube-apiserver binds: with direct routing the director forwards
     // packets for VIP:6443 unchanged, so the VIP on dummyvip0 must be served too.
     let listen = format!("0.0.0.0:{API_PORT}");
@@ -191,7 +230,11 @@ fn start_controller(topo: &Topology, programs: &Programs, name: &str) -> Result<
         &["lab", "apiserver", "--name", name, "--listen", &listen],
         &log,
     )
-    .map_err(|e| format!("starting the API server of {name}: {e}"))?;
+    .map_err(|e| format!("starting the API server of {name}: {e}"))
+}
+
+fn start_cplbd(topo: &Topology, programs: &Programs, name: &str) -> Result<Child, String> {
+    let log = log_file(name)?;
     let servers: Vec<String> = CONTROLLERS.iter().map(|(_, a)| (*a).to_owned()).collect();
     let config = Path::new(STATE_DIR).join("k0s.yaml");
     let sock = socket(name);
@@ -209,8 +252,7 @@ fn start_controller(topo: &Topology, programs: &Programs, name: &str) -> Result<
         ],
         &log,
     )
-    .map_err(|e| format!("starting cplbd on {name}: {e}"))?;
-    Ok(())
+    .map_err(|e| format!("starting cplbd on {name}: {e}"))
 }
 
 /// The controller whose cplbd says master, if exactly one does.
@@ -288,28 +330,121 @@ fn views(topo: &Topology, master: &str) -> String {
     out
 }
 
-/// Copies the lab's logs to a temporary directory; says where (for error messages).
+/// Copies the lab's logs into a new private directory; says where (for error messages).
 pub fn save_logs() -> String {
-    let saved = std::env::temp_dir().join("cplb-lab-logs");
-    let _ = std::fs::remove_dir_all(&saved);
-    let _ = std::fs::create_dir_all(&saved);
+    match save_logs_dir() {
+        Ok(dir) => format!("; logs kept in {}", dir.display()),
+        Err(e) => format!("; the logs could not be saved: {e}"),
+    }
+}
+
+/// Copies the lab's logs into a new directory under the temporary directory, mode 0700
+/// with a name nobody could have guessed and taken first (`cplb-lab-logs-<time>-<pid>-<n>`),
+/// each file 0600; the directory.
+pub fn save_logs_dir() -> Result<PathBuf, String> {
+    let base = std::env::temp_dir();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut rng = SplitMix64(now.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32));
+    let mut made = None;
+    for _ in 0..16 {
+        let dir = base.join(format!(
+            "cplb-lab-logs-{}-{}-{:08x}",
+            now.as_secs(),
+            std::process::id(),
+            rng.next_u64() as u32
+        ));
+        // Not recursive: fails on anything already there, a symlink included.
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {
+                made = Some(dir);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("creating a directory in {}: {e}", base.display())),
+        }
+    }
+    let saved = made.ok_or_else(|| format!("no new directory in {}", base.display()))?;
     if let Ok(dir) = std::fs::read_dir(STATE_DIR) {
         for entry in dir.flatten() {
             if entry.path().extension().is_some_and(|e| e == "log") {
-                let _ = std::fs::copy(entry.path(), saved.join(entry.file_name()));
+                let to = saved.join(entry.file_name());
+                if std::fs::copy(entry.path(), &to).is_ok() {
+                    let _ = std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600));
+                }
             }
         }
     }
-    format!("; logs kept in {}", saved.display())
+    Ok(saved)
 }
 
-/// `cplb lab down`: removes everything the lab made.
+/// Creates `dir` (and missing parents) and makes it mode 0700.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Writes `path` anew, mode 0600.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let _ = std::fs::remove_file(path);
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+/// `cplb lab down`: removes everything the lab made, also what its cplbds left in their
+/// state directory (lock and record, named after namespaces that are gone now: a later
+/// namespace may get the same inode number and must not inherit them).
 pub fn down() -> String {
+    let inodes = lab_namespace_inodes();
     topology::remove_prefix(PREFIX);
     let _ = std::fs::remove_dir_all(STATE_DIR);
+    for ino in inodes {
+        remove_cplbd_files(Path::new(CPLBD_STATE_DIR), ino);
+    }
     "lab down".to_owned()
 }
 
+/// Removes the files cplbd keeps in `dir` for the network namespace with inode `ino`
+/// (`cplbd-netns-<ino>.lock`, `.owned.json`, ...), unless a cplbd holds that lock: a new
+/// namespace may already have taken the inode number over.
+fn remove_cplbd_files(dir: &Path, ino: u64) {
+    use nix::fcntl::{Flock, FlockArg};
+    let stem = format!("cplbd-netns-{ino}.");
+    let lock = dir.join(format!("{stem}lock"));
+    let held = match std::fs::File::open(&lock) {
+        Ok(file) => match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(held) => Some(held),
+            Err(_) => return,
+        },
+        Err(_) => None,
+    };
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&stem) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    drop(held);
+}
+
+/// The inode numbers of the lab's network namespaces (as cplbd names its files).
+fn lab_namespace_inodes() -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::read_dir("/run/netns")
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(PREFIX))
+                .filter_map(|e| std::fs::metadata(e.path()).ok())
+                .map(|m| m.ino())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Copy)]
 struct Attempt {
     start: Instant,
     end: Instant,
@@ -358,11 +493,15 @@ pub fn failover(programs: &Programs, reps: u32) -> Result<Vec<Failover>, String>
 }
 
 fn power_off(topo: &Topology, master: &str) -> Result<Failover, String> {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop_client = std::sync::Arc::clone(&stop);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_client = Arc::clone(&stop);
     let vip: std::net::SocketAddr = format!("{VIP}:{API_PORT}").parse().map_err(|_| "VIP")?;
-    let client = topology::in_namespace(&topo.ns(CLIENT.0), move || client_loop(vip, &stop_client))
-        .map_err(|e| format!("entering the client namespace: {e}"))?;
+    let record = Arc::new(Mutex::new(Vec::new()));
+    let client_record = Arc::clone(&record);
+    let client = topology::in_namespace(&topo.ns(CLIENT.0), move || {
+        client_loop(vip, &stop_client, Duration::from_millis(10), &client_record);
+    })
+    .map_err(|e| format!("entering the client namespace: {e}"))?;
     // A second of normal service first.
     std::thread::sleep(Duration::from_secs(1));
     // The power-off instant is when the link is down: a connection begun while `ip` was
@@ -385,7 +524,8 @@ fn power_off(topo: &Topology, master: &str) -> Result<Failover, String> {
     // Keep the client going until it has been answered for a while.
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let attempts = client.join().ok().flatten().ok_or("the client thread failed")?;
+    client.join().ok().flatten().ok_or("the client thread failed")?;
+    let attempts = std::mem::take(&mut *record.lock().map_err(|_| "the client thread failed")?);
     let after: Vec<&Attempt> = attempts.iter().filter(|a| a.start >= t0).collect();
     let first = after
         .iter()
@@ -404,32 +544,38 @@ fn power_off(topo: &Topology, master: &str) -> Result<Failover, String> {
     })
 }
 
-/// A new connection to the VIP every 10 ms, each with a 1 s limit, until told to stop.
-fn client_loop(vip: std::net::SocketAddr, stop: &std::sync::atomic::AtomicBool) -> Vec<Attempt> {
+/// A new connection to the VIP `every` interval, each with a 1 s limit, until told to stop;
+/// each attempt goes into `record` as it ends.
+fn client_loop(
+    vip: std::net::SocketAddr,
+    stop: &std::sync::atomic::AtomicBool,
+    every: Duration,
+    record: &Arc<Mutex<Vec<Attempt>>>,
+) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-        return Vec::new();
+        return;
     };
     rt.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             tick.tick().await;
+            let record = Arc::clone(record);
             tasks.spawn(async move {
                 let start = Instant::now();
                 let answered =
                     crate::apiserver::fetch(vip, "/", true, Duration::from_secs(1)).await.is_ok();
-                Attempt { start, end: Instant::now(), answered }
+                let attempt = Attempt { start, end: Instant::now(), answered };
+                if let Ok(mut r) = record.lock() {
+                    r.push(attempt);
+                }
             });
+            // Reap finished tasks as we go (a soak cycle runs for many seconds).
+            while tasks.try_join_next().is_some() {}
         }
-        let mut out = Vec::new();
-        while let Some(r) = tasks.join_next().await {
-            if let Ok(a) = r {
-                out.push(a);
-            }
-        }
-        out
-    })
+        while tasks.join_next().await.is_some() {}
+    });
 }
 
 /// The text `cplb lab failover` prints.
@@ -497,6 +643,611 @@ pub fn json(results: &[Failover], with_reps: bool) -> serde_json::Value {
     v
 }
 
+/// A small deterministic generator (SplitMix64): `cplb lab soak` draws its victims and
+/// restart delays from the seed, so that a run can be replayed.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// What a soak cycle does to its controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// cplbd killed with SIGKILL, as a crash: its VIP and rules stay behind; the API
+    /// server keeps running. The restart is a new cplbd.
+    Sigkill,
+    /// The controller powered off: link down, every process killed (VIP and rules stay in
+    /// the namespace, as nothing removed them). The restart is a boot: link up, API
+    /// server and cplbd started.
+    PowerOff,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sigkill => "sigkill",
+            Self::PowerOff => "power-off",
+        }
+    }
+}
+
+/// One soak cycle and what the checks found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SoakCycle {
+    /// 1-based.
+    pub cycle: u32,
+    /// The controller crashed or powered off.
+    pub victim: String,
+    /// Whether it was the master then.
+    pub victim_was_master: bool,
+    /// What was done to it.
+    pub fault: Fault,
+    /// Seconds from the fault to the restart (drawn from the seed).
+    pub restart_after_s: f64,
+    /// Seconds from the fault until the client was answered again for good (the end of
+    /// the first answered connection begun after the last failed one); `None`: never.
+    pub recovery_s: Option<f64>,
+    /// Seconds from the fault until every check passed; `None`: they did not in time.
+    pub settled_s: Option<f64>,
+    /// Client connections begun after the fault that failed.
+    pub client_failed: u32,
+    /// Client connections begun after the fault.
+    pub client_attempts: u32,
+    /// The master afterwards, if there was exactly one.
+    pub master: Option<String>,
+    /// What the checks found wrong (empty: the cycle passed).
+    pub problems: Vec<String>,
+}
+
+impl SoakCycle {
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The one line `cplb lab soak` prints for the cycle.
+    pub fn line(&self, of: u32) -> String {
+        let recovery =
+            self.recovery_s.map_or_else(|| "never answered".to_owned(), |r| format!("{r:.3} s"));
+        let settled = self
+            .settled_s
+            .map_or_else(|| "not settled".to_owned(), |s| format!("settled after {s:.1} s"));
+        let verdict = if self.passed() {
+            "ok".to_owned()
+        } else {
+            format!("FAILED: {}", self.problems.join("; "))
+        };
+        format!(
+            "cycle {:>w$}/{of}: {} {} ({}), restarted after {:.2} s; client answered again after {recovery} ({}/{} failed), {settled}, master {}  {verdict}",
+            self.cycle,
+            self.fault.name(),
+            self.victim,
+            if self.victim_was_master { "master" } else { "backup" },
+            self.restart_after_s,
+            self.client_failed,
+            self.client_attempts,
+            self.master.as_deref().unwrap_or("none"),
+            w = of.to_string().len(),
+        )
+    }
+}
+
+/// A whole soak run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Soak {
+    /// The seed (`--seed` replays the run).
+    pub seed: u64,
+    /// Cycles asked for.
+    pub requested: u32,
+    /// The cycles run, in order.
+    pub cycles: Vec<SoakCycle>,
+    /// Why the run stopped before `requested`, if it did.
+    pub stopped_early: Option<String>,
+    /// Where the logs were saved (after a failure).
+    pub logs: Option<PathBuf>,
+}
+
+/// Cycles that fail in a row before a soak gives up: the lab is broken, not flaky.
+pub const SOAK_GIVE_UP: u32 = 3;
+/// How long after a restart every check must pass.
+const SOAK_SETTLE_LIMIT: Duration = Duration::from_secs(20);
+/// How long the checks must pass without a break for the lab to count as settled: longer
+/// than the health checks take to mark a server down (two 1 s probes, 1 s timeout).
+const SOAK_STABLE: Duration = Duration::from_secs(3);
+/// The longest restart delay drawn; beyond Master_Down_Interval, so that restarts come
+/// both before and after a backup took over.
+const SOAK_MAX_RESTART_MS: u64 = 5000;
+/// The client's pace during a soak.
+const SOAK_CLIENT_EVERY: Duration = Duration::from_millis(20);
+
+impl Soak {
+    /// Cycles that failed.
+    pub fn failures(&self) -> usize {
+        self.cycles.iter().filter(|c| !c.passed()).count()
+    }
+
+    /// The recovery times of the cycles the client was answered in.
+    fn recoveries(&self, master_only: bool) -> Vec<f64> {
+        self.cycles
+            .iter()
+            .filter(|c| !master_only || c.victim_was_master)
+            .filter_map(|c| c.recovery_s)
+            .collect()
+    }
+
+    /// The summary `cplb lab soak` ends with.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "soak: {} cycles, {} failed (seed {}; replay with --seed {})",
+            self.cycles.len(),
+            self.failures(),
+            self.seed,
+            self.seed
+        );
+        for (what, master_only) in [("recovery", false), ("recovery when the master was hit", true)]
+        {
+            let v = self.recoveries(master_only);
+            if let Some((med, _, max)) = median_min_max(&v) {
+                out += &format!("\n{what}: median {med:.3} s, max {max:.3} s ({} cycles)", v.len());
+            }
+        }
+        if let Some(why) = &self.stopped_early {
+            out += &format!("\nstopped early: {why}");
+        }
+        if let Some(dir) = &self.logs {
+            out += &format!(
+                "\nlogs kept in {}; the lab is left up (`cplb lab down` removes it)",
+                dir.display()
+            );
+        }
+        out
+    }
+
+    /// `cplb lab soak --json`.
+    pub fn json(&self) -> serde_json::Value {
+        let all = self.recoveries(false);
+        let (med, max) = median_min_max(&all).map_or((None, None), |(m, _, x)| (Some(m), Some(x)));
+        let failed: Vec<&SoakCycle> = self.cycles.iter().filter(|c| !c.passed()).collect();
+        serde_json::json!({
+            "seed": self.seed,
+            "cycles": self.cycles.len(),
+            "cycles_requested": self.requested,
+            "failures": self.failures(),
+            "recovery_s": self.cycles.iter().map(|c| c.recovery_s).collect::<Vec<_>>(),
+            "recovery_median_s": med,
+            "recovery_max_s": max,
+            "failed": failed,
+            "runs": self.cycles,
+            "stopped_early": self.stopped_early,
+            "logs": self.logs.as_ref().map(|p| p.display().to_string()),
+        })
+    }
+}
+
+fn median_min_max(values: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return None;
+    }
+    let med = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    Some((med, v[0], v[n - 1]))
+}
+
+/// `cplb lab soak`: `cycles` times, crashes (odd cycles: SIGKILL of cplbd) or powers off
+/// (even cycles) a controller drawn from `seed`, restarts it after a drawn delay of 0 to
+/// 5 s, and waits until the lab settles: [`check_lab`] passes for 3 s without a break (20 s
+/// at most), while the client connects to VIP:6443 every 20 ms. Needs `cplb lab up` (proxy mode) first. A failed cycle does not
+/// stop the run, [`SOAK_GIVE_UP`] failed cycles in a row do; after any failure the logs are
+/// saved and the lab is left as it is for `cplb lab down`. `progress` gets each cycle's line.
+pub fn soak(
+    programs: &Programs,
+    cycles: u32,
+    seed: u64,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Soak, String> {
+    if !topology::is_root() {
+        return Err("cplb lab needs root (it creates network namespaces)".into());
+    }
+    if !Path::new(STATE_DIR).join("k0s.yaml").exists() {
+        return Err("the lab is not up: run `cplb lab up` first".into());
+    }
+    if Mode::running() != Mode::Proxy {
+        return Err("cplb lab soak checks the userspace proxy's data plane: bring the lab up in k0s's default mode (`cplb lab up`, no --mode ipvs)".into());
+    }
+    let topo = topo_handle();
+    let start = Instant::now();
+    if let Err(problems) = wait_checked(&topo, start + SOAK_SETTLE_LIMIT, None) {
+        return Err(format!(
+            "the lab does not pass the checks before the first cycle: {}{}",
+            problems.join("; "),
+            save_logs()
+        ));
+    }
+    progress(&format!("soak: {cycles} cycles, seed {seed}"));
+    let mut rng = SplitMix64(seed);
+    let mut children = Vec::new();
+    let mut run =
+        Soak { seed, requested: cycles, cycles: Vec::new(), stopped_early: None, logs: None };
+    let mut in_a_row = 0;
+    for n in 1..=cycles {
+        let cycle = soak_cycle(&topo, programs, n, &mut rng, &mut children);
+        // Reap what earlier cycles started and this one killed.
+        children.retain_mut(|c| c.try_wait().map_or(true, |s| s.is_none()));
+        progress(&cycle.line(cycles));
+        in_a_row = if cycle.passed() { 0 } else { in_a_row + 1 };
+        run.cycles.push(cycle);
+        if in_a_row >= SOAK_GIVE_UP && n < cycles {
+            run.stopped_early = Some(format!("{SOAK_GIVE_UP} cycles failed in a row"));
+            break;
+        }
+    }
+    if run.failures() > 0 {
+        run.logs = save_logs_dir().ok();
+    }
+    Ok(run)
+}
+
+fn soak_cycle(
+    topo: &Topology,
+    programs: &Programs,
+    n: u32,
+    rng: &mut SplitMix64,
+    children: &mut Vec<Child>,
+) -> SoakCycle {
+    let victim = CONTROLLERS[usize::try_from(rng.below(3)).unwrap_or(0)].0;
+    let fault = if n % 2 == 1 { Fault::Sigkill } else { Fault::PowerOff };
+    let restart_after = Duration::from_millis(250 * rng.below(SOAK_MAX_RESTART_MS / 250 + 1));
+    let mut cycle = SoakCycle {
+        cycle: n,
+        victim: victim.to_owned(),
+        victim_was_master: masters().iter().any(|m| m == victim),
+        fault,
+        restart_after_s: restart_after.as_secs_f64(),
+        recovery_s: None,
+        settled_s: None,
+        client_failed: 0,
+        client_attempts: 0,
+        master: None,
+        problems: Vec::new(),
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let record = Arc::new(Mutex::new(Vec::new()));
+    let client = {
+        let (stop, record) = (Arc::clone(&stop), Arc::clone(&record));
+        let vip = std::net::SocketAddr::from((
+            VIP.parse::<std::net::Ipv4Addr>().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            API_PORT,
+        ));
+        topology::in_namespace(&topo.ns(CLIENT.0), move || {
+            client_loop(vip, &stop, SOAK_CLIENT_EVERY, &record);
+        })
+    };
+    let client = match client {
+        Ok(c) => c,
+        Err(e) => {
+            cycle.problems.push(format!("entering the client namespace: {e}"));
+            return cycle;
+        }
+    };
+    // Half a second of normal service first.
+    std::thread::sleep(Duration::from_millis(500));
+    let (t0, killed) = match strike(topo, victim, fault) {
+        Ok(struck) => struck,
+        Err(e) => {
+            cycle.problems.push(e);
+            (Instant::now(), Vec::new())
+        }
+    };
+    // The restart: once the delay is over and the victim's processes are gone (a cplbd
+    // still dying holds its lock; an API server its port).
+    let gone_by = t0 + Duration::from_secs(5);
+    while !killed.iter().all(|&pid| is_gone(pid)) {
+        if Instant::now() > gone_by {
+            cycle
+                .problems
+                .push(format!("{victim}: processes still there 5 s after the {}", fault.name()));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(wait) = (t0 + restart_after).checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
+    let restarted = match fault {
+        Fault::Sigkill => start_cplbd(topo, programs, victim).map(|c| vec![c]),
+        Fault::PowerOff => topo
+            .set_link(victim, true)
+            .map_err(|e| e.to_string())
+            .and_then(|()| start_controller(topo, programs, victim)),
+    };
+    match restarted {
+        Ok(c) => children.extend(c),
+        Err(e) => cycle.problems.push(format!("restarting {victim}: {e}")),
+    }
+    let restart = Instant::now();
+    match wait_checked(topo, restart + SOAK_SETTLE_LIMIT, Some(&record)) {
+        Ok((master, at)) => {
+            cycle.settled_s = Some((at - t0).as_secs_f64());
+            cycle.master = Some(master);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = client.join();
+            let attempts = record.lock().map(|r| r.clone()).unwrap_or_default();
+            let late = attempts.iter().filter(|a| a.start >= at && !a.answered).count();
+            if late > 0 {
+                cycle
+                    .problems
+                    .push(format!("{late} client connections failed after the lab settled"));
+            }
+            client_figures(&mut cycle, &attempts, t0);
+        }
+        Err(problems) => {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = client.join();
+            let attempts = record.lock().map(|r| r.clone()).unwrap_or_default();
+            client_figures(&mut cycle, &attempts, t0);
+            let now = masters();
+            cycle.master = now.first().cloned().filter(|_| now.len() == 1);
+            cycle.problems.push(format!(
+                "not settled {} s after the restart: {}",
+                SOAK_SETTLE_LIMIT.as_secs(),
+                problems.join("; ")
+            ));
+        }
+    }
+    if cycle.recovery_s.is_none() {
+        cycle.problems.push("the client was not answered again".into());
+    }
+    cycle
+}
+
+/// Crashes or powers off `victim`; the instant of the fault.
+/// Crashes or powers off `victim`; the instant of the fault and the processes killed.
+fn strike(topo: &Topology, victim: &str, fault: Fault) -> Result<(Instant, Vec<i32>), String> {
+    let kill = |pids: &[i32]| {
+        for &pid in pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    };
+    match fault {
+        Fault::Sigkill => {
+            let pids = processes(topo, victim, "cplbd");
+            if pids.is_empty() {
+                return Err(format!("{victim}: no cplbd to kill"));
+            }
+            let t0 = Instant::now();
+            kill(&pids);
+            Ok((t0, pids))
+        }
+        Fault::PowerOff => {
+            // As `failover`: the power-off instant is when the link is down; then every
+            // process goes.
+            topo.set_link(victim, false).map_err(|e| format!("{victim}: link down: {e}"))?;
+            let t0 = Instant::now();
+            let pids = topology::pids(&topo.ns(victim));
+            kill(&pids);
+            Ok((t0, pids))
+        }
+    }
+}
+
+/// Whether a killed process has let go of everything: gone, or a zombie whose other
+/// threads have exited too (a zombie leader's threads may still hold its files, cplbd's
+/// lock among them, and `ip netns pids` no longer lists it).
+fn is_gone(pid: i32) -> bool {
+    is_zombie(pid)
+        && std::fs::read_dir(format!("/proc/{pid}/task")).map_or(true, |d| d.count() <= 1)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Live processes named `comm` in host's namespace.
+fn processes(topo: &Topology, host: &str, comm: &str) -> Vec<i32> {
+    topology::pids(&topo.ns(host))
+        .into_iter()
+        .filter(|&p| !is_zombie(p))
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .collect()
+}
+
+/// Recovery and connection counts of a cycle, from the client's attempts.
+fn client_figures(cycle: &mut SoakCycle, attempts: &[Attempt], t0: Instant) {
+    let after: Vec<&Attempt> = attempts.iter().filter(|a| a.start >= t0).collect();
+    let last_failure = after.iter().filter(|a| !a.answered).map(|a| a.start).max();
+    cycle.recovery_s = after
+        .iter()
+        .filter(|a| a.answered && last_failure.is_none_or(|f| a.start > f))
+        .map(|a| a.end)
+        .min()
+        .map(|end| (end - t0).as_secs_f64());
+    cycle.client_failed =
+        u32::try_from(after.iter().filter(|a| !a.answered).count()).unwrap_or(u32::MAX);
+    cycle.client_attempts = u32::try_from(after.len()).unwrap_or(u32::MAX);
+}
+
+/// Polls [`check_lab`] until it has passed without a break, with the same master, for
+/// [`SOAK_STABLE`] and, with `client`, the client was answered by a connection begun in that
+/// time; the master and when that run of passes began, or the last problems at `deadline`.
+///
+/// A run of passes rather than one: a server that came back before its peers' health checks
+/// noticed it was gone is marked down late (and up again a probe later), which is the
+/// hysteresis at work, not a lasting fault.
+fn wait_checked(
+    topo: &Topology,
+    deadline: Instant,
+    client: Option<&Arc<Mutex<Vec<Attempt>>>>,
+) -> Result<(String, Instant), Vec<String>> {
+    let mut ok_since: Option<(String, Instant)> = None;
+    loop {
+        let now = Instant::now();
+        let result = check_lab(topo);
+        let late = Instant::now() > deadline;
+        match result {
+            Ok(master) => {
+                let since = match ok_since.take() {
+                    Some((m, t)) if m == master => t,
+                    _ => now,
+                };
+                ok_since = Some((master.clone(), since));
+                let answered = client.is_none_or(|record| {
+                    record.lock().is_ok_and(|r| r.iter().any(|a| a.answered && a.start >= since))
+                });
+                if answered && now.duration_since(since) >= SOAK_STABLE {
+                    return Ok((master, since));
+                }
+                if late {
+                    return Err(vec![if answered {
+                        "the checks did not pass for long enough".into()
+                    } else {
+                        "the client was not answered through the VIP".into()
+                    }]);
+                }
+            }
+            Err(problems) => {
+                ok_since = None;
+                if late {
+                    return Err(problems);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The checks after a soak cycle; the master, or everything found wrong:
+/// - every controller's cplbd answers, one says master and the others backup, with its
+///   data plane applied, no kernel refusals and every API server healthy;
+/// - every controller runs exactly one cplbd and one API server;
+/// - the master's eth0 holds the VIP once, and no other interface of any host holds it;
+/// - every controller's nftables ruleset is exactly table `ip cplb` with the one redirect of
+///   VIP:6443 to the proxy's :6444, once.
+pub fn check_lab(topo: &Topology) -> Result<String, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut masters = Vec::new();
+    for (name, _) in CONTROLLERS {
+        match status::query(&socket(name), Duration::from_millis(500)) {
+            Err(e) => problems.push(format!("{name}: {e}")),
+            Ok(s) => {
+                let states: Vec<&str> = s.instances.iter().map(|i| i.state.as_str()).collect();
+                match states.as_slice() {
+                    ["master"] => masters.push(name),
+                    ["backup"] => {}
+                    other => problems.push(format!("{name}: cplbd reports {other:?}")),
+                }
+                if !s.dataplane.applied {
+                    problems.push(format!("{name}: data plane not applied"));
+                }
+                for r in &s.kernel_refusals {
+                    problems.push(format!("{name}: the kernel refuses {}: {}", r.object, r.reason));
+                }
+                let unhealthy: Vec<&str> = s
+                    .real_servers
+                    .iter()
+                    .filter(|r| !r.healthy)
+                    .map(|r| r.address.as_str())
+                    .collect();
+                if !unhealthy.is_empty() || s.real_servers.len() != CONTROLLERS.len() {
+                    problems.push(format!(
+                        "{name}: API servers unhealthy {unhealthy:?} (of {})",
+                        s.real_servers.len()
+                    ));
+                }
+            }
+        }
+        for (comm, what) in [("cplbd", "cplbd"), ("cplb", "API server")] {
+            let n = processes(topo, name, comm).len();
+            if n != 1 {
+                problems.push(format!("{name}: {n} {what} processes"));
+            }
+        }
+        problems.extend(check_rules(topo, name));
+    }
+    if masters.len() != 1 {
+        problems.push(format!("masters: {masters:?}"));
+    }
+    for host in topo.hosts() {
+        let text = match topo.ip(&host.name, &["-4", "-o", "addr"]) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("{}: {e}", host.name));
+                continue;
+            }
+        };
+        let vip = format!(" {VIP}/");
+        let held: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(&vip))
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .collect();
+        let expected: &[&str] = if masters == [host.name.as_str()] { &["eth0"] } else { &[] };
+        if held != expected {
+            let role = if expected.is_empty() { "stale address" } else { "the master's address" };
+            problems
+                .push(format!("{}: VIP on {held:?}, expected on {expected:?} ({role})", host.name));
+        }
+    }
+    match (problems.is_empty(), masters.first()) {
+        (true, Some(m)) => Ok((*m).to_owned()),
+        _ => Err(problems),
+    }
+}
+
+/// A controller's ruleset against the one redirect it should hold.
+fn check_rules(topo: &Topology, name: &str) -> Vec<String> {
+    let out = match topo.exec(name, "nft", &["list", "ruleset"]) {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) => {
+            return vec![format!(
+                "{name}: nft list ruleset: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )];
+        }
+        Err(e) => return vec![format!("{name}: running nft: {e} (is nftables installed?)")],
+    };
+    let mut problems = Vec::new();
+    let lines: Vec<&str> = out.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let tables: Vec<&str> = lines.iter().filter(|l| l.starts_with("table ")).copied().collect();
+    if tables != ["table ip cplb {"] {
+        problems.push(format!("{name}: nftables tables {tables:?}, expected [\"table ip cplb\"]"));
+    }
+    let rules: Vec<&str> = lines
+        .iter()
+        .filter(|l| !["table ", "chain ", "type ", "}"].iter().any(|p| l.starts_with(p)))
+        .map(|l| l.split(" comment ").next().unwrap_or(l))
+        .collect();
+    let expected = format!("ip daddr {VIP} tcp dport {API_PORT} redirect to :{PROXY_PORT}");
+    if rules != [expected.as_str()] {
+        let copies = rules.iter().filter(|r| **r == expected).count();
+        problems.push(format!("{name}: rules {rules:?} (the redirect {copies} times), expected it once and nothing else"));
+    }
+    problems
+}
+
 /// Where `--kernel vm` keeps the guest's console log, command socket and pid.
 pub const VM_DIR: &str = "/run/cplb-lab-vm";
 
@@ -508,6 +1259,8 @@ pub fn up_in_vm(programs: &Programs, mode: Mode) -> Result<String, String> {
     if let Ok(g) = crate::vm::Guest::attach(Path::new(VM_DIR)) {
         g.stop();
     }
+    // The console log and command socket are root's alone.
+    private_dir(Path::new(VM_DIR)).map_err(|e| format!("creating {VM_DIR}: {e}"))?;
     let image = crate::vm::image(&[programs.cplb.clone(), programs.cplbd.clone()])?;
     let mut guest = crate::vm::Guest::boot(&image, Path::new(VM_DIR), true)?;
     let boot = guest.boot_time;

@@ -17,6 +17,7 @@ pub mod daemon;
 pub use daemon::{plan, status};
 pub mod kernel;
 pub mod lab;
+pub mod limits;
 pub mod options;
 pub mod privileges;
 pub mod probe;

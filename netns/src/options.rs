@@ -60,6 +60,29 @@ pub struct Options {
     /// CAP_NET_RAW are kept after start-up.
     #[arg(long)]
     pub keep_capabilities: bool,
+    /// Accept VRRP adverts only from these source addresses (comma-separated; empty: from
+    /// any). VRRPv3 (IPv6) has no authentication: list the other controllers' link-local
+    /// addresses on the VRRP interface (their IPv4 addresses for IPv4 instances) so that no
+    /// other host on the LAN can take the VIP or stretch failover with a forged advert.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub accept_adverts_from: Vec<IpAddr>,
+    /// Tests only: panic in a task after this long, to show that a panic ends the daemon
+    /// after the same clean-up as SIGTERM.
+    #[arg(long, hide = true, value_name = "DURATION", value_parser = parse_duration)]
+    pub panic_after: Option<Duration>,
+    /// Connections the userspace proxy holds at once; over it new ones are refused and
+    /// counted. Default: (RLIMIT_NOFILE − 256) / 2, the limit cplbd raised at start, less a
+    /// reserve for health probes, netlink, status and metrics, two descriptors a connection.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub proxy_max_connections: Option<u64>,
+    /// The proxy closes both legs of a connection on which no byte moved either way for
+    /// this long (600s: ten minutes); 0 never does.
+    #[arg(long, value_name = "DURATION", default_value = "600s", value_parser = parse_duration)]
+    pub proxy_idle_timeout: Duration,
+    /// The group the status socket (mode 0660) is given to; its members, root and cplbd's
+    /// own user may query it, anyone else is refused.
+    #[arg(long, value_name = "NAME")]
+    pub status_group: Option<String>,
 }
 
 /// An API server given on the command line.

@@ -9,26 +9,36 @@
 //! configuration) happens once in [`Prober::new`]; a probe only does network work, and all of it
 //! within one deadline, so a hung server cannot stall the caller's probe loop (k0s sets no
 //! per-request timeout and can stall exactly there).
+//!
+//! HTTP is hyper's HTTP/1.1 client (one request on a fresh connection, driven within the
+//! probe's deadline, nothing spawned); TLS is rustls through tokio-rustls.
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+use hyper::Request;
+use hyper::header::{CONNECTION, HOST, USER_AGENT};
+use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
-/// Longest response head (status line and headers) accepted; a real API server's head is a few
-/// hundred bytes, and a bound keeps a misbehaving peer from growing our buffer.
+/// Longest response head (status line and headers) accepted, hyper's read buffer; a real API
+/// server's head is a few hundred bytes, and a bound keeps a misbehaving peer from growing it.
 const MAX_HEAD: usize = 16 * 1024;
 /// Largest body [`Prober::fetch_body`] returns (the lab's bodies are a name and a newline).
 const MAX_BODY: usize = 1024 * 1024;
@@ -82,7 +92,8 @@ pub enum Step {
     Connect,
     /// The TLS handshake.
     TlsHandshake,
-    /// Writing the HTTP request.
+    /// Writing the HTTP request (no longer a step of its own: hyper writes the request as
+    /// part of the exchange, so a timeout there shows as [`Step::Response`]).
     Request,
     /// Waiting for (or reading) the HTTP response.
     Response,
@@ -348,127 +359,178 @@ fn plain_http_hint(error: io::Error) -> io::Error {
     }
 }
 
-/// Sends the GET and reads the status line; with `want_body`, also the headers and the body.
-/// Returns the body (empty without `want_body`) of a 2xx answer.
-async fn get<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
+/// Sends the GET over hyper's HTTP/1.1 client and reads the response head; with
+/// `want_body`, also the body (at most [`MAX_BODY`] bytes). Returns the body (empty without
+/// `want_body`) of a 2xx answer.
+async fn get<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     path: &str,
     clock: &Clock,
     want_body: bool,
 ) -> Result<Vec<u8>, ProbeError> {
     let addr = clock.addr;
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: cplbd\r\n\r\n",
-        host_header(addr)
-    );
-    clock
-        .run(Step::Request, async {
-            stream.write_all(request.as_bytes()).await?;
-            // TLS buffers records until flushed.
-            stream.flush().await
-        })
+    let first = Arc::new(Mutex::new(Vec::new()));
+    let io = TokioIo::new(Sniff { inner: stream, first: Arc::clone(&first) });
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .max_buf_size(MAX_HEAD)
+        .handshake::<_, Empty<Bytes>>(io)
+        .await
+        .map_err(|e| ProbeError::Send { path: path.into(), addr, error: io::Error::other(e) })?;
+    let mut connection = Driven { connection: Box::pin(connection), done: false };
+    let request = Request::get(path)
+        .header(HOST, host_header(addr))
+        .header(CONNECTION, "close")
+        .header(USER_AGENT, "cplbd")
+        .body(Empty::new())
+        .map_err(|_| ProbeError::InvalidPath(path.into()))?;
+    let failed = |e: hyper::Error| http_failure(e, path, addr, &first);
+    // Writing the request is one small write the socket buffer takes; what a probe waits
+    // for is the answer.
+    let response = clock
+        .run(Step::Response, connection.run(sender.send_request(request)))
         .await?
-        .map_err(|error| ProbeError::Send { path: path.into(), addr, error })?;
-
-    let bad = |problem: String| ProbeError::BadResponse { path: path.into(), addr, problem };
-    let mut reader = Reader { buf: Vec::with_capacity(1024), eof: false };
-
-    // The status line is all a probe needs: a fresh connection per probe means nothing is
-    // gained by reading the rest, and dropping the connection is how k0s ends too.
-    let line_end = loop {
-        if let Some(at) = find(&reader.buf, b"\n") {
-            break at;
-        }
-        if reader.buf.len() >= MAX_HEAD {
-            return Err(bad(format!("no status line in the first {MAX_HEAD} bytes")));
-        }
-        if looks_like_tls(&reader.buf) {
-            // No line end may ever come: say what it is now rather than time out.
-            return Err(bad(TLS_ANSWER.into()));
-        }
-        if reader.eof {
-            return Err(bad(if reader.buf.is_empty() {
-                "connection closed before the status line".into()
-            } else {
-                format!("connection closed inside the status line {:?}", shown(&reader.buf))
-            }));
-        }
-        reader.fill(&mut stream, path, clock).await?;
-    };
-    let status = parse_status_line(&reader.buf[..line_end]).map_err(bad)?;
-    if !(200..300).contains(&status) {
-        return Err(ProbeError::Status { path: path.into(), addr, status });
+        .map_err(failed)?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(ProbeError::Status { path: path.into(), addr, status: status.as_u16() });
     }
+    // The status is all a probe needs: a fresh connection per probe means nothing is gained
+    // by reading the rest, and dropping the connection is how k0s ends too.
     if !want_body {
         return Ok(Vec::new());
     }
-
-    let head_end = loop {
-        if let Some(at) = find(&reader.buf, b"\r\n\r\n") {
-            break at + 4;
-        }
-        if reader.buf.len() >= MAX_HEAD {
-            return Err(bad(format!("response head longer than {MAX_HEAD} bytes")));
-        }
-        if reader.eof {
-            return Err(bad("connection closed inside the response head".into()));
-        }
-        reader.fill(&mut stream, path, clock).await?;
-    };
-    let length = body_length(&reader.buf[..head_end]).map_err(bad)?;
-    if length.is_some_and(|length| length > MAX_BODY) {
-        return Err(bad(format!("body longer than {MAX_BODY} bytes")));
-    }
-    loop {
-        let have = reader.buf.len() - head_end;
-        match length {
-            Some(length) if have >= length => {
-                reader.buf.truncate(head_end + length);
-                break;
-            }
-            Some(length) if reader.eof => {
-                return Err(bad(format!("body cut short at {have} of {length} bytes")));
-            }
-            None if reader.eof => break,
-            _ if have > MAX_BODY => return Err(bad(format!("body longer than {MAX_BODY} bytes"))),
-            _ => reader.fill(&mut stream, path, clock).await?,
-        }
-    }
-    Ok(reader.buf.split_off(head_end))
-}
-
-/// Accumulates what the peer sends.
-struct Reader {
-    buf: Vec<u8>,
-    eof: bool,
-}
-
-impl Reader {
-    /// Reads once more, appending to `buf` or setting `eof`.
-    async fn fill<S: AsyncRead + Unpin>(
-        &mut self,
-        stream: &mut S,
-        path: &str,
-        clock: &Clock,
-    ) -> Result<(), ProbeError> {
-        let mut chunk = [0u8; 4096];
-        match clock.run(Step::Response, stream.read(&mut chunk)).await? {
-            Ok(0) => self.eof = true,
-            Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            // A TLS peer that closes without close_notify. Every read this module does is
-            // bounded by a status line or Content-Length, or (without one) the server said
-            // `Connection: close`; a truncation shows as a short body or a missing line.
-            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => self.eof = true,
-            Err(error) => {
-                return Err(ProbeError::Receive { path: path.into(), addr: clock.addr, error });
-            }
-        }
-        Ok(())
+    let body = clock
+        .run(Step::Response, connection.run(Limited::new(response.into_body(), MAX_BODY).collect()))
+        .await?;
+    match body {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(e) => match e.downcast::<hyper::Error>() {
+            Ok(e) => Err(failed(*e)),
+            Err(e) => Err(ProbeError::BadResponse {
+                path: path.into(),
+                addr,
+                problem: if e.is::<LengthLimitError>() {
+                    format!("body longer than {MAX_BODY} bytes")
+                } else {
+                    e.to_string()
+                },
+            }),
+        },
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|window| window == needle)
+/// hyper's client connection, polled alongside the exchange it carries (nothing is
+/// spawned: a probe's work ends with the probe).
+struct Driven<C> {
+    connection: Pin<Box<C>>,
+    done: bool,
+}
+
+impl<C: Future<Output = Result<(), hyper::Error>>> Driven<C> {
+    /// Runs `work` to its end while driving the connection. When the connection ends first
+    /// (closed, or an error), `work` learns it from hyper and ends too.
+    async fn run<T>(&mut self, work: impl Future<Output = T>) -> T {
+        let mut work = std::pin::pin!(work);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = work.as_mut().poll(cx) {
+                return Poll::Ready(v);
+            }
+            if !self.done && self.connection.as_mut().poll(cx).is_ready() {
+                self.done = true;
+                return work.as_mut().poll(cx);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// What a failed exchange was, for the error message.
+fn http_failure(
+    e: hyper::Error,
+    path: &str,
+    addr: SocketAddr,
+    first: &Mutex<Vec<u8>>,
+) -> ProbeError {
+    let head = first.lock().map(|h| h.clone()).unwrap_or_default();
+    let bad = |problem: String| ProbeError::BadResponse { path: path.into(), addr, problem };
+    if looks_like_tls(&head) {
+        // Say what it is rather than how the parser choked on it.
+        return bad(TLS_ANSWER.into());
+    }
+    if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+        return bad(format!("not an HTTP/1.x response ({e}): {:?}", shown(&head)));
+    }
+    if e.is_incomplete_message() {
+        return bad(if head.is_empty() {
+            "connection closed before the status line".into()
+        } else {
+            format!("connection closed inside the response {:?}", shown(&head))
+        });
+    }
+    // An I/O or TLS error (with TLS 1.3 a rejected client certificate shows up here).
+    let io = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .map(|io| io::Error::new(io.kind(), io.to_string()));
+    if let Some(io) = io.as_ref().filter(|io| io.kind() == io::ErrorKind::UnexpectedEof) {
+        // A body shorter than its Content-Length (or chunking), or TLS cut without
+        // close_notify before the response was complete.
+        return bad(format!("connection closed inside the response: {io}"));
+    }
+    ProbeError::Receive {
+        path: path.into(),
+        addr,
+        error: io.unwrap_or_else(|| io::Error::other(e)),
+    }
+}
+
+/// A stream that keeps the first bytes the peer sent, so that an error can say what the
+/// peer is (a TLS server answering a plain request) rather than how the parse failed.
+struct Sniff<S> {
+    inner: S,
+    first: Arc<Mutex<Vec<u8>>>,
+}
+
+/// Bytes kept by [`Sniff`].
+const SNIFFED: usize = 64;
+
+impl<S: AsyncRead + Unpin> AsyncRead for Sniff<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Ok(mut first) = this.first.lock()
+            && first.len() < SNIFFED
+        {
+            let new = &buf.filled()[before..];
+            let room = SNIFFED - first.len();
+            first.extend_from_slice(&new[..new.len().min(room)]);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Sniff<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// The start of the peer's bytes, printable, for error messages.
@@ -484,50 +546,6 @@ fn looks_like_tls(bytes: &[u8]) -> bool {
     matches!(bytes, [0x15 | 0x16, 3, ..])
 }
 
-/// Parses `HTTP/1.x NNN[ reason]` (without the line end) into the status code.
-fn parse_status_line(line: &[u8]) -> Result<u16, String> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if looks_like_tls(line) {
-        return Err(TLS_ANSWER.into());
-    }
-    let not_http = || format!("not an HTTP/1.x status line: {:?}", shown(line));
-    let rest = line.strip_prefix(b"HTTP/1.").ok_or_else(not_http)?;
-    match rest {
-        [minor, b' ', a, b, c, tail @ ..]
-            if minor.is_ascii_digit()
-                && [a, b, c].iter().all(|d| d.is_ascii_digit())
-                && (tail.is_empty() || tail[0] == b' ') =>
-        {
-            Ok(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
-        }
-        _ => Err(not_http()),
-    }
-}
-
-/// The body length a response head announces; `None` when the body runs to the end of the
-/// connection.
-fn body_length(head: &[u8]) -> Result<Option<usize>, String> {
-    let head = String::from_utf8_lossy(head);
-    let mut length = None;
-    for line in head.split("\r\n").skip(1) {
-        let Some((name, value)) = line.split_once(':') else { continue };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            let parsed = value.parse().map_err(|_| format!("bad Content-Length {value:?}"))?;
-            if length.is_some_and(|old| old != parsed) {
-                return Err("conflicting Content-Length headers".into());
-            }
-            length = Some(parsed);
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            && !value.eq_ignore_ascii_case("identity")
-        {
-            // Only the lab's own server is fetched from, and it never chunks.
-            return Err(format!("Transfer-Encoding {value:?} is not supported"));
-        }
-    }
-    Ok(length)
-}
-
 /// The Host header value: `ip:port`, with an IPv6 address in brackets and without a zone
 /// (a zone is local to this host and means nothing to the server).
 fn host_header(addr: SocketAddr) -> String {
@@ -539,7 +557,10 @@ fn host_header(addr: SocketAddr) -> String {
 
 /// Rejects paths that would break the request line (or smuggle headers into it).
 fn checked_path(path: String) -> Result<Arc<str>, ProbeError> {
-    if path.starts_with('/') && !path.bytes().any(|b| b == b' ' || b.is_ascii_control()) {
+    if path.starts_with('/')
+        && !path.bytes().any(|b| b == b' ' || b.is_ascii_control())
+        && hyper::Uri::try_from(path.as_str()).is_ok()
+    {
         Ok(path.into())
     } else {
         Err(ProbeError::InvalidPath(path))
@@ -685,6 +706,7 @@ mod tests {
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
     };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     use super::*;
@@ -873,7 +895,7 @@ mod tests {
             let (mut stream, _) = listener.accept().await.unwrap();
             let mut request = Vec::new();
             let mut chunk = [0u8; 256];
-            while find(&request, b"\r\n\r\n").is_none() {
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
                 let n = stream.read(&mut chunk).await.unwrap();
                 assert_ne!(n, 0);
                 request.extend_from_slice(&chunk[..n]);
@@ -969,18 +991,62 @@ mod tests {
         }
     }
 
-    #[test]
-    fn status_lines() {
-        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK\r"), Ok(200));
-        assert_eq!(parse_status_line(b"HTTP/1.0 503"), Ok(503));
-        assert_eq!(
-            parse_status_line(b"HTTP/1.1 200OK"),
-            Err("not an HTTP/1.x status line: \"HTTP/1.1 200OK\"".into())
-        );
-        assert!(parse_status_line(b"HTTP/2 200").is_err());
-        assert!(parse_status_line(b"SSH-2.0-OpenSSH").is_err());
-        assert!(parse_status_line(b"HTTP/1.1 2x0 OK").is_err());
-        assert_eq!(parse_status_line(&[0x15, 3, 3, 0, 2]), Err(TLS_ANSWER.into()));
+    /// A server that answers every connection with `answer` after reading the request.
+    async fn answering(answer: &'static [u8]) -> SocketAddr {
+        let (listener, addr) = listener().await;
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request).await;
+                let _ = stream.write_all(answer).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn what_is_not_http_is_named() {
+        let prober = Prober::new(ProbeKind::Http { path: "/healthz".into() }).unwrap();
+        for (answer, problem) in [
+            (&b"SSH-2.0-OpenSSH_9.2\r\n"[..], "not an HTTP/1.x response"),
+            (b"HTTP/1.1 2x0 OK\r\n\r\n", "not an HTTP/1.x response"),
+            (b"HTTP/2 200\r\n\r\n", "not an HTTP/1.x response"),
+            (&[0x15, 3, 3, 0, 2, 2, 50], TLS_ANSWER),
+            (b"", "connection closed before the status line"),
+            (b"HTTP/1.1 200 O", "connection closed inside the response"),
+        ] {
+            let addr = answering(answer).await;
+            let error = prober.probe(addr, SECOND).await.unwrap_err();
+            assert!(matches!(error, ProbeError::BadResponse { .. }), "{answer:?}: {error:?}");
+            let message = error.to_string();
+            assert!(
+                message.starts_with(&format!("GET /healthz on {addr}: {problem}")),
+                "{message}"
+            );
+        }
+        // HTTP/1.0 and a bare status line are fine.
+        Prober::new(ProbeKind::Http { path: "/healthz".into() })
+            .unwrap()
+            .probe(answering(b"HTTP/1.0 204 No Content\r\n\r\n").await, SECOND)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_whole_and_bounded() {
+        let length = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").await;
+        let to_eof = answering(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nto the end").await;
+        let chunked = answering(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        )
+        .await;
+        let short = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhal").await;
+        let prober = Prober::new(ProbeKind::Http { path: "/".into() }).unwrap();
+        assert_eq!(prober.fetch_body(length, SECOND).await.unwrap(), "hello");
+        assert_eq!(prober.fetch_body(to_eof, SECOND).await.unwrap(), "to the end");
+        assert_eq!(prober.fetch_body(chunked, SECOND).await.unwrap(), "abc");
+        let error = prober.fetch_body(short, SECOND).await.unwrap_err();
+        assert!(matches!(error, ProbeError::BadResponse { .. }), "{error:?}");
     }
 
     #[test]

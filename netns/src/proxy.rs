@@ -4,21 +4,74 @@
 //! Unlike k0s's proxy, a failed dial is retried on the next server before the client sees
 //! an error: a server that died since the last health check costs the client one dial
 //! timeout, not a failed request.
+//!
+//! Under overload the proxy holds at most [`ProxyConfig::max_connections`] connections (by
+//! default sized to the descriptor limit, see [`crate::limits`]): over the cap a new client
+//! is refused (reset at once) and counted, so that the health probes and the daemon's own
+//! sockets always find a descriptor. Both legs get TCP keepalive (a vanished peer is found
+//! within about a minute), and a connection on which no byte moved either way for
+//! [`ProxyConfig::idle_timeout`] is closed on both legs.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use socket2::{SockRef, TcpKeepalive};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::daemon::Input;
+use crate::limits::RateLog;
+
+/// Idle time before the first keepalive probe.
+pub const KEEPALIVE_TIME: Duration = Duration::from_secs(30);
+/// Time between unanswered keepalive probes.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes before the kernel gives the connection up.
+pub const KEEPALIVE_RETRIES: u32 = 3;
+/// The default of `--proxy-idle-timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How the proxy runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// How long an API server may take to accept before the next one is tried.
+    pub dial_timeout: Duration,
+    /// Connections held at once (from accept to close); over it new ones are refused.
+    pub max_connections: usize,
+    /// Both legs are closed after this long without a byte in either direction; `None`:
+    /// never. Long watches carry events and bookmarks, so they are not idle.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl ProxyConfig {
+    /// The configuration `cplbd`'s options ask for; without `--proxy-max-connections` the
+    /// cap is sized to RLIMIT_NOFILE as it is now (raised at start).
+    pub fn from_options(options: &crate::options::Options) -> Self {
+        let max_connections = match options.proxy_max_connections {
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => crate::limits::default_proxy_connections(
+                crate::limits::nofile_soft().unwrap_or(1024),
+            ),
+        };
+        Self {
+            dial_timeout: options.dial_timeout,
+            max_connections,
+            idle_timeout: Some(options.proxy_idle_timeout).filter(|d| !d.is_zero()),
+        }
+    }
+}
 
 /// Counters the status and metrics endpoints show.
 #[derive(Debug, Default)]
 pub struct ProxyStats {
-    /// Client connections accepted.
+    /// Client connections accepted (under the cap).
     pub accepted: AtomicU64,
     /// Connections handed to a server.
     pub forwarded: AtomicU64,
@@ -26,6 +79,14 @@ pub struct ProxyStats {
     pub dial_failures: AtomicU64,
     /// Client connections closed because no server could be reached.
     pub unserved: AtomicU64,
+    /// Client connections refused because the cap was reached.
+    pub refused: AtomicU64,
+    /// Connections held now.
+    pub active: AtomicU64,
+    /// Connections closed after the idle timeout.
+    pub idle_closed: AtomicU64,
+    /// The cap in force.
+    pub max_connections: AtomicU64,
 }
 
 /// Runs the proxy until the task is dropped. For each connection the driver is asked
@@ -34,9 +95,13 @@ pub struct ProxyStats {
 pub async fn serve(
     listener: TcpListener,
     driver: mpsc::Sender<Input>,
-    dial_timeout: Duration,
+    config: ProxyConfig,
     stats: Arc<ProxyStats>,
 ) {
+    let max = config.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    stats.max_connections.store(max as u64, Ordering::Relaxed);
+    let slots = Arc::new(Semaphore::new(max));
+    let mut refusals = RateLog::new("proxy: connection refused at the connection cap");
     loop {
         let (client, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -47,16 +112,24 @@ pub async fn serve(
                 continue;
             }
         };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            refuse(client);
+            refusals.note(format_args!("from {peer} ({max} connections held)"));
+            continue;
+        };
         stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let stats = Arc::clone(&stats);
+        let slot = Slot::new(permit, Arc::clone(&stats));
         let driver = driver.clone();
         tokio::spawn(async move {
+            let stats = &slot.stats;
             let (tx, rx) = oneshot::channel();
             if driver.send(Input::ProxyPick(peer.ip(), tx)).await.is_err() {
                 return;
             }
             let servers = rx.await.unwrap_or_default();
-            let Some((server, upstream)) = dial_in_order(&servers, dial_timeout, &stats).await
+            let Some((server, upstream)) =
+                dial_in_order(&servers, config.dial_timeout, stats).await
             else {
                 stats.unserved.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, servers = servers.len(), "proxy: no API server reachable, closing the client connection");
@@ -64,9 +137,39 @@ pub async fn serve(
             };
             stats.forwarded.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, %server, "proxy: forwarding");
-            splice(client, upstream).await;
+            if splice(client, upstream, config.idle_timeout).await == End::Idle {
+                stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, %server, "proxy: idle timeout, closed both legs");
+            }
         });
     }
+}
+
+/// A held connection: its place under the cap and its count in `active`, both given back
+/// when the connection's task ends, however it ends.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    stats: Arc<ProxyStats>,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, stats: Arc<ProxyStats>) -> Self {
+        stats.active.fetch_add(1, Ordering::Relaxed);
+        Self { _permit: permit, stats }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Closes a connection over the cap at once with a reset: the client learns it now (and
+/// retries elsewhere), and nothing of it lingers here.
+fn refuse(client: TcpStream) {
+    let _ = SockRef::from(&client).set_linger(Some(Duration::ZERO));
+    drop(client);
 }
 
 /// Dials the servers in the order given, each once, until one answers.
@@ -90,12 +193,129 @@ async fn dial_in_order(
     None
 }
 
-/// Copies both ways until both sides are done; half-closes are passed on.
-async fn splice(mut client: TcpStream, mut upstream: TcpStream) {
-    let _ = client.set_nodelay(true);
-    let _ = upstream.set_nodelay(true);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+/// How a spliced connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Both sides are done (or one failed).
+    Closed,
+    /// Nothing moved for the idle timeout.
+    Idle,
+}
+
+/// Copies both ways until both sides are done; half-closes are passed on. Without a byte
+/// read from either side for `idle`, both legs are closed.
+async fn splice(client: TcpStream, upstream: TcpStream, idle: Option<Duration>) -> End {
+    for leg in [&client, &upstream] {
+        let _ = leg.set_nodelay(true);
+        let keepalive = TcpKeepalive::new()
+            .with_time(KEEPALIVE_TIME)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_RETRIES);
+        let _ = SockRef::from(leg).set_tcp_keepalive(&keepalive);
+    }
+    let activity = Arc::new(Activity::new());
+    let mut client = Watched { inner: client, activity: Arc::clone(&activity) };
+    let mut upstream = Watched { inner: upstream, activity: Arc::clone(&activity) };
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let Some(idle) = idle else {
+        log_end(copy.await);
+        return End::Closed;
+    };
+    tokio::pin!(copy);
+    loop {
+        tokio::select! {
+            result = &mut copy => {
+                log_end(result);
+                return End::Closed;
+            }
+            () = tokio::time::sleep_until(activity.last() + idle) => {
+                if activity.last() + idle <= Instant::now() {
+                    return End::Idle;
+                }
+            }
+        }
+    }
+}
+
+fn log_end(result: io::Result<(u64, u64)>) {
+    if let Err(e) = result {
         tracing::debug!(error = %e, "proxy: connection ended with an error");
+    }
+}
+
+/// When a byte was last read from either leg of one connection.
+#[derive(Debug)]
+struct Activity {
+    base: Instant,
+    /// Nanoseconds since `base`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { base: Instant::now(), last: AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        let nanos = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.store(nanos, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_nanos(self.last.load(Ordering::Relaxed))
+    }
+}
+
+/// A leg whose reads count as activity (every byte relayed is read first, so reads cover
+/// both directions).
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -114,6 +334,46 @@ mod tests {
             }
         });
         addr
+    }
+
+    fn config(max_connections: usize, idle_timeout: Option<Duration>) -> ProxyConfig {
+        ProxyConfig { dial_timeout: Duration::from_secs(1), max_connections, idle_timeout }
+    }
+
+    /// A server that never sends anything and closes a connection when the client did.
+    async fn silent_server() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut sink = Vec::new();
+                    let _ = s.read_to_end(&mut sink).await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn proxy_to(
+        servers: Vec<SocketAddr>,
+        config: ProxyConfig,
+    ) -> (SocketAddr, Arc<ProxyStats>) {
+        let (tx, _list) = picker(servers);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = listener.local_addr().unwrap();
+        let stats = Arc::new(ProxyStats::default());
+        tokio::spawn(serve(listener, tx, config, Arc::clone(&stats)));
+        (proxy, stats)
+    }
+
+    /// Waits (up to 2 s) until `cond` holds.
+    async fn eventually(cond: impl Fn() -> bool) {
+        let start = std::time::Instant::now();
+        while !cond() {
+            assert!(start.elapsed() < Duration::from_secs(2), "condition not reached in 2 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     async fn closed_port() -> SocketAddr {
@@ -160,7 +420,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
         let stats = Arc::new(ProxyStats::default());
-        tokio::spawn(serve(listener, tx, Duration::from_secs(1), Arc::clone(&stats)));
+        tokio::spawn(serve(listener, tx, config(1000, None), Arc::clone(&stats)));
         let mut seen = Vec::new();
         for _ in 0..6 {
             seen.push(ask(proxy).await);
@@ -181,8 +441,77 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
         let stats = Arc::new(ProxyStats::default());
-        tokio::spawn(serve(listener, tx, Duration::from_secs(1), Arc::clone(&stats)));
+        tokio::spawn(serve(listener, tx, config(1000, None), Arc::clone(&stats)));
         assert_eq!(ask(proxy).await, "");
         assert_eq!(stats.unserved.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn over_the_cap_new_clients_are_refused_at_once_and_counted() {
+        let (proxy, stats) = proxy_to(vec![silent_server().await], config(2, None)).await;
+        let held =
+            [TcpStream::connect(proxy).await.unwrap(), TcpStream::connect(proxy).await.unwrap()];
+        eventually(|| stats.forwarded.load(Ordering::Relaxed) == 2).await;
+        assert_eq!(stats.active.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.max_connections.load(Ordering::Relaxed), 2);
+        // The third is reset without waiting for anything.
+        let mut third = TcpStream::connect(proxy).await.unwrap();
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(1), third.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.accepted.load(Ordering::Relaxed), 2);
+        // A held connection ending frees its place.
+        drop(held);
+        eventually(|| stats.active.load(Ordering::Relaxed) == 0).await;
+        let _again = TcpStream::connect(proxy).await.unwrap();
+        eventually(|| stats.forwarded.load(Ordering::Relaxed) == 3).await;
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_both_ways_is_closed_and_traffic_keeps_one_open() {
+        let idle = Duration::from_millis(300);
+        let (proxy, stats) = proxy_to(vec![silent_server().await], config(10, Some(idle))).await;
+        let started = std::time::Instant::now();
+        let mut quiet = TcpStream::connect(proxy).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(2), quiet.read(&mut buf)).await;
+        assert!(matches!(n, Ok(Ok(0))), "{n:?}");
+        let took = started.elapsed();
+        assert!(took >= idle && took < idle * 3, "closed after {took:?}");
+        assert_eq!(stats.idle_closed.load(Ordering::Relaxed), 1);
+
+        // One byte every 100 ms, client to server only: the connection stays for 1 s.
+        let mut busy = TcpStream::connect(proxy).await.unwrap();
+        for _ in 0..10 {
+            busy.write_all(b".").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(stats.idle_closed.load(Ordering::Relaxed), 1);
+        eventually(|| stats.idle_closed.load(Ordering::Relaxed) == 2).await;
+    }
+
+    #[tokio::test]
+    async fn half_close_is_passed_on() {
+        // Reads the whole request (until the client's FIN), then answers and closes.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut request = Vec::new();
+            s.read_to_end(&mut request).await.unwrap();
+            s.write_all(format!("got {}", String::from_utf8_lossy(&request)).as_bytes())
+                .await
+                .unwrap();
+        });
+        let (proxy, _stats) =
+            proxy_to(vec![server], config(10, Some(Duration::from_secs(5)))).await;
+        let mut c = TcpStream::connect(proxy).await.unwrap();
+        c.write_all(b"ping").await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).await.unwrap();
+        assert_eq!(answer, "got ping");
     }
 }

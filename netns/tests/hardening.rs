@@ -369,3 +369,238 @@ fn the_shipped_systemd_unit_verifies_and_is_hardened() {
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify:\n{said}");
 }
+
+/// `ip -4 -o addr show dev eth0` of controller `i`.
+fn eth0(c: &Cluster, i: usize) -> String {
+    let out =
+        c.topo.exec(&format!("c{i}"), "ip", &["-4", "-o", "addr", "show", "dev", "eth0"]).unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn run_in(c: &Cluster, i: usize, program: &str, args: &[&str]) -> String {
+    let out = c.topo.exec(&format!("c{i}"), program, args).unwrap();
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn what_cplbd_did_not_create_survives_its_start_crash_restart_and_stop() {
+    can_run("ownership");
+    let mut c = Cluster::new("owned", "10.200.25", 3);
+    // An operator's address and nftables table on every controller, there before cplbd.
+    for i in 0..3 {
+        run_in(&c, i, "ip", &["addr", "add", &format!("10.200.25.{}/24", 50 + i), "dev", "eth0"]);
+        run_in(&c, i, "nft", &["add", "table", "ip", "handmade"]);
+        run_in(
+            &c,
+            i,
+            "nft",
+            &["add", "chain", "ip", "handmade", "input", "{ type filter hook input priority 0; }"],
+        );
+        run_in(
+            &c,
+            i,
+            "nft",
+            &["add", "rule", "ip", "handmade", "input", "tcp", "dport", "22", "counter"],
+        );
+    }
+    let handmade = |c: &Cluster, i: usize| {
+        let addr = eth0(c, i).contains(&format!("10.200.25.{}/24", 50 + i));
+        let table = run_in(c, i, "nft", &["list", "table", "ip", "handmade"])
+            .contains("tcp dport 22 counter");
+        addr && table
+    };
+    let master = c.start_all();
+    assert!(c.client_answered_within(Duration::from_secs(3)).is_ok(), "{}", c.logs());
+    for i in 0..3 {
+        assert!(handmade(&c, i), "c{i} lost what was there at start:\n{}", eth0(&c, i));
+    }
+
+    // The master's cplbd dies (SIGKILL: its VIP and rules stay), another takes over; the
+    // restarted one removes its own stale VIP, nothing else.
+    assert!(c.signal(master, nix::sys::signal::Signal::SIGKILL).is_some());
+    let t0 = Instant::now();
+    let moved = c.wait_holders(t0, Duration::from_secs(8), |h| h.iter().any(|&x| x != master));
+    assert!(moved.is_some(), "no takeover: {:?}\n{}", c.holders(), c.logs());
+    c.start_cplbd(master);
+    let t1 = Instant::now();
+    let single = c.wait_holders(t1, Duration::from_secs(8), |h| h.len() == 1 && h[0] != master);
+    assert!(single.is_some(), "the stale VIP stayed: {:?}\n{}", c.holders(), c.logs());
+    assert!(c.client_answered_within(Duration::from_secs(3)).is_ok(), "{}", c.logs());
+    for i in 0..3 {
+        assert!(handmade(&c, i), "c{i} lost what was there at start:\n{}", eth0(&c, i));
+    }
+
+    // The VIP itself added by hand on a backup (another VRRP daemon's, or an operator's) is
+    // not cplbd's: a restarted cplbd leaves it there (and says so) where it would remove its
+    // own.
+    let now_master = c.holders()[0];
+    let backup = (0..3).find(|&i| i != now_master).unwrap();
+    assert_eq!(c.signal(backup, nix::sys::signal::Signal::SIGTERM).and_then(|s| s.code()), Some(0));
+    let vip = format!("{}/24", c.vip);
+    run_in(&c, backup, "ip", &["addr", "add", &vip, "dev", "eth0"]);
+    c.start_cplbd(backup);
+    let t2 = Instant::now();
+    while t2.elapsed() < Duration::from_secs(2) {
+        assert!(eth0(&c, backup).contains(&vip), "the hand-made VIP was removed\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(c.log(backup)).unwrap();
+    assert!(log.contains("cplbd did not add it"), "{log}");
+    run_in(&c, backup, "ip", &["addr", "del", &vip, "dev", "eth0"]);
+
+    // Every cplbd stops: its VIP and table go, the rest stays.
+    for i in 0..3 {
+        assert_eq!(c.signal(i, nix::sys::signal::Signal::SIGTERM).and_then(|s| s.code()), Some(0));
+    }
+    for i in 0..3 {
+        assert!(handmade(&c, i), "c{i} lost what was there at start:\n{}", eth0(&c, i));
+        assert!(!eth0(&c, i).contains(&format!("{}/", c.vip)), "c{i} kept the VIP");
+        let tables = run_in(&c, i, "nft", &["list", "tables"]);
+        assert!(!tables.contains("table ip cplb"), "c{i} kept cplb's table:\n{tables}");
+    }
+}
+
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn a_panic_resigns_and_removes_what_cplbd_set_before_the_daemon_aborts() {
+    can_run("panic");
+    let mut c = Cluster::new("panic", "10.200.26", 3);
+    let master = c.start_all();
+    assert!(c.client_answered_within(Duration::from_secs(3)).is_ok(), "{}", c.logs());
+    // The master's cplbd again, with a task that panics after 2 s.
+    assert_eq!(c.signal(master, nix::sys::signal::Signal::SIGTERM).and_then(|s| s.code()), Some(0));
+    let t0 = Instant::now();
+    let _ = c.wait_holders(t0, Duration::from_secs(3), |h| h.len() == 1 && h[0] != master);
+    let config = c.dir.join("k0s.yaml");
+    let real_servers = c.real_servers();
+    let socket = c.socket(master);
+    let child = c
+        .topo
+        .spawn(
+            &format!("c{master}"),
+            env!("CARGO_BIN_EXE_cplbd"),
+            &[
+                "--config",
+                &config.to_string_lossy(),
+                "--real-servers",
+                &real_servers,
+                "--status-socket",
+                &socket.to_string_lossy(),
+                "--panic-after",
+                "2s",
+            ],
+            &c.log(master),
+        )
+        .unwrap();
+    c.daemons[master] = Some(child);
+    let mut child = c.daemons[master].take().unwrap();
+    let t1 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(10),
+            "cplbd did not end after its panic\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(6), "aborted (SIGABRT): {status}\n{}", c.logs());
+    let log = std::fs::read_to_string(c.log(master)).unwrap();
+    assert!(log.contains("a panic: resigning"), "{log}");
+    // What SIGTERM removes is gone: no VIP and no table on the dead one; the others serve.
+    assert!(!eth0(&c, master).contains(&format!("{}/", c.vip)), "the VIP stayed");
+    let tables = run_in(&c, master, "nft", &["list", "tables"]);
+    assert!(!tables.contains("table ip cplb"), "the table stayed:\n{tables}");
+    assert_eq!(c.holders().len(), 1, "{:?}", c.holders());
+    assert!(c.client_answered_within(Duration::from_secs(3)).is_ok(), "{}", c.logs());
+}
+
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn with_accept_adverts_from_a_forged_advert_that_knows_the_password_moves_nothing() {
+    can_run("accept_from");
+    let mut c = Cluster::new("accept", "10.200.27", 3);
+    c.extra_args = vec!["--accept-adverts-from".into(), c.real_servers()];
+    let master = c.start_all();
+    assert!(c.client_answered_within(Duration::from_secs(3)).is_ok(), "{}", c.logs());
+    let before: Vec<u64> = (0..3).map(|i| c.status(i).unwrap().instances[0].transitions).collect();
+    // An insider's advert: k0s's password, the owner's priority, from the client host.
+    let src: Ipv4Addr = format!("{}.100", c.net).parse().unwrap();
+    let vip: Ipv4Addr = c.vip.parse().unwrap();
+    let forged = Advertisement {
+        version: Version::V2,
+        vrid: Vrid::new(51).unwrap(),
+        priority: Priority(255),
+        interval_cs: 100,
+        auth: Authentication::SimpleText(AuthPass::new(b"k0s-lab1").unwrap()),
+        addresses: VirtualAddresses::V4(vec![vip]),
+    };
+    let group = IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18));
+    let packet =
+        encode_packet(&forged, &IpParams::new(IpAddr::V4(src), group), V3Ipv4Checksum::default())
+            .unwrap();
+    let path = format!("/run/netns/{}", c.topo.ns("client"));
+    let sender = std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(255))).unwrap();
+        socket.bind_device(Some(b"eth0")).unwrap();
+        let to = SockAddr::from(SocketAddr::from(([224, 0, 0, 18], 0)));
+        for _ in 0..50 {
+            socket.send_to(&packet, &to).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let t0 = Instant::now();
+    while !sender.is_finished() {
+        assert_eq!(c.holders(), [master], "after {:?}\n{}", t0.elapsed(), c.logs());
+        assert!(c.client_fetch().is_ok(), "{}", c.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    sender.join().unwrap();
+    for (i, before) in before.iter().enumerate() {
+        let s = c.status(i).unwrap();
+        assert_eq!(s.instances[0].transitions, *before, "c{i}\n{}", c.logs());
+        let dropped = s.instances[0].dropped.get("source_not_allowed").copied().unwrap_or(0);
+        assert!(
+            dropped >= 45,
+            "c{i} dropped {dropped} forged adverts: {:?}",
+            s.instances[0].dropped
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn without_ipvs_virtual_servers_touch_neither_arp_sysctls_nor_the_loopback() {
+    can_run("no_ipvs_sysctls");
+    let mut c = Cluster::new("nosysctl", "10.200.28", 3);
+    let config = c.dir.join("k0s.yaml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text += &format!("        virtualServers:\n        - ipAddress: {}\n", c.vip);
+    std::fs::write(&config, text).unwrap();
+    // DNAT to another controller is forwarding, on as on any Kubernetes node.
+    for i in 0..3 {
+        run_in(&c, i, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    }
+    let master = c.start_all();
+    // This kernel has no IPVS: the master balances by DNAT, nothing is routed directly.
+    assert!(c.client_answered_within(Duration::from_secs(5)).is_ok(), "{}", c.logs());
+    assert_eq!(c.status(master).unwrap().dataplane.kernel, "nftables-nat");
+    for i in 0..3 {
+        let sysctls = run_in(
+            &c,
+            i,
+            "cat",
+            &["/proc/sys/net/ipv4/conf/all/arp_ignore", "/proc/sys/net/ipv4/conf/all/arp_announce"],
+        );
+        assert_eq!(sysctls.split_whitespace().collect::<Vec<_>>(), ["0", "0"], "c{i}");
+        let lo = run_in(&c, i, "ip", &["-4", "-o", "addr", "show", "dev", "lo"]);
+        assert!(!lo.contains(&c.vip), "c{i} holds the VIP on lo: {lo}");
+    }
+}

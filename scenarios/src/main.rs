@@ -67,6 +67,10 @@ enum LabCommand {
     /// Power off the master while the client connects to VIP:6443 every 10 ms; print the
     /// failover time and the seed's views.
     Failover(LabFailoverArgs),
+    /// Crash (SIGKILL of cplbd) or power off a random controller and restart it, N times,
+    /// checking the whole lab after each cycle (needs `cplb lab up`). Exit 1 if any cycle
+    /// failed.
+    Soak(LabSoakArgs),
     /// Remove everything the lab created.
     Down(LabKernelArgs),
     /// The lab's stand-in API server (started by `lab up` in each controller).
@@ -119,6 +123,22 @@ struct LabFailoverArgs {
     /// Power off this many times, restoring the old master as a backup in between.
     #[arg(long, value_name = "N")]
     reps: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+struct LabSoakArgs {
+    #[command(flatten)]
+    kernel: LabKernelArgs,
+    /// Cycles to run.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    cycles: u32,
+    /// Seed of the victims and restart delays (printed; default: from the clock).
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Print {seed, cycles, failures, recovery_s, failed, runs, ...} as JSON (cycle lines go
+    /// to stderr).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -434,6 +454,7 @@ fn lab(cmd: LabCommand) -> Result<Done, String> {
                 Ok(Done::ok(format!("{}\n{}", lab::report(&results), lab::current_views())))
             }
         }
+        LabCommand::Soak(args) => lab_soak(&args),
         LabCommand::Fetch(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -470,6 +491,32 @@ fn lab(cmd: LabCommand) -> Result<Done, String> {
             Ok(Done::ok(String::new()))
         }
     }
+}
+
+/// `cplb lab soak`: exit 0 when every cycle passed, 1 when one failed, 2 when it could not
+/// run (not root, the lab not up, `--kernel vm`).
+fn lab_soak(args: &LabSoakArgs) -> Result<Done, String> {
+    use cplb_netns::lab;
+    if matches!(args.kernel.kernel, LabKernel::Vm) {
+        return Err("cplb lab soak runs in namespaces on this kernel only (--kernel host); in the guest, `cplb lab failover --kernel vm --reps N` repeats power-offs".into());
+    }
+    let programs = lab::Programs::beside_current_exe()?;
+    let seed = args.seed.unwrap_or_else(|| {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        lab::SplitMix64(now.as_secs() ^ u64::from(now.subsec_nanos()) << 20).next_u64() >> 16
+    });
+    let json = args.json;
+    let mut progress = |line: &str| {
+        if json {
+            eprintln!("{line}");
+        } else {
+            emit(&format!("{line}\n"));
+        }
+    };
+    let run = lab::soak(&programs, args.cycles, seed, &mut progress)?;
+    let stdout = if json { format!("{:#}", run.json()) } else { run.summary() };
+    Ok(Done { stdout, code: u8::from(run.failures() > 0) })
 }
 
 fn sim_run(args: SimRunArgs) -> Result<Done, String> {

@@ -771,7 +771,17 @@ impl Walker<'_> {
                 ),
             );
         }
-        Some(Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX)))
+        let delay = Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX));
+        if delay < crate::lb::MIN_HEALTH_INTERVAL {
+            self.warn(
+                path,
+                id,
+                format!(
+                    "delayLoop {raw:?} is below 100ms: cplb health-checks at most every 100ms"
+                ),
+            );
+        }
+        Some(delay)
     }
 
     /// Rules that compare instances: unique VRIDs (explicit or automatic) and unique VIPs.

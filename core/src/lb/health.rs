@@ -237,6 +237,10 @@ impl HealthChecker {
     }
 }
 
+/// The shortest health-check interval: k0s takes any positive `delayLoop` (1µs too), and
+/// probing every API server that often would be a storm of connections, not a check.
+pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The health checks cplb runs for a k0s configuration.
 ///
 /// k0s itself probes every API server's `/healthz` every second and rewrites the real
@@ -244,7 +248,8 @@ impl HealthChecker {
 /// slower layer on top. We keep the one-second checks for every mode (or `delayLoop` when
 /// shorter), with a 1 s timeout (API servers on a LAN answer in milliseconds), two failures
 /// in a row to drop a server and one success to bring it back. Servers start unhealthy and
-/// the set fails open, as k0s's does.
+/// the set fails open, as k0s's does. The interval is never below
+/// [`MIN_HEALTH_INTERVAL`], whatever `delayLoop` says.
 pub fn k0s_health_config(keepalived: &crate::config::Keepalived) -> HealthConfig {
     let second = Duration::from_secs(1);
     let interval = keepalived
@@ -252,7 +257,8 @@ pub fn k0s_health_config(keepalived: &crate::config::Keepalived) -> HealthConfig
         .iter()
         .map(|vs| vs.delay_loop)
         .min()
-        .map_or(second, |d| d.min(second));
+        .map_or(second, |d| d.min(second))
+        .max(MIN_HEALTH_INTERVAL);
     HealthConfig {
         interval,
         timeout: second,

@@ -16,7 +16,10 @@ pub use dataplane::{
     Change, DataPlane, FWMARK_BASE, FWMARK_SPAN, LoopGuard, ServiceSpec, apply, desired, diff,
     persistence_of,
 };
-pub use health::{HealthChange, HealthChecker, HealthConfig, Probe, ProbeId, k0s_health_config};
+pub use health::{
+    HealthChange, HealthChecker, HealthConfig, MIN_HEALTH_INTERVAL, Probe, ProbeId,
+    k0s_health_config,
+};
 pub use nat::{NatBalancer, NatRules, Redirect, Spread, nat_rules};
 pub use scheduler::Destination;
 pub use service::{RealServer, ServiceKey, VirtualService};

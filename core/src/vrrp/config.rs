@@ -95,6 +95,10 @@ pub struct InstanceConfig {
     pub preempt_delay: Duration,
     /// Unicast VRRP: send to each of these instead of the group, and accept only from them.
     pub unicast_peers: Vec<IpAddr>,
+    /// Accept adverts only from these sources (empty: from any). VRRPv3 has no
+    /// authentication, so on a shared LAN this is what keeps a forged advert out; for IPv6
+    /// multicast the sources are the peers' link-local addresses.
+    pub accept_from: Vec<IpAddr>,
     /// Checksum form sent for VRRPv3 over IPv4.
     pub v3_ipv4_checksum: V3Ipv4Checksum,
     /// Checksum forms accepted for VRRPv3 over IPv4.
@@ -134,6 +138,7 @@ impl InstanceConfig {
             preempt: true,
             preempt_delay: Duration::ZERO,
             unicast_peers: Vec::new(),
+            accept_from: Vec::new(),
             v3_ipv4_checksum: V3Ipv4Checksum::default(),
             accept_checksum: ChecksumPolicy::default(),
             allow_global_first_ipv6: false,

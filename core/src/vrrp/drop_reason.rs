@@ -60,6 +60,8 @@ pub enum DropReason {
     MulticastInUnicastMode,
     /// A unicast advertisement from an address that is not a configured peer.
     UnicastPeerUnknown,
+    /// An advertisement from a source the instance does not accept from (`accept_from`).
+    SourceNotAllowed,
     /// VRRPv2 simple-text password differs.
     AuthFailure,
     /// VRRPv2 authentication type differs from ours.
@@ -100,6 +102,7 @@ impl DropReason {
             Self::VersionMismatch => "version_mismatch",
             Self::MulticastInUnicastMode => "multicast_in_unicast_mode",
             Self::UnicastPeerUnknown => "unicast_peer_unknown",
+            Self::SourceNotAllowed => "source_not_allowed",
             Self::AuthFailure => "auth_failure",
             Self::AuthTypeMismatch => "auth_type_mismatch",
             Self::IntervalMismatch => "interval_mismatch",
@@ -108,7 +111,7 @@ impl DropReason {
     }
 
     /// Every reason, for metrics that list zero counters too.
-    pub const ALL: [Self; 28] = [
+    pub const ALL: [Self; 30] = [
         Self::Truncated,
         Self::BadIpVersion,
         Self::BadIpHeaderLength,
@@ -134,9 +137,11 @@ impl DropReason {
         Self::VersionMismatch,
         Self::MulticastInUnicastMode,
         Self::UnicastPeerUnknown,
+        Self::SourceNotAllowed,
         Self::AuthFailure,
         Self::AuthTypeMismatch,
         Self::IntervalMismatch,
+        Self::ReceiveQueueOverflow,
     ];
 }
 

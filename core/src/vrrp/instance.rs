@@ -240,6 +240,9 @@ impl VirtualRouter {
                 return Err(DropReason::UnicastPeerUnknown);
             }
         }
+        if !self.cfg.accept_from.is_empty() && !self.cfg.accept_from.contains(&header.src) {
+            return Err(DropReason::SourceNotAllowed);
+        }
         if self.cfg.version == Version::V2 {
             match (&self.cfg.auth, &advert.auth) {
                 (Authentication::None, Authentication::None) => {}

@@ -73,6 +73,8 @@ pub struct Driver<K> {
     pub send_error: Option<String>,
     /// Dropped packets, logged at a bounded rate.
     pub drops: DropLog,
+    /// Takeover times and time the VIP was held by nobody (status and metrics).
+    pub vip_clock: super::vipclock::VipClock,
 }
 
 /// How often at most a drop reason gets a log line.
@@ -224,6 +226,7 @@ impl<K: Kernel> Driver<K> {
                 self.event(e);
             }
             if !busy {
+                self.vip_clock.observe(self.now(), &self.node);
                 return;
             }
         }

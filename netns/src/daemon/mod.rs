@@ -6,10 +6,12 @@
 
 mod driver;
 pub mod lock;
+mod panic;
 pub mod plan;
 mod serve;
 mod snapshot;
 pub mod status;
+pub mod vipclock;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -23,6 +25,7 @@ use cplb_core::lb;
 use cplb_core::node::{self, Balancing, Node, NodeConfig};
 use cplb_core::time::Instant;
 use cplb_core::vrrp::{IfIndex, InstanceId};
+use futures::FutureExt;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -106,6 +109,9 @@ pub fn run(options: Options) -> u8 {
             return exit::FAILURE;
         }
     };
+    panic::install_hook();
+    // Before any socket: the proxy's cap is sized to this limit, less a reserve.
+    crate::limits::raise_nofile();
     // One thread: capabilities are per thread, and dropping them on the only thread before
     // any other exists covers every thread the runtime later starts.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -211,10 +217,20 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
             }
             Err(e) => {
                 tracing::warn!(reason = %e, "IPVS unavailable: virtual servers use the nftables NAT data plane (DNAT + masquerade on the master)");
+                // DNAT to another controller is forwarding; cplbd does not change a global
+                // sysctl behind the operator's back (Kubernetes nodes have it on).
+                let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward");
+                if forwarding.is_ok_and(|v| v.trim() == "0") {
+                    tracing::warn!("net.ipv4.ip_forward is 0: the master can only balance to its own API server until it is set to 1");
+                }
             }
         }
     }
+    // Direct routing needs the VIP on every real server and ARP for it left to the master;
+    // without IPVS the master balances by DNAT and nothing is routed directly, so neither
+    // the local VIPs nor the ARP sysctls are touched.
     let local_vips = if mode == LoadBalancerMode::Ipvs
+        && ipvs.is_some()
         && keepalived.virtual_servers.iter().any(|v| v.lb_kind == config::LbKind::Dr)
     {
         Some(local_vip_interface(&netlink).await?)
@@ -227,8 +243,9 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
         ipvs,
         sockets: HashMap::new(),
         announcers: HashMap::new(),
-        service_vips: keepalived.virtual_servers.iter().map(|v| v.ip_address).collect(),
         macs: BTreeMap::new(),
+        owned: crate::kernel::owned::Owned::load(&options.state_dir),
+        foreign: std::collections::BTreeSet::new(),
     };
     // Sockets and listeners are opened while every capability is still there.
     open_sockets(&mut kernel, &plan)?;
@@ -238,6 +255,8 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
         None
     };
     let status_listener = bind_status(&options.status_socket)?;
+    let status_access =
+        serve::secure_status_socket(&options.status_socket, options.status_group.as_deref())?;
     let metrics_listener = match options.metrics {
         Some(addr) => Some(
             TcpListener::bind(addr).await.with_context(|| format!("binding metrics on {addr}"))?,
@@ -254,7 +273,8 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
 
     let prober = Prober::new(probe_kind(&options)).map_err(|e| anyhow!("health check: {e}"))?;
     let probe_timeout = lb::k0s_health_config(&keepalived).timeout;
-    let config = node_config(&keepalived, api_port, &plan, local_vips.as_ref(), &kernel);
+    let accept = &options.accept_adverts_from;
+    let config = node_config(&keepalived, api_port, &plan, local_vips.as_ref(), &kernel, accept);
     // Everything starts unknown: the node's first commands remove the VIPs and replace the
     // table and services a dead predecessor left (it starts as backup).
     let mut node = Node::new(Instant::ZERO, config).map_err(|e| anyhow!("{e}"))?;
@@ -290,14 +310,22 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
         last_verify: started,
         send_error: None,
         drops: DropLog::default(),
+        vip_clock: vipclock::VipClock::default(),
     };
     if let Some(listener) = proxy_listener {
-        let dial = daemon.options.dial_timeout;
-        daemon.tasks.spawn(proxy::serve(listener, inputs.clone(), dial, proxy_stats));
+        let config = proxy::ProxyConfig::from_options(&daemon.options);
+        tracing::info!(max_connections = config.max_connections, idle_timeout = ?config.idle_timeout, "proxy");
+        daemon.tasks.spawn(proxy::serve(listener, inputs.clone(), config, proxy_stats));
     }
-    daemon.tasks.spawn(serve::status(status_listener, inputs.clone()));
+    let endpoints = Arc::new(serve::EndpointStats::default());
+    daemon.tasks.spawn(serve::status(
+        status_listener,
+        inputs.clone(),
+        status_access,
+        Arc::clone(&endpoints),
+    ));
     if let Some(listener) = metrics_listener {
-        daemon.tasks.spawn(serve::metrics(listener, inputs.clone()));
+        daemon.tasks.spawn(serve::metrics(listener, inputs.clone(), endpoints));
     }
     for (&key, socket) in &driver.kernel.sockets {
         let task = daemon.tasks.spawn(receive(key.0, Arc::clone(socket), packets.clone()));
@@ -323,7 +351,16 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
     let mut sighup = signal_of(SignalKind::hangup(), "SIGHUP")?;
     let mut sigusr1 = signal_of(SignalKind::user_defined1(), "SIGUSR1")?;
     let mut sigusr2 = signal_of(SignalKind::user_defined2(), "SIGUSR2")?;
-    loop {
+    if let Some(after) = daemon.options.panic_after {
+        daemon.tasks.spawn(async move {
+            tokio::time::sleep(after).await;
+            panic!("--panic-after: the deliberate panic of a test");
+        });
+    }
+    // A panic anywhere (a task's is caught by tokio, the loop's here) ends the loop, and
+    // the daemon resigns and removes what it set, as on SIGTERM, before it aborts: a node
+    // that stays master with a dead proxy or receive task would hold the VIP for nothing.
+    let ran = std::panic::AssertUnwindSafe(async { loop {
         driver.pump().await;
         let deadline = driver.deadline();
         tokio::select! {
@@ -341,7 +378,14 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
                 }
             }
             () = tokio::time::sleep_until(deadline) => driver.handle_timeout().await,
+            () = panic::notified() => break,
         }
+    }})
+    .catch_unwind()
+    .await;
+    let panicked = ran.is_err() || panic::happened();
+    if panicked {
+        tracing::error!("a panic: resigning and removing what cplbd set, then aborting");
     }
     // SIGTERM: priority-0 adverts, every VIP and rule the node set removed; dummyvip0 and
     // its /32s stay for the API server, which may still be a real server.
@@ -350,6 +394,10 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
     driver.pump().await;
     daemon.tasks.shutdown().await;
     let _ = std::fs::remove_file(&daemon.options.status_socket);
+    if panicked {
+        tracing::error!("stopped after a panic: aborting");
+        std::process::abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -415,7 +463,9 @@ impl Daemon {
         self.replan = None;
         // What was bound or opened at start-up (with privileges since dropped) cannot change
         // in a reload: refuse rather than redirect clients to a port nobody listens on.
-        if let Some(why) = needs_restart(&self.keepalived, &keepalived, self.local_vips.is_some()) {
+        let no_direct_routing = driver.kernel.ipvs.is_none();
+        let ready = self.local_vips.is_some() || no_direct_routing;
+        if let Some(why) = needs_restart(&self.keepalived, &keepalived, ready) {
             tracing::error!(
                 "reload refused: {why} needs a restart; the running configuration stays"
             );
@@ -451,14 +501,14 @@ impl Daemon {
                 self.receivers.insert(key, task);
             }
         }
-        // The services of removed virtual servers are still cplbd's to remove.
-        for vs in &keepalived.virtual_servers {
-            if !driver.kernel.service_vips.contains(&vs.ip_address) {
-                driver.kernel.service_vips.push(vs.ip_address);
-            }
-        }
-        let config =
-            node_config(&keepalived, api_port, &plan, self.local_vips.as_ref(), &driver.kernel);
+        let config = node_config(
+            &keepalived,
+            api_port,
+            &plan,
+            self.local_vips.as_ref(),
+            &driver.kernel,
+            &self.options.accept_adverts_from,
+        );
         let now = driver.now();
         match driver.node.handle_config(now, config) {
             Ok(r) => {
@@ -485,7 +535,7 @@ impl Daemon {
 
 /// Why a new configuration cannot be taken up without a restart, if it cannot: the proxy's
 /// listener and the data plane were set up at start.
-fn needs_restart(running: &Keepalived, new: &Keepalived, local_vips: bool) -> Option<String> {
+fn needs_restart(running: &Keepalived, new: &Keepalived, local_vips_ready: bool) -> Option<String> {
     if new.mode() != running.mode() {
         return Some(format!(
             "changing the load balancer mode ({:?} to {:?})",
@@ -502,7 +552,7 @@ fn needs_restart(running: &Keepalived, new: &Keepalived, local_vips: bool) -> Op
         ));
     }
     let dr = new.virtual_servers.iter().any(|v| v.lb_kind == config::LbKind::Dr);
-    if new.mode() == LoadBalancerMode::Ipvs && dr && !local_vips {
+    if new.mode() == LoadBalancerMode::Ipvs && dr && !local_vips_ready {
         return Some("a first direct-routing virtual server (dummyvip0)".to_owned());
     }
     None
@@ -515,6 +565,7 @@ fn node_config(
     plan: &Plan,
     local_vips: Option<&(u32, String)>,
     kernel: &LinuxKernel,
+    accept_from: &[IpAddr],
 ) -> NodeConfig {
     NodeConfig {
         keepalived: keepalived.clone(),
@@ -525,6 +576,14 @@ fn node_config(
             .groups
             .iter()
             .flat_map(|g| g.instances.iter().map(|(_, c)| c.clone()))
+            .map(|mut c| {
+                c.accept_from = accept_from
+                    .iter()
+                    .copied()
+                    .filter(|a| a.is_ipv4() == c.primary_address.is_ipv4())
+                    .collect();
+                c
+            })
             .collect(),
         local_vip_ifindex: local_vips.map(|(i, _)| IfIndex(*i)),
         balancing: if kernel.ipvs.is_some() { Balancing::Ipvs } else { Balancing::Nat },

@@ -47,6 +47,8 @@ pub(super) fn build(daemon: &Daemon, driver: &Driver<LinuxKernel>) -> Snapshot {
                 priority_zero_sent: stats.priority_zero_sent,
                 priority_zero_received: stats.priority_zero_received,
                 dropped: stats.dropped.iter().map(|(k, v)| (k.as_str().to_owned(), *v)).collect(),
+                takeover_seconds: driver.vip_clock.takeovers(id),
+                vip_unheld_s: driver.vip_clock.unheld_s(id),
             }
         })
         .collect();
@@ -119,6 +121,10 @@ pub(super) fn build(daemon: &Daemon, driver: &Driver<LinuxKernel>) -> Snapshot {
             proxy_forwarded: stats.forwarded.load(Ordering::Relaxed),
             proxy_dial_failures: stats.dial_failures.load(Ordering::Relaxed),
             proxy_unserved: stats.unserved.load(Ordering::Relaxed),
+            proxy_refused: stats.refused.load(Ordering::Relaxed),
+            proxy_active: stats.active.load(Ordering::Relaxed),
+            proxy_idle_closed: stats.idle_closed.load(Ordering::Relaxed),
+            proxy_max_connections: stats.max_connections.load(Ordering::Relaxed),
         },
         unrouted_dropped: router
             .unrouted_stats()
@@ -137,5 +143,8 @@ pub(super) fn build(daemon: &Daemon, driver: &Driver<LinuxKernel>) -> Snapshot {
                 since_s: now.saturating_duration_since(r.since).as_secs_f64(),
             })
             .collect(),
+        // Filled in by the status socket and the metrics endpoint (serve.rs).
+        process: None,
+        endpoints: None,
     }
 }

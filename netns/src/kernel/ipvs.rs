@@ -951,31 +951,24 @@ impl Ipvs {
     }
 
     /// cplb's services as the kernel holds them, for a node that wants `wanted`: every
-    /// service with one of cplb's marks (keyed as the wanted one with that mark; one no
-    /// spec wants is a stray) and every TCP service on `vips` (an older cplbd's, or one
-    /// an operator added by hand on a VIP cplb manages). Other services' destinations are
-    /// not even read (kube-proxy in IPVS mode may hold thousands of services).
-    pub fn listing(
-        &mut self,
-        wanted: &[ServiceSpec],
-        vips: &[IpAddr],
-    ) -> Result<Listing, IpvsError> {
+    /// service with one of cplb's marks, the only services cplbd creates (keyed as the
+    /// wanted one with that mark; one no spec wants is a stray). Every other service is
+    /// someone else's (kube-proxy, a keepalived, an operator), even on cplb's VIPs, and is
+    /// left alone; their destinations are not even read (kube-proxy in IPVS mode may hold
+    /// thousands of services).
+    pub fn listing(&mut self, wanted: &[ServiceSpec]) -> Result<Listing, IpvsError> {
         let mut listing = Listing::default();
         for svc in self.kernel_services()? {
             let Some(mut service) = svc.service_ref() else { continue };
-            if svc.fwmark != 0 {
-                if !is_cplb_mark(svc.fwmark) {
+            if !is_cplb_mark(svc.fwmark) {
+                continue;
+            }
+            match wanted.iter().find(|w| w.fwmark == svc.fwmark) {
+                Some(w) => service.key = w.key,
+                None => {
+                    listing.strays.push(service);
                     continue;
                 }
-                match wanted.iter().find(|w| w.fwmark == svc.fwmark) {
-                    Some(w) => service.key = w.key,
-                    None => {
-                        listing.strays.push(service);
-                        continue;
-                    }
-                }
-            } else if !vips.contains(&service.key.vip) {
-                continue;
             }
             let dests = self.kernel_dests(service)?;
             let fallback = self.forwarding.get(&service).copied().unwrap_or(DEFAULT_FORWARDING);
@@ -1774,9 +1767,8 @@ mod live {
             persistence_secs: 360,
             real_servers: vec![rs(11), rs(12)],
         };
-        let vips = [vip];
         let mut ipvs = Ipvs::open().unwrap();
-        let list = |ipvs: &mut Ipvs, want: &[ServiceSpec]| ipvs.listing(want, &vips).unwrap();
+        let list = |ipvs: &mut Ipvs, want: &[ServiceSpec]| ipvs.listing(want).unwrap();
         let none = list(&mut ipvs, &[]);
         assert_eq!(none, Listing::default(), "a fresh namespace has no services");
 
@@ -1791,9 +1783,9 @@ mod live {
         assert_eq!(on_the_kernel.len(), 1);
         assert_eq!((on_the_kernel[0].fwmark, on_the_kernel[0].addr), (FWMARK_BASE, None));
 
-        // What an older cplbd left (a TCP service on the VIP) and a mark of cplb's that is
-        // no longer wanted go; a mark outside cplb's range and a service on another VIP
-        // stay.
+        // A mark of cplb's that is no longer wanted goes; what cplbd never creates stays,
+        // even on its VIP: a TCP service there (a keepalived's, an operator's), a mark
+        // outside cplb's range, a service on another VIP.
         let legacy = ServiceSpec { fwmark: 0, ..spec.clone() };
         let stray = ServiceSpec { fwmark: FWMARK_BASE + 1, ..spec.clone() };
         let foreign_mark = ServiceSpec { fwmark: 7, ..spec.clone() };
@@ -1807,7 +1799,7 @@ mod live {
             ipvs.apply(&[Change::AddService(s.clone())]).unwrap();
         }
         let found = list(&mut ipvs, &two);
-        assert_eq!(found.services, [legacy.clone(), spec.clone()]);
+        assert_eq!(found.services, std::slice::from_ref(&spec));
         assert_eq!(
             found.strays,
             [ServiceRef {
@@ -1819,13 +1811,14 @@ mod live {
         assert_eq!(list(&mut ipvs, &two), Listing { services: two.clone(), strays: vec![] });
         let left: Vec<(u32, Option<SocketAddr>)> =
             ipvs.kernel_services().unwrap().iter().map(|s| (s.fwmark, s.addr)).collect();
-        assert_eq!(left.len(), 3, "{left:?}");
+        assert_eq!(left.len(), 4, "{left:?}");
         assert!(
             left.contains(&(7, None))
+                && left.contains(&(0, Some(SocketAddr::new(vip, 6443))))
                 && left.contains(&(0, Some(SocketAddr::new(other_vip, 6443))))
         );
         ipvs.remove_service(ServiceRef::from(&foreign_mark)).unwrap();
-        assert_eq!(ipvs.remove_services_for(&[other_vip]).unwrap(), 1);
+        assert_eq!(ipvs.remove_services_for(&[vip, other_vip]).unwrap(), 2);
 
         let one = vec![ServiceSpec {
             algo: LbAlgo::Wlc,
@@ -1841,8 +1834,7 @@ mod live {
         ipvs.reconcile(&current, &[]).unwrap();
         assert!(ipvs.kernel_services().unwrap().is_empty());
 
-        // Every scheduler k0s accepts, with every forwarding kind, is created and read back,
-        // as a mark service and as an address service.
+        // Every scheduler k0s accepts, with every forwarding kind, is created and read back.
         let algos = [
             LbAlgo::Rr,
             LbAlgo::Wrr,
@@ -1856,25 +1848,23 @@ mod live {
         ];
         for algo in algos {
             for forwarding in [LbKind::Dr, LbKind::Nat, LbKind::Tun] {
-                for fwmark in [FWMARK_BASE, 0] {
-                    let want = vec![ServiceSpec {
-                        key,
-                        fwmark,
-                        algo,
-                        forwarding,
-                        persistence_secs: 60,
-                        real_servers: vec![rs(11), RealServer { weight: 3, ..rs(12) }],
-                    }];
-                    ipvs.reconcile(&Listing::default(), &want).unwrap();
-                    assert_eq!(
-                        list(&mut Ipvs::open().unwrap(), &want).services,
-                        want,
-                        "{algo:?} {forwarding:?} fwmark {fwmark}"
-                    );
-                    let current = list(&mut ipvs, &[]);
-                    ipvs.reconcile(&current, &[]).unwrap();
-                    assert!(ipvs.kernel_services().unwrap().is_empty());
-                }
+                let want = vec![ServiceSpec {
+                    key,
+                    fwmark: FWMARK_BASE,
+                    algo,
+                    forwarding,
+                    persistence_secs: 60,
+                    real_servers: vec![rs(11), RealServer { weight: 3, ..rs(12) }],
+                }];
+                ipvs.reconcile(&Listing::default(), &want).unwrap();
+                assert_eq!(
+                    list(&mut Ipvs::open().unwrap(), &want).services,
+                    want,
+                    "{algo:?} {forwarding:?}"
+                );
+                let current = list(&mut ipvs, &[]);
+                ipvs.reconcile(&current, &[]).unwrap();
+                assert!(ipvs.kernel_services().unwrap().is_empty());
             }
         }
     }

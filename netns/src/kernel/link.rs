@@ -192,6 +192,10 @@ impl Netlink {
         prefix_len: u8,
     ) -> Result<(), LinkError> {
         let mut request = self.handle.address().add(index, addr, prefix_len);
+        // cplbd's tag: what it removes later is what carries it (see `owned`).
+        request.message_mut().attributes.push(AddressAttribute::Protocol(
+            rtnetlink::packet_route::address::AddressProtocol::Other(super::owned::ADDRESS_PROTO),
+        ));
         if addr.is_ipv6() {
             // A VIP must answer at once: duplicate address detection would hold it
             // tentative for a second, and a VIP is expected on more than one node over time.
@@ -208,6 +212,21 @@ impl Netlink {
                 if err.errno() == Some(EEXIST) { Ok(()) } else { Err(err) }
             }
         }
+    }
+
+    /// Whether `addr` is on interface `index`, and if so whether it carries cplbd's tag
+    /// (`None`: not there).
+    pub async fn address_tagged(
+        &self,
+        index: u32,
+        addr: IpAddr,
+    ) -> Result<Option<bool>, LinkError> {
+        Ok(self
+            .address_messages(index)
+            .await?
+            .iter()
+            .find(|m| address_of(m).is_some_and(|a| a.addr == addr))
+            .map(is_tagged))
     }
 
     /// Removes `addr` (any prefix length) from interface `index`; absent is fine. Returns
@@ -355,6 +374,13 @@ pub(crate) fn address_of(message: &AddressMessage) -> Option<Address> {
             .flags
             .contains(rtnetlink::packet_route::address::AddressHeaderFlags::Secondary),
         link_local: message.header.scope == AddressScope::Link,
+    })
+}
+
+/// Whether an address carries cplbd's `IFA_PROTO` tag.
+fn is_tagged(message: &AddressMessage) -> bool {
+    message.attributes.iter().any(|a| {
+        matches!(a, AddressAttribute::Protocol(p) if u8::from(*p) == super::owned::ADDRESS_PROTO)
     })
 }
 

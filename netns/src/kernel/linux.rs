@@ -1,7 +1,7 @@
 //! The seam's Linux side: carries out the node's commands with rtnetlink, AF_PACKET,
 //! nftables and IPVS, and checks that what was set is still there.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use super::announce::Announcer;
 use super::ipvs::Ipvs;
 use super::link::Netlink;
 use super::nft::{self, Nft};
+use super::owned::Owned;
 use super::vrrp_socket::VrrpSocket;
 
 /// The nftables table cplbd owns (in family ip and ip6). Everything it programs lives
@@ -32,22 +33,47 @@ pub struct LinuxKernel {
     pub sockets: HashMap<(u32, bool), Arc<VrrpSocket>>,
     /// Announcers by interface.
     pub announcers: HashMap<u32, Announcer>,
-    /// The VIPs of the configured virtual servers: TCP services on them are cplbd's too
-    /// (an older cplbd's, or added by hand), besides the services with cplb's marks.
-    pub service_vips: Vec<IpAddr>,
     /// The last link-layer address the neighbour table gave for each address: a loop guard
     /// keeps a real server's MAC after its entry expires, so the guard does not thin out
     /// (and the table is not rewritten) when a quiet neighbour is forgotten.
     pub macs: BTreeMap<IpAddr, [u8; 6]>,
+    /// What cplbd created (addresses), so that it removes only that.
+    pub owned: Owned,
+    /// Addresses found that cplbd did not add (logged once each).
+    pub foreign: BTreeSet<(u32, IpAddr)>,
 }
 
 impl Kernel for LinuxKernel {
     async fn add_address(&mut self, ifindex: u32, vip: VirtualIp) -> Result<(), String> {
-        self.netlink.add_address(ifindex, vip.addr, vip.prefix_len).await.map_err(|e| e.to_string())
+        // One that is there already and is not cplbd's stays someone else's.
+        let before =
+            self.netlink.address_tagged(ifindex, vip.addr).await.map_err(|e| e.to_string())?;
+        self.netlink
+            .add_address(ifindex, vip.addr, vip.prefix_len)
+            .await
+            .map_err(|e| e.to_string())?;
+        if before.is_none() {
+            self.owned.added(ifindex, vip.addr);
+        }
+        Ok(())
     }
 
     async fn remove_address(&mut self, ifindex: u32, vip: VirtualIp) -> Result<(), String> {
-        self.netlink.remove_address(ifindex, vip.addr).await.map(|_| ()).map_err(|e| e.to_string())
+        let tagged =
+            self.netlink.address_tagged(ifindex, vip.addr).await.map_err(|e| e.to_string())?;
+        match tagged {
+            None => {}
+            Some(tagged) if tagged || self.owned.has_address(ifindex, vip.addr) => {
+                self.netlink.remove_address(ifindex, vip.addr).await.map_err(|e| e.to_string())?;
+            }
+            // Counts as done: the node's wish is about its own addresses.
+            Some(_) if self.foreign.insert((ifindex, vip.addr)) => {
+                tracing::warn!(address = %vip.addr, ifindex, "the address is on the interface but cplbd did not add it (another VRRP daemon or an operator did): left alone");
+            }
+            Some(_) => {}
+        }
+        self.owned.removed(ifindex, vip.addr);
+        Ok(())
     }
 
     async fn has_address(&mut self, ifindex: u32, addr: IpAddr) -> Result<bool, String> {
@@ -105,13 +131,13 @@ impl Kernel for LinuxKernel {
                 Err("IPVS is unavailable in this kernel".into())
             };
         };
-        let current = ipvs.listing(services, &self.service_vips).map_err(|e| e.to_string())?;
+        let current = ipvs.listing(services).map_err(|e| e.to_string())?;
         ipvs.reconcile(&current, services).map_err(|e| e.to_string())
     }
 
     fn services_intact(&mut self, services: &[ServiceSpec]) -> Result<bool, String> {
         let ipvs = self.ipvs.as_mut().ok_or("IPVS is unavailable in this kernel")?;
-        let current = ipvs.listing(services, &self.service_vips).map_err(|e| e.to_string())?;
+        let current = ipvs.listing(services).map_err(|e| e.to_string())?;
         Ok(current.strays.is_empty() && current.services == services)
     }
 }

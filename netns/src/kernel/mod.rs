@@ -8,6 +8,7 @@
 //! - [`announce`]: gratuitous ARP and unsolicited neighbour advertisements (AF_PACKET);
 //! - [`nft`]: nftables over netlink (the proxy redirect; kernel NAT balancing without IPVS);
 //! - [`ipvs`]: IPVS over generic netlink;
+//! - [`owned`]: what cplbd created, so that it removes only that;
 //! - [`linux`]: the [`Kernel`] seam carried out with all of the above.
 
 pub mod announce;
@@ -15,6 +16,7 @@ pub mod ipvs;
 pub mod link;
 pub mod linux;
 pub mod nft;
+pub mod owned;
 pub mod vrrp_socket;
 pub mod watch;
 

@@ -37,6 +37,8 @@ pub struct Cluster {
     pub vip: String,
     /// IPv6 cluster (`net` is then a /64 prefix like `fd00:200:15`).
     pub v6: bool,
+    /// More arguments for every cplbd started.
+    pub extra_args: Vec<String>,
 }
 
 impl Cluster {
@@ -82,6 +84,7 @@ impl Cluster {
             api_stops: (0..n).map(|_| None).collect(),
             vip,
             v6,
+            extra_args: Vec::new(),
         }
     }
 
@@ -179,7 +182,10 @@ impl Cluster {
                     "info,cplb_netns=debug",
                     "--metrics",
                     &metrics,
-                ],
+                ]
+                .into_iter()
+                .chain(self.extra_args.iter().map(String::as_str))
+                .collect::<Vec<_>>(),
                 &self.log(i),
             )
             .expect("cplbd starts");
