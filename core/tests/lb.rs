@@ -400,14 +400,15 @@ proptest! {
 
 #[test]
 fn the_health_interval_never_goes_below_its_minimum() {
-    let k = keepalived(&TWO_INSTANCES_IPVS.replace(
-        "- {ipAddress: 10.200.0.200}",
-        "- {ipAddress: 10.200.0.200, delayLoop: 1us}",
-    ));
+    let k = keepalived(
+        &TWO_INSTANCES_IPVS
+            .replace("- {ipAddress: 10.200.0.200}", "- {ipAddress: 10.200.0.200, delayLoop: 1us}"),
+    );
     assert_eq!(cplb_core::lb::k0s_health_config(&k).interval, cplb_core::lb::MIN_HEALTH_INTERVAL);
-    let k = keepalived(&TWO_INSTANCES_IPVS.replace(
-        "- {ipAddress: 10.200.0.200}",
-        "- {ipAddress: 10.200.0.200, delayLoop: 300ms}",
-    ));
+    let k =
+        keepalived(&TWO_INSTANCES_IPVS.replace(
+            "- {ipAddress: 10.200.0.200}",
+            "- {ipAddress: 10.200.0.200, delayLoop: 300ms}",
+        ));
     assert_eq!(cplb_core::lb::k0s_health_config(&k).interval, Duration::from_millis(300));
 }

@@ -989,11 +989,17 @@ fn soak_cycle(
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let _ = client.join();
             let attempts = record.lock().map(|r| r.clone()).unwrap_or_default();
-            let late = attempts.iter().filter(|a| a.start >= at && !a.answered).count();
-            if late > 0 {
-                cycle
-                    .problems
-                    .push(format!("{late} client connections failed after the lab settled"));
+            let late: Vec<String> = attempts
+                .iter()
+                .filter(|a| a.start >= at && !a.answered)
+                .map(|a| format!("{:.3}", (a.start - t0).as_secs_f64()))
+                .collect();
+            if !late.is_empty() {
+                cycle.problems.push(format!(
+                    "{} client connections failed after the lab settled (begun {} s after the fault)",
+                    late.len(),
+                    late[..late.len().min(5)].join(", ")
+                ));
             }
             client_figures(&mut cycle, &attempts, t0);
         }
@@ -1104,9 +1110,10 @@ fn wait_checked(
 ) -> Result<(String, Instant), Vec<String>> {
     let mut ok_since: Option<(String, Instant)> = None;
     loop {
-        let now = Instant::now();
         let result = check_lab(topo);
-        let late = Instant::now() > deadline;
+        // A run of passes begins when the first of them has seen everything.
+        let now = Instant::now();
+        let late = now > deadline;
         match result {
             Ok(master) => {
                 let since = match ok_since.take() {

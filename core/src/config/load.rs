@@ -776,9 +776,7 @@ impl Walker<'_> {
             self.warn(
                 path,
                 id,
-                format!(
-                    "delayLoop {raw:?} is below 100ms: cplb health-checks at most every 100ms"
-                ),
+                format!("delayLoop {raw:?} is below 100ms: cplb health-checks at most every 100ms"),
             );
         }
         Some(delay)

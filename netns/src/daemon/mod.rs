@@ -221,7 +221,9 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
                 // sysctl behind the operator's back (Kubernetes nodes have it on).
                 let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward");
                 if forwarding.is_ok_and(|v| v.trim() == "0") {
-                    tracing::warn!("net.ipv4.ip_forward is 0: the master can only balance to its own API server until it is set to 1");
+                    tracing::warn!(
+                        "net.ipv4.ip_forward is 0: the master can only balance to its own API server until it is set to 1"
+                    );
                 }
             }
         }
