@@ -132,11 +132,11 @@ fn thousands_of_held_and_idle_connections_change_nothing() {
     let opened = started.elapsed();
     let metrics_addr = SocketAddr::new(c.addr(master).parse().unwrap(), 9464);
     let idle = connect_many(&c, metrics_addr, IDLE);
+    let idle_took = started.elapsed() - opened;
     eprintln!(
-        "{} connections to {vip} in {opened:?}, {} idle connections to {metrics_addr} in {:?}",
+        "{} connections to {vip} in {opened:?}, {} idle connections to {metrics_addr} in {idle_took:?}",
         held.len(),
         idle.len(),
-        started.elapsed() - opened
     );
     assert_eq!(held.len(), HELD, "connects to the VIP failed\n{}", c.logs());
     assert_eq!(idle.len(), IDLE, "connects to the metrics port failed");
@@ -162,9 +162,15 @@ fn thousands_of_held_and_idle_connections_change_nothing() {
     assert_eq!(d.dataplane.proxy_active as usize, HELD, "the proxy holds {d:?}");
     assert_eq!(d.dataplane.proxy_refused, 0);
     assert!(fds > 2 * HELD, "cplbd holds only {fds} descriptors");
-    // The metrics endpoint kept its cap: the rest of the idle connections were closed.
+    // The metrics endpoint kept its cap: at most 64 idle connections at a time, each let go
+    // by the 2 s header timeout; the rest were closed at once. (On a loaded machine opening
+    // them takes longer than 2 s, and each 2 s frees the 64 places again.)
     let metrics_refused = d.endpoints.as_ref().map_or(0, |e| e.metrics_refused);
-    assert!(metrics_refused as usize >= IDLE - 64, "metrics refused only {metrics_refused}");
+    let rounds = (idle_took.as_secs_f64() / 2.0).ceil() as usize + 1;
+    assert!(
+        metrics_refused as usize >= IDLE.saturating_sub(64 * rounds),
+        "metrics refused only {metrics_refused} of {IDLE} opened in {idle_took:?}"
+    );
     assert_eq!(c.holders(), vec![master], "the VIP moved\n{}", c.logs());
 
     // A new client is still served through the VIP, and the metrics answer (once the held
