@@ -1512,6 +1512,33 @@ fn proxy_backends_go_round_robin_over_the_healthy_ones_each_listed_once() {
     }
 }
 
+#[test]
+fn a_server_a_dial_failed_to_goes_last_until_a_later_probe_succeeds() {
+    let mut w = World::new();
+    let a = w.add_host(Host::new(Instant::ZERO, proxy_config(0, 3)));
+    let client = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 5));
+    w.run_until(ms(5_000));
+    let firsts = |w: &mut World| -> Vec<Vec<SocketAddr>> {
+        (0..3).map(|_| w.call(a, |n, now| n.proxy_backends_for(now, client))).collect()
+    };
+    assert!(firsts(&mut w).iter().any(|l| l[0] == api(1)));
+    // The proxy found api(1) dead (its probes have not noticed yet): no new client is
+    // sent to it first, and it stays in the list as the last resort.
+    w.call(a, |n, now| n.handle_dial_failure(now, api(1)));
+    for l in firsts(&mut w) {
+        assert_eq!(l.len(), 3, "{l:?}");
+        assert_eq!(l[2], api(1), "{l:?}");
+    }
+    assert!(w.h(a).node.health().is_healthy(api(1)), "the health checks alone decide that");
+    // A probe asked for after the failure answers: back in turn.
+    w.run_for(Duration::from_secs(3));
+    assert!(firsts(&mut w).iter().any(|l| l[0] == api(1)));
+    // An unknown server is not remembered.
+    let stranger: SocketAddr = "10.9.9.9:6443".parse().unwrap();
+    w.call(a, |n, now| n.handle_dial_failure(now, stranger));
+    assert!(firsts(&mut w).iter().all(|l| !l.contains(&stranger)));
+}
+
 // --- IPVS mode ---------------------------------------------------------------------------
 
 #[test]
@@ -1622,14 +1649,10 @@ fn direct_routing_holds_the_vip_on_the_local_interface_of_every_controller() {
     w.call(b, |n, now| n.handle_config(now, moved)).expect("valid");
     assert!(!w.h(b).addresses.contains(&(LOCAL_IF, local)), "{:?}", w.h(b).addresses);
     assert!(w.h(b).addresses.contains(&(IfIndex(10), local)));
-    // Shutdown keeps them: the API server may still be a real server of the new director.
+    // Shutdown releases them with the rest: the host's ARP settings go back on stop, and a
+    // VIP left on a non-ARPing interface would then be answered for by this node.
     w.call(b, |n, now| n.shutdown(now));
-    assert_eq!(
-        w.h(b).addresses,
-        [(IfIndex(10), local)].into_iter().collect(),
-        "{:?}",
-        w.h(b).addresses
-    );
+    assert!(w.h(b).addresses.is_empty(), "{:?}", w.h(b).addresses);
 }
 
 // --- shutdown ----------------------------------------------------------------------------

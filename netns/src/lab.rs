@@ -608,7 +608,12 @@ pub fn report(results: &[Failover]) -> String {
 
 /// Median, min and max failover.
 pub fn summary(results: &[Failover]) -> Option<(f64, f64, f64)> {
-    let mut v: Vec<f64> = results.iter().map(|r| r.failover_s).collect();
+    median_min_max(&results.iter().map(|r| r.failover_s).collect::<Vec<_>>())
+}
+
+/// Median, min and max of `values` (`None` when empty).
+fn median_min_max(values: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n == 0 {

@@ -129,7 +129,7 @@ pub async fn serve(
             }
             let servers = rx.await.unwrap_or_default();
             let Some((server, upstream)) =
-                dial_in_order(&servers, config.dial_timeout, stats).await
+                dial_in_order(&servers, config.dial_timeout, stats, &driver).await
             else {
                 stats.unserved.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, servers = servers.len(), "proxy: no API server reachable, closing the client connection");
@@ -172,11 +172,13 @@ fn refuse(client: TcpStream) {
     drop(client);
 }
 
-/// Dials the servers in the order given, each once, until one answers.
+/// Dials the servers in the order given, each once, until one answers; the driver hears of
+/// each that did not.
 async fn dial_in_order(
     servers: &[SocketAddr],
     timeout: Duration,
     stats: &ProxyStats,
+    driver: &mpsc::Sender<Input>,
 ) -> Option<(SocketAddr, TcpStream)> {
     for &server in servers {
         match tokio::time::timeout(timeout, TcpStream::connect(server)).await {
@@ -189,6 +191,9 @@ async fn dial_in_order(
             }
         }
         stats.dial_failures.fetch_add(1, Ordering::Relaxed);
+        // The node orders it last for the next clients; a notice lost to a full queue
+        // only costs one more dial.
+        let _ = driver.try_send(Input::DialFailed(server));
     }
     None
 }
@@ -359,7 +364,7 @@ mod tests {
         servers: Vec<SocketAddr>,
         config: ProxyConfig,
     ) -> (SocketAddr, Arc<ProxyStats>) {
-        let (tx, _list) = picker(servers);
+        let (tx, _list, _) = picker(servers);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
         let stats = Arc::new(ProxyStats::default());
@@ -388,27 +393,33 @@ mod tests {
         out
     }
 
+    type Shared = Arc<std::sync::Mutex<Vec<SocketAddr>>>;
+
     /// Stands in for the driver: answers each pick with the servers rotated by one more,
-    /// as the node's round robin does; the list can be replaced.
-    fn picker(
-        servers: Vec<SocketAddr>,
-    ) -> (mpsc::Sender<Input>, Arc<std::sync::Mutex<Vec<SocketAddr>>>) {
+    /// as the node's round robin does; the list can be replaced. The second list: the
+    /// failed dials the proxy reported.
+    fn picker(servers: Vec<SocketAddr>) -> (mpsc::Sender<Input>, Shared, Shared) {
         let (tx, mut rx) = mpsc::channel::<Input>(16);
         let list = Arc::new(std::sync::Mutex::new(servers));
-        let shared = Arc::clone(&list);
+        let failed = Shared::default();
+        let (shared, failures) = (Arc::clone(&list), Arc::clone(&failed));
         tokio::spawn(async move {
             let mut turn = 0;
             while let Some(input) = rx.recv().await {
-                if let Input::ProxyPick(_, reply) = input {
-                    let mut l = shared.lock().unwrap().clone();
-                    let n = l.len().max(1);
-                    l.rotate_left(turn % n);
-                    turn += 1;
-                    let _ = reply.send(l);
+                match input {
+                    Input::ProxyPick(_, reply) => {
+                        let mut l = shared.lock().unwrap().clone();
+                        let n = l.len().max(1);
+                        l.rotate_left(turn % n);
+                        turn += 1;
+                        let _ = reply.send(l);
+                    }
+                    Input::DialFailed(server) => failures.lock().unwrap().push(server),
+                    _ => {}
                 }
             }
         });
-        (tx, list)
+        (tx, list, failed)
     }
 
     #[tokio::test]
@@ -416,7 +427,7 @@ mod tests {
         let a = named_server("a").await;
         let dead = closed_port().await;
         let b = named_server("b").await;
-        let (tx, list) = picker(vec![a, dead, b]);
+        let (tx, list, failed) = picker(vec![a, dead, b]);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
         let stats = Arc::new(ProxyStats::default());
@@ -429,6 +440,7 @@ mod tests {
         assert!(seen.iter().all(|s| s == "a" || s == "b"), "{seen:?}");
         assert_eq!(seen.iter().filter(|s| *s == "a").count(), 2, "{seen:?}");
         assert_eq!(stats.dial_failures.load(Ordering::Relaxed), 2);
+        assert_eq!(*failed.lock().unwrap(), [dead, dead], "each failed dial is reported");
         assert_eq!(stats.unserved.load(Ordering::Relaxed), 0);
         // New backends take effect for the next connection.
         *list.lock().unwrap() = vec![b];
@@ -437,7 +449,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_reachable_server_closes_the_client() {
-        let (tx, _list) = picker(vec![closed_port().await]);
+        let (tx, _list, _) = picker(vec![closed_port().await]);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
         let stats = Arc::new(ProxyStats::default());

@@ -37,26 +37,12 @@ fn a_second_cplbd_on_the_master_exits_1_and_changes_nothing() {
     let table = c.nft_table(master);
 
     // The same command line but another status socket, as an operator would mistype it.
-    let config = c.dir.join("k0s.yaml");
     let other = c.dir.join("second.sock");
     let log = c.dir.join("second.log");
-    let real_servers = c.real_servers();
-    let mut second = c
-        .topo
-        .spawn(
-            &format!("c{master}"),
-            env!("CARGO_BIN_EXE_cplbd"),
-            &[
-                "--config",
-                &config.to_string_lossy(),
-                "--real-servers",
-                &real_servers,
-                "--status-socket",
-                &other.to_string_lossy(),
-            ],
-            &log,
-        )
-        .unwrap();
+    let args = c.cplbd_args(&other);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut second =
+        c.topo.spawn(&format!("c{master}"), env!("CARGO_BIN_EXE_cplbd"), &args, &log).unwrap();
     let t0 = Instant::now();
     let status = loop {
         if let Some(status) = second.try_wait().unwrap() {
@@ -282,31 +268,21 @@ fn cplbd_runs_unprivileged_with_only_the_two_ambient_capabilities() {
     for (i, socket) in sockets.iter().enumerate() {
         c.start_api(i);
         let state = run.join(format!("state{i}"));
-        let child = c
-            .topo
-            .spawn(
-                &format!("c{i}"),
-                "setpriv",
-                &[
-                    "--reuid=65534",
-                    "--regid=65534",
-                    "--clear-groups",
-                    "--inh-caps=-all,+net_admin,+net_raw",
-                    "--ambient-caps=-all,+net_admin,+net_raw",
-                    "--bounding-set=-all,+net_admin,+net_raw",
-                    env!("CARGO_BIN_EXE_cplbd"),
-                    "--config",
-                    &config.to_string_lossy(),
-                    "--real-servers",
-                    &c.real_servers(),
-                    "--status-socket",
-                    &socket.to_string_lossy(),
-                    "--state-dir",
-                    &state.to_string_lossy(),
-                ],
-                &c.log(i),
-            )
-            .unwrap();
+        let mut args: Vec<String> = [
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all,+net_admin,+net_raw",
+            "--ambient-caps=-all,+net_admin,+net_raw",
+            "--bounding-set=-all,+net_admin,+net_raw",
+            env!("CARGO_BIN_EXE_cplbd"),
+        ]
+        .map(String::from)
+        .into();
+        args.extend(c.cplbd_args(socket));
+        args.extend(["--state-dir".to_owned(), state.to_string_lossy().into_owned()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let child = c.topo.spawn(&format!("c{i}"), "setpriv", &args, &c.log(i)).unwrap();
         c.daemons[i] = Some(child);
     }
     let t0 = Instant::now();
@@ -473,27 +449,11 @@ fn a_panic_resigns_and_removes_what_cplbd_set_before_the_daemon_aborts() {
     assert_eq!(c.signal(master, nix::sys::signal::Signal::SIGTERM).and_then(|s| s.code()), Some(0));
     let t0 = Instant::now();
     let _ = c.wait_holders(t0, Duration::from_secs(3), |h| h.len() == 1 && h[0] != master);
-    let config = c.dir.join("k0s.yaml");
-    let real_servers = c.real_servers();
-    let socket = c.socket(master);
-    let child = c
-        .topo
-        .spawn(
-            &format!("c{master}"),
-            env!("CARGO_BIN_EXE_cplbd"),
-            &[
-                "--config",
-                &config.to_string_lossy(),
-                "--real-servers",
-                &real_servers,
-                "--status-socket",
-                &socket.to_string_lossy(),
-                "--panic-after",
-                "2s",
-            ],
-            &c.log(master),
-        )
-        .unwrap();
+    let mut args = c.cplbd_args(&c.socket(master));
+    args.extend(["--panic-after".to_owned(), "2s".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cplbd = env!("CARGO_BIN_EXE_cplbd");
+    let child = c.topo.spawn(&format!("c{master}"), cplbd, &args, &c.log(master)).unwrap();
     c.daemons[master] = Some(child);
     let mut child = c.daemons[master].take().unwrap();
     let t1 = Instant::now();

@@ -238,10 +238,54 @@ fn the_seeds_ipvs_direct_routing_set_up_runs_in_a_guest() {
     }
     assert!(cleaned.trim().is_empty(), "the restarted {crashed} kept its stale table:\n{cleaned}");
     assert!(g.in_ns(last, "ipvsadm --save -n").contains("-A -f"), "{last} is still the director");
+    stop_puts_the_host_back(&mut g, &crashed, &servers);
     g.ok("cplb lab down");
 
     two_instances_with_a_virtual_server_each(&mut g);
     eprintln!("test time in the guest: {:.1} s", t.elapsed().as_secs_f64());
+}
+
+/// A graceful stop puts back what direct routing changed, per the record that outlived the
+/// SIGKILL above (the restarted daemon found arp_ignore=1 already set, yet restores 0): the
+/// local VIPs released, `dummyvip0` deleted because cplbd created it, the ARP sysctls as
+/// they were. Then with a `dummyvip0` and sysctls the operator set before cplbd started
+/// (as k0s does for keepalived): all of it stays after cplbd's start and stop.
+fn stop_puts_the_host_back(g: &mut Booted, name: &str, servers: &[&str]) {
+    let ns = format!("cplb-lab-{name}");
+    let sysctls =
+        "cat /proc/sys/net/ipv4/conf/all/arp_ignore /proc/sys/net/ipv4/conf/all/arp_announce";
+    let stop = format!(
+        "for p in $(ip netns pids {ns}); do [ \"$(cat /proc/$p/comm)\" = cplbd ] && kill -TERM $p; done; \
+         for i in $(seq 100); do running=0; for p in $(ip netns pids {ns}); do [ \"$(cat /proc/$p/comm)\" = cplbd ] && running=1; done; [ $running = 0 ] && break; sleep 0.1; done"
+    );
+    let start = format!(
+        "ip netns exec {ns} cplbd --config /run/cplb-lab/k0s.yaml --real-servers {} --status-socket /run/cplb-lab/{name}.sock >>/run/cplb-lab/{name}.log 2>&1 &",
+        servers.join(",")
+    );
+    assert_eq!(g.in_ns(name, sysctls).split_whitespace().collect::<Vec<_>>(), ["1", "2"]);
+    g.ok(&stop);
+    let (_, links) = g.run(&format!("ip -n {ns} -o link show"));
+    assert!(!links.contains("dummyvip0"), "{name}: cplbd's dummyvip0 outlived its stop:\n{links}");
+    assert_eq!(g.in_ns(name, sysctls).split_whitespace().collect::<Vec<_>>(), ["0", "0"], "{name}");
+
+    g.ok(&format!(
+        "ip -n {ns} link add dummyvip0 type dummy && ip -n {ns} link set dummyvip0 up && \
+         ip netns exec {ns} sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2"
+    ));
+    g.ok(&start);
+    let mut held = String::new();
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(250));
+        held = g.in_ns(name, "ip -4 -o addr show dev dummyvip0");
+        if held.contains(&format!("{VIP}/32")) {
+            break;
+        }
+    }
+    assert!(held.contains(&format!("{VIP}/32")), "{name}: {held}");
+    g.ok(&stop);
+    let dummy = g.in_ns(name, "ip -4 -o addr show dev dummyvip0");
+    assert!(!dummy.contains(VIP), "{name}: the local VIP outlived the stop: {dummy}");
+    assert_eq!(g.in_ns(name, sysctls).split_whitespace().collect::<Vec<_>>(), ["1", "2"], "{name}");
 }
 
 /// Every client fetches `vip` 4 times: each answer comes from a real server that saw the

@@ -108,10 +108,10 @@ pub struct Node {
     desired: DataPlane,
     /// The direct-routing local VIPs wanted now, with their interface.
     local_addresses: Vec<(IfIndex, VirtualIp)>,
-    /// Shut down: nothing more is wanted, except the local VIPs.
-    stopped: bool,
     /// The userspace proxy's scheduler over `desired.proxy_backends`.
     proxy: Option<VirtualService>,
+    /// Proxy backends a dial to failed since, not yet cleared by a probe asked for after.
+    dial_failed: BTreeMap<SocketAddr, Instant>,
     kernel: Kernel,
     /// Announcements waiting for their address to be acknowledged.
     announce_after_add: Vec<(IfIndex, IpAddr)>,
@@ -140,11 +140,11 @@ impl Node {
             router,
             health,
             probes: BTreeMap::new(),
+            dial_failed: BTreeMap::new(),
             last_probe: 0,
             instances: BTreeMap::new(),
             desired: DataPlane::default(),
             local_addresses: Vec::new(),
-            stopped: false,
             proxy: None,
             kernel: Kernel::default(),
             announce_after_add: Vec::new(),
@@ -199,6 +199,9 @@ impl Node {
         let now = self.advance(now);
         if let Some(p) = self.probes.remove(&probe) {
             self.health.handle_probe_result(now, p.inner, ok);
+            if ok && self.dial_failed.get(&p.server).is_some_and(|failed| p.issued >= *failed) {
+                self.dial_failed.remove(&p.server);
+            }
             if p.server == self.config.own_api {
                 self.router.handle_health(now, API_TRACKER, ok);
             }
@@ -345,6 +348,7 @@ impl Node {
         }
         self.health.set_servers(now, &config.real_servers);
         self.probes.retain(|_, p| config.real_servers.contains(&p.server));
+        self.dial_failed.retain(|s, _| config.real_servers.contains(s));
         self.expire_probes(now);
         self.config = config;
         self.dirty = true;
@@ -353,11 +357,15 @@ impl Node {
     }
 
     /// Graceful stop: masters resign (priority 0), the VIPs, rules and services the node
-    /// set are removed; direct routing's local VIPs stay (see `refresh_dataplane`). Drain,
-    /// carry out, then exit.
+    /// set are removed, direct routing's local VIPs too. Drain, carry out, then exit.
+    ///
+    /// The local VIPs go because the host's ARP settings are put back on stop, and a VIP
+    /// left on a non-ARPing interface would then be answered for by this node. A stopped
+    /// node's API server, if it still runs, is dropped from the director's table by the
+    /// director's health checks only when it fails them: stop cplbd with the controller,
+    /// as k0s does.
     pub fn shutdown(&mut self, now: Instant) {
         let now = self.advance(now);
-        self.stopped = true;
         self.router.shutdown(now);
         self.config.keepalived.vrrp_instances.clear();
         self.config.keepalived.virtual_servers.clear();
@@ -400,7 +408,8 @@ impl Node {
 
     /// The userspace proxy's backends for a new connection from `client`, in the order to
     /// try them: the scheduler's choice first, then the others (a failed dial goes on to the
-    /// next). Empty when this node runs no proxy.
+    /// next), and last those a dial failed to since their last probe. Empty when this node
+    /// runs no proxy.
     pub fn proxy_backends_for(&mut self, now: Instant, client: IpAddr) -> Vec<SocketAddr> {
         // Not an input: nothing fires here (its outputs would wait for the next drain).
         let now = self.clamp(now);
@@ -412,7 +421,23 @@ impl Node {
         let mut order = Vec::with_capacity(all.len());
         order.push(first);
         order.extend(all.iter().cycle().skip(start + 1).take(all.len().saturating_sub(1)));
-        order
+        // A server that refused or timed out a dial is likely dead: until a probe says
+        // otherwise, new clients do not wait a dial timeout for it (a last resort still).
+        let (mut fresh, failed): (Vec<_>, Vec<_>) =
+            order.into_iter().partition(|a| !self.dial_failed.contains_key(a));
+        fresh.extend(failed);
+        fresh
+    }
+
+    /// The userspace proxy could not reach `server` (refused or timed out): it goes to the
+    /// end of [`Self::proxy_backends_for`]'s order until a probe asked for from now on
+    /// succeeds. The health checks alone decide whether it is up (a dial fails for reasons
+    /// of the moment too), and nothing else changes.
+    pub fn handle_dial_failure(&mut self, now: Instant, server: SocketAddr) {
+        let now = self.clamp(now);
+        if self.health.servers().contains(&server) || server == self.config.own_api {
+            self.dial_failed.insert(server, now);
+        }
     }
 
     // --- getters -----------------------------------------------------------------------
@@ -579,7 +604,12 @@ impl Node {
             while let Some(p) = self.health.poll_probe() {
                 self.last_probe += 1;
                 let id = ProbeId(self.last_probe);
-                let pending = InFlightProbe { inner: p.id, server: p.server, deadline: p.deadline };
+                let pending = InFlightProbe {
+                    inner: p.id,
+                    server: p.server,
+                    issued: now,
+                    deadline: p.deadline,
+                };
                 self.probes.insert(id, pending);
                 self.commands.push_back(Command::Probe(Probe { id, ..p }));
             }
@@ -668,11 +698,6 @@ impl Node {
         // Local VIPs (direct routing) are addresses on the non-ARPing interface. Those of
         // an interface a reload moved away from (or dropped) go too.
         let local: Vec<(IfIndex, VirtualIp)> = match self.config.local_vip_ifindex {
-            // A stopped node keeps them: its API server may still run and be a real server
-            // of the new director, which forwards to it by MAC with the VIP as destination
-            // (k0s, not keepalived, owns dummyvip0). They answer no ARP, so they draw no
-            // traffic of their own.
-            _ if self.stopped => self.local_addresses.clone(),
             Some(ifindex) => desired.local_vips.iter().map(|a| (ifindex, host_route(*a))).collect(),
             None => Vec::new(),
         };
@@ -718,6 +743,8 @@ struct InFlightProbe {
     /// The health checker's id for it.
     inner: ProbeId,
     server: SocketAddr,
+    /// When the node asked for it.
+    issued: Instant,
     /// Failed by then.
     deadline: Instant,
 }

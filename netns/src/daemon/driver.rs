@@ -41,6 +41,8 @@ pub enum Input {
     Probe(ProbeId, bool),
     /// The proxy asks where a new connection from this client goes.
     ProxyPick(IpAddr, oneshot::Sender<Vec<SocketAddr>>),
+    /// The proxy could not reach this API server.
+    DialFailed(SocketAddr),
     /// The status socket or metrics endpoint asks for a snapshot.
     Snapshot(oneshot::Sender<Snapshot>),
 }
@@ -182,6 +184,7 @@ impl<K: Kernel> Driver<K> {
             Input::ProxyPick(client, reply) => {
                 let _ = reply.send(self.node.proxy_backends_for(now, client));
             }
+            Input::DialFailed(server) => self.node.handle_dial_failure(now, server),
             Input::Snapshot(reply) => {
                 let _ = reply.send(snapshot(self));
             }

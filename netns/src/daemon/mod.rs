@@ -8,6 +8,7 @@ mod driver;
 pub mod lock;
 mod panic;
 pub mod plan;
+mod receive;
 mod serve;
 mod snapshot;
 pub mod status;
@@ -17,7 +18,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use cplb_core::config::{self, Keepalived, LoadBalancerMode, LoadOptions};
@@ -32,13 +32,12 @@ use tokio::sync::mpsc;
 
 pub use self::driver::{Driver, DropLog, Input};
 use self::plan::Plan;
-use crate::kernel::announce::Announcer;
 use crate::kernel::ipvs::Ipvs;
 use crate::kernel::link::Netlink;
 use crate::kernel::linux::LinuxKernel;
 pub use crate::kernel::linux::NFT_TABLE;
 use crate::kernel::nft::Nft;
-use crate::kernel::vrrp_socket::VrrpSocket;
+use crate::kernel::owned::Owned;
 use crate::kernel::watch::{KernelEvent, Watcher};
 use crate::options::{HealthCheck, Options};
 use crate::probe::{ClientCert, HttpsProbe, ProbeKind, Prober};
@@ -184,14 +183,9 @@ struct Daemon {
     replan: Option<String>,
     /// The receive task of each VRRP socket.
     receivers: HashMap<(u32, bool), tokio::task::AbortHandle>,
-    /// Where the receive tasks put packets: a queue of their own, so that a flood can
-    /// neither block the other inputs nor be blocked by them.
-    packets: mpsc::Sender<Input>,
+    /// Where the receive tasks put packets.
+    queues: receive::Queues,
 }
-
-/// Packets the receive tasks may have queued for the node (about 2 ms of a one-core
-/// flood; the socket's buffer holds the rest).
-const PACKET_QUEUE: usize = 8192;
 
 async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result<()> {
     let netlink = Netlink::open().context("opening rtnetlink")?;
@@ -230,13 +224,16 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
     }
     // Direct routing needs the VIP on every real server and ARP for it left to the master;
     // without IPVS the master balances by DNAT and nothing is routed directly, so neither
-    // the local VIPs nor the ARP sysctls are touched.
+    // the local VIPs nor the ARP sysctls are touched (and what a killed predecessor
+    // changed for direct routing is put back).
+    let mut owned = Owned::load(&options.state_dir);
     let local_vips = if mode == LoadBalancerMode::Ipvs
         && ipvs.is_some()
         && keepalived.virtual_servers.iter().any(|v| v.lb_kind == config::LbKind::Dr)
     {
-        Some(local_vip_interface(&netlink).await?)
+        Some(local_vip_interface(&netlink, &mut owned).await?)
     } else {
+        restore_host(&netlink, &mut owned).await;
         None
     };
     let mut kernel = LinuxKernel {
@@ -246,11 +243,11 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
         sockets: HashMap::new(),
         announcers: HashMap::new(),
         macs: BTreeMap::new(),
-        owned: crate::kernel::owned::Owned::load(&options.state_dir),
+        owned,
         foreign: std::collections::BTreeSet::new(),
     };
     // Sockets and listeners are opened while every capability is still there.
-    open_sockets(&mut kernel, &plan)?;
+    receive::open_sockets(&mut kernel, &plan)?;
     let proxy_listener = if mode == LoadBalancerMode::UserspaceProxy {
         Some(bind_any(keepalived.user_space_proxy_bind_port)?)
     } else {
@@ -285,7 +282,9 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
         node.handle_link(Instant::ZERO, IfIndex(group.iface.index), false);
     }
     let (inputs, mut rx) = mpsc::channel::<Input>(1024);
-    let (packets, mut packets_rx) = mpsc::channel::<Input>(PACKET_QUEUE);
+    let (adverts, mut adverts_rx) = mpsc::channel::<Input>(receive::PACKET_QUEUE);
+    let (others, mut others_rx) = mpsc::channel::<Input>(receive::PACKET_QUEUE);
+    let queues = receive::Queues { adverts, others };
     let proxy_stats = Arc::new(ProxyStats::default());
     let mut daemon = Daemon {
         options,
@@ -297,7 +296,7 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
         tasks: tokio::task::JoinSet::new(),
         replan: None,
         receivers: HashMap::new(),
-        packets: packets.clone(),
+        queues: queues.clone(),
     };
     let mut driver = Driver {
         started,
@@ -330,7 +329,7 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
         daemon.tasks.spawn(serve::metrics(listener, inputs.clone(), endpoints));
     }
     for (&key, socket) in &driver.kernel.sockets {
-        let task = daemon.tasks.spawn(receive(key.0, Arc::clone(socket), packets.clone()));
+        let task = daemon.tasks.spawn(receive::receive(key.0, socket.clone(), queues.clone()));
         daemon.receivers.insert(key, task);
     }
     let tx = inputs.clone();
@@ -365,13 +364,19 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
     let ran = std::panic::AssertUnwindSafe(async { loop {
         driver.pump().await;
         let deadline = driver.deadline();
+        // In this order: what ends or reconfigures the daemon, then timers, then the
+        // adverts, then the other inputs, and packets no instance expects last, so that a
+        // flood of those waits (and overflows its own queue) while the rest goes on.
         tokio::select! {
+            biased;
             _ = sigterm.recv() => { tracing::info!("SIGTERM: resigning"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: resigning"); break; }
+            () = panic::notified() => break,
             _ = sighup.recv() => daemon.reload(&mut driver, None).await,
             _ = sigusr1.recv() => log_status(&daemon, &driver, "SIGUSR1"),
             _ = sigusr2.recv() => log_status(&daemon, &driver, "SIGUSR2"),
-            Some(packet) = packets_rx.recv() => driver.handle(packet, |d| snapshot::build(&daemon, d)).await,
+            () = tokio::time::sleep_until(deadline) => driver.handle_timeout().await,
+            Some(packet) = adverts_rx.recv() => driver.handle(packet, |d| snapshot::build(&daemon, d)).await,
             Some(input) = rx.recv() => {
                 let recreated = daemon.recreated_interface(&input);
                 driver.handle(input, |d| snapshot::build(&daemon, d)).await;
@@ -379,8 +384,7 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
                     daemon.reload(&mut driver, Some(&name)).await;
                 }
             }
-            () = tokio::time::sleep_until(deadline) => driver.handle_timeout().await,
-            () = panic::notified() => break,
+            Some(packet) = others_rx.recv() => driver.handle(packet, |d| snapshot::build(&daemon, d)).await,
         }
     }})
     .catch_unwind()
@@ -389,11 +393,14 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
     if panicked {
         tracing::error!("a panic: resigning and removing what cplbd set, then aborting");
     }
-    // SIGTERM: priority-0 adverts, every VIP and rule the node set removed; dummyvip0 and
-    // its /32s stay for the API server, which may still be a real server.
+    // SIGTERM: priority-0 adverts, every VIP, rule and service the node set removed, the
+    // local VIPs of direct routing too; then what direct routing changed on the host.
     let now = driver.now();
     driver.node.shutdown(now);
     driver.pump().await;
+    if daemon.local_vips.is_some() {
+        restore_host(&driver.kernel.netlink, &mut driver.kernel.owned).await;
+    }
     daemon.tasks.shutdown().await;
     let _ = std::fs::remove_file(&daemon.options.status_socket);
     if panicked {
@@ -485,7 +492,7 @@ impl Daemon {
             driver.kernel.sockets.retain(|(i, _), _| !gone.contains(i));
             driver.kernel.announcers.retain(|i, _| !gone.contains(i));
         }
-        if let Err(e) = open_sockets(&mut driver.kernel, &plan) {
+        if let Err(e) = receive::open_sockets(&mut driver.kernel, &plan) {
             tracing::error!(error = %e, "reload refused: the running configuration stays");
             return;
         }
@@ -499,7 +506,7 @@ impl Daemon {
         for (&key, socket) in &driver.kernel.sockets {
             if !before.contains(&key) || !self.receivers.contains_key(&key) {
                 let task =
-                    self.tasks.spawn(receive(key.0, Arc::clone(socket), self.packets.clone()));
+                    self.tasks.spawn(receive::receive(key.0, socket.clone(), self.queues.clone()));
                 self.receivers.insert(key, task);
             }
         }
@@ -596,68 +603,6 @@ fn names(node: &Node) -> BTreeMap<InstanceId, String> {
     node.instances().map(|(id, c)| (id, c.name.clone())).collect()
 }
 
-/// Opens the VRRP socket and the announcer of every group that has none yet.
-fn open_sockets(kernel: &mut LinuxKernel, plan: &Plan) -> Result<()> {
-    for group in &plan.groups {
-        let v4 = group.address.is_ipv4();
-        let key = (group.iface.index, v4);
-        if let std::collections::hash_map::Entry::Vacant(e) = kernel.sockets.entry(key) {
-            let source =
-                if v4 { None } else { group.instances.first().map(|(_, c)| c.primary_address) };
-            let socket = VrrpSocket::open(&group.iface.name, group.iface.index, v4, source)
-                .with_context(|| format!("opening the VRRP socket on {}", group.iface.name))?;
-            e.insert(Arc::new(socket));
-        }
-        if let std::collections::hash_map::Entry::Vacant(e) =
-            kernel.announcers.entry(group.iface.index)
-        {
-            e.insert(
-                Announcer::open(group.iface.index).with_context(|| {
-                    format!("opening the packet socket on {}", group.iface.name)
-                })?,
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Receives VRRP packets on one socket for the driver.
-async fn receive(ifindex: u32, socket: Arc<VrrpSocket>, tx: mpsc::Sender<Input>) {
-    let mut failing: Option<String> = None;
-    // SO_RXQ_OVFL counts from the socket's creation: what is new since the last read.
-    let mut kernel_lost: u32 = 0;
-    // Reads the daemon's queue had no room for (a flood outpacing the node).
-    let mut queue_lost: u64 = 0;
-    loop {
-        match socket.recv().await {
-            Ok(datagram) => {
-                if failing.take().is_some() {
-                    tracing::info!(ifindex, "VRRP receive works again");
-                }
-                let now_lost = datagram.overflows.unwrap_or(kernel_lost);
-                let lost = u64::from(now_lost.wrapping_sub(kernel_lost)) + queue_lost;
-                kernel_lost = now_lost;
-                // Never wait here: while this task waits the socket's queue fills, and what
-                // overflows there is whatever comes next, the real master's adverts too.
-                match tx.try_send(Input::Packet { ifindex, datagram, lost }) {
-                    Ok(()) => queue_lost = 0,
-                    Err(mpsc::error::TrySendError::Full(_)) => queue_lost = lost + 1,
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
-                }
-            }
-            Err(e) => {
-                // Once per condition, not every 100 ms.
-                let text = e.to_string();
-                if failing.as_deref() != Some(text.as_str()) {
-                    tracing::warn!(ifindex, error = %text, "VRRP receive failed");
-                    failing = Some(text);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
 /// SIGUSR1/SIGUSR2: the status, as `cplb status --json` shows it, into the log.
 fn log_status(daemon: &Daemon, driver: &Driver<LinuxKernel>, signal: &str) {
     let snapshot = snapshot::build(daemon, driver);
@@ -669,21 +614,29 @@ fn log_status(daemon: &Daemon, driver: &Driver<LinuxKernel>, signal: &str) {
 }
 
 /// Where direct routing's VIPs live on every controller: k0s's `dummyvip0` where the kernel
-/// has dummy interfaces, else the loopback with ARP replies for them suppressed.
-async fn local_vip_interface(netlink: &Netlink) -> Result<(u32, String)> {
+/// has dummy interfaces, else the loopback with ARP replies for them suppressed. What it
+/// changes on the host is written down in `owned` and put back by [`restore_host`].
+async fn local_vip_interface(netlink: &Netlink, owned: &mut Owned) -> Result<(u32, String)> {
     // Linux answers ARP for any of its addresses on any interface (arp_ignore=0), the VIP on
     // dummyvip0 or lo included: every backup would claim the VIP. arp_ignore=1: answer only
     // for addresses of the receiving interface; arp_announce=2: never use the VIP as an ARP
     // source. Together the VIP stays the master's (as k0s sets them for keepalived).
-    for (key, value) in
-        [("net/ipv4/conf/all/arp_ignore", "1"), ("net/ipv4/conf/all/arp_announce", "2")]
-    {
+    for (key, value) in ARP_SYSCTLS {
         let path = PathBuf::from("/proc/sys").join(key);
-        std::fs::write(&path, value).with_context(|| format!("writing {}", path.display()))?;
+        let now = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if now.trim() != value {
+            owned.changing_sysctl(key, now.trim());
+            std::fs::write(&path, value).with_context(|| format!("writing {}", path.display()))?;
+        }
     }
-    if let Some(dummy) = netlink.ensure_dummy(DUMMY).await? {
+    if let Some((dummy, created)) = netlink.ensure_dummy(DUMMY).await? {
+        if created {
+            owned.created_link(DUMMY);
+        }
         tracing::info!(
             interface = DUMMY,
+            created,
             "direct routing: VIPs held on the dummy interface, arp_ignore=1 arp_announce=2"
         );
         return Ok((dummy.index, dummy.name));
@@ -699,6 +652,56 @@ async fn local_vip_interface(netlink: &Netlink) -> Result<(u32, String)> {
         "direct routing: no dummy interfaces in this kernel, VIPs held on the loopback with arp_ignore=1 arp_announce=2"
     );
     Ok((lo.index, lo.name))
+}
+
+/// The sysctls direct routing needs, and their values.
+const ARP_SYSCTLS: [(&str, &str); 2] =
+    [("net/ipv4/conf/all/arp_ignore", "1"), ("net/ipv4/conf/all/arp_announce", "2")];
+
+/// Puts back what direct routing changed on the host, per the record (this daemon's or a
+/// killed predecessor's): the dummy interface if cplbd created it and nothing but its own
+/// link-local address is left on it (an address someone else put there keeps it), then the
+/// ARP sysctls, whose old values are safe again once no VIP is left on a non-ARPing
+/// interface. Called on stop, after the node released its addresses, and at start when no
+/// direct routing is configured any more.
+async fn restore_host(netlink: &Netlink, owned: &mut Owned) {
+    if owned.has_link(DUMMY) {
+        match netlink.link_by_name(DUMMY).await {
+            Ok(None) => owned.removed_link(DUMMY),
+            Ok(Some(dummy)) => {
+                let left = netlink.addresses(dummy.index).await.unwrap_or_default();
+                let foreign: Vec<String> = left
+                    .iter()
+                    .filter(|a| !a.link_local)
+                    .map(|a| format!("{}/{}", a.addr, a.prefix_len))
+                    .collect();
+                if !foreign.is_empty() {
+                    tracing::warn!(interface = DUMMY, addresses = ?foreign, "leaving the interface cplbd created: it holds addresses cplbd did not put there");
+                    owned.removed_link(DUMMY);
+                } else if let Err(e) = netlink.delete_link(dummy.index).await {
+                    tracing::warn!(interface = DUMMY, error = %e, "deleting the interface cplbd created");
+                } else {
+                    tracing::info!(interface = DUMMY, "deleted the interface cplbd created");
+                    owned.removed_link(DUMMY);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(interface = DUMMY, error = %e, "looking up the interface cplbd created")
+            }
+        }
+    }
+    for (key, value) in owned.changed_sysctls() {
+        let path = PathBuf::from("/proc/sys").join(&key);
+        match std::fs::write(&path, &value) {
+            Ok(()) => {
+                tracing::info!(sysctl = %key, value = %value, "put back the value cplbd changed");
+                owned.restored_sysctl(&key);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "putting back a sysctl cplbd changed")
+            }
+        }
+    }
 }
 
 fn probe_kind(options: &Options) -> ProbeKind {

@@ -37,6 +37,17 @@ pub struct Address {
     pub link_local: bool,
 }
 
+/// What [`Netlink::remove_address`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// The address was not there.
+    Absent,
+    /// It was, and is gone.
+    Removed,
+    /// It is there, but someone else added it: left alone.
+    NotOurs,
+}
+
 /// An rtnetlink connection.
 #[derive(Debug, Clone)]
 pub struct Netlink {
@@ -184,13 +195,14 @@ impl Netlink {
             .map_err(|e| LinkError::new(format!("listing the addresses of interface {index}"), e))
     }
 
-    /// Adds `addr/prefix_len` to interface `index`; present already is fine.
+    /// Adds `addr/prefix_len` to interface `index`, tagged as cplbd's; present already is
+    /// fine (and stays as it was). Returns whether this call added it.
     pub async fn add_address(
         &self,
         index: u32,
         addr: IpAddr,
         prefix_len: u8,
-    ) -> Result<(), LinkError> {
+    ) -> Result<bool, LinkError> {
         let mut request = self.handle.address().add(index, addr, prefix_len);
         // cplbd's tag: what it removes later is what carries it (see `owned`).
         request.message_mut().attributes.push(AddressAttribute::Protocol(
@@ -205,38 +217,33 @@ impl Netlink {
             ));
         }
         match request.execute().await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             Err(e) => {
                 let err =
                     LinkError::new(format!("adding {addr}/{prefix_len} to interface {index}"), e);
-                if err.errno() == Some(EEXIST) { Ok(()) } else { Err(err) }
+                if err.errno() == Some(EEXIST) { Ok(false) } else { Err(err) }
             }
         }
     }
 
-    /// Whether `addr` is on interface `index`, and if so whether it carries cplbd's tag
-    /// (`None`: not there).
-    pub async fn address_tagged(
+    /// Removes `addr` (any prefix length) from interface `index` if it carries cplbd's tag,
+    /// or, untagged, if `untagged_too` (cplbd's record says it added it on a kernel that
+    /// keeps no tag); absent is fine.
+    pub async fn remove_address(
         &self,
         index: u32,
         addr: IpAddr,
-    ) -> Result<Option<bool>, LinkError> {
-        Ok(self
-            .address_messages(index)
-            .await?
-            .iter()
-            .find(|m| address_of(m).is_some_and(|a| a.addr == addr))
-            .map(is_tagged))
-    }
-
-    /// Removes `addr` (any prefix length) from interface `index`; absent is fine. Returns
-    /// whether it was there.
-    pub async fn remove_address(&self, index: u32, addr: IpAddr) -> Result<bool, LinkError> {
-        let mut removed = false;
+        untagged_too: bool,
+    ) -> Result<Removal, LinkError> {
+        let mut outcome = Removal::Absent;
         for message in self.address_messages(index).await? {
             if address_of(&message).is_some_and(|a| a.addr == addr) {
+                if !untagged_too && !is_tagged(&message) {
+                    outcome = Removal::NotOurs;
+                    continue;
+                }
                 match self.handle.address().del(message).execute().await {
-                    Ok(()) => removed = true,
+                    Ok(()) => outcome = Removal::Removed,
                     Err(e) => {
                         let err =
                             LinkError::new(format!("removing {addr} from interface {index}"), e);
@@ -247,16 +254,16 @@ impl Netlink {
                 }
             }
         }
-        Ok(removed)
+        Ok(outcome)
     }
 
     /// Creates a dummy interface `name` (up) unless one exists; `Ok(None)` when the kernel
-    /// has no dummy interfaces.
-    pub async fn ensure_dummy(&self, name: &str) -> Result<Option<Interface>, LinkError> {
+    /// has no dummy interfaces. With it, whether this call created it.
+    pub async fn ensure_dummy(&self, name: &str) -> Result<Option<(Interface, bool)>, LinkError> {
         let existing = self.interfaces().await?.into_iter().find(|i| i.name == name);
         if let Some(found) = existing {
             self.set_up(found.index).await?;
-            return Ok(Some(found));
+            return Ok(Some((found, false)));
         }
         if let Err(e) = self.handle.link().add(LinkDummy::new(name).build()).execute().await {
             tracing::debug!(error = %e, "the kernel refused a dummy interface");
@@ -266,7 +273,7 @@ impl Netlink {
         if let Some(found) = &created {
             self.set_up(found.index).await?;
         }
-        Ok(created)
+        Ok(created.map(|c| (c, true)))
     }
 
     /// Deletes interface `index`.

@@ -11,7 +11,7 @@ use cplb_core::vrrp::{Transmit, VirtualIp};
 use super::Kernel;
 use super::announce::Announcer;
 use super::ipvs::Ipvs;
-use super::link::Netlink;
+use super::link::{Netlink, Removal};
 use super::nft::{self, Nft};
 use super::owned::Owned;
 use super::vrrp_socket::VrrpSocket;
@@ -30,7 +30,7 @@ pub struct LinuxKernel {
     /// IPVS, when the kernel has it and the configuration has virtual servers.
     pub ipvs: Option<Ipvs>,
     /// Raw VRRP sockets by (interface, IPv4).
-    pub sockets: HashMap<(u32, bool), Arc<VrrpSocket>>,
+    pub sockets: HashMap<(u32, bool), VrrpSockets>,
     /// Announcers by interface.
     pub announcers: HashMap<u32, Announcer>,
     /// The last link-layer address the neighbour table gave for each address: a loop guard
@@ -43,34 +43,40 @@ pub struct LinuxKernel {
     pub foreign: BTreeSet<(u32, IpAddr)>,
 }
 
+/// The two raw sockets of one interface and family: the kernel sorts what arrives between
+/// them (see [`super::vrrp_filter`]).
+#[derive(Debug, Clone)]
+pub struct VrrpSockets {
+    /// What could be an advert of a configured instance; adverts are sent from it.
+    pub adverts: Arc<VrrpSocket>,
+    /// The rest, read only to count each drop by its reason.
+    pub others: Arc<VrrpSocket>,
+}
+
 impl Kernel for LinuxKernel {
     async fn add_address(&mut self, ifindex: u32, vip: VirtualIp) -> Result<(), String> {
-        // One that is there already and is not cplbd's stays someone else's.
-        let before =
-            self.netlink.address_tagged(ifindex, vip.addr).await.map_err(|e| e.to_string())?;
-        self.netlink
+        // One that is there already stays whoever's it was.
+        let added = self
+            .netlink
             .add_address(ifindex, vip.addr, vip.prefix_len)
             .await
             .map_err(|e| e.to_string())?;
-        if before.is_none() {
+        if added {
             self.owned.added(ifindex, vip.addr);
         }
         Ok(())
     }
 
     async fn remove_address(&mut self, ifindex: u32, vip: VirtualIp) -> Result<(), String> {
-        let tagged =
-            self.netlink.address_tagged(ifindex, vip.addr).await.map_err(|e| e.to_string())?;
-        match tagged {
-            None => {}
-            Some(tagged) if tagged || self.owned.has_address(ifindex, vip.addr) => {
-                self.netlink.remove_address(ifindex, vip.addr).await.map_err(|e| e.to_string())?;
-            }
-            // Counts as done: the node's wish is about its own addresses.
-            Some(_) if self.foreign.insert((ifindex, vip.addr)) => {
-                tracing::warn!(address = %vip.addr, ifindex, "the address is on the interface but cplbd did not add it (another VRRP daemon or an operator did): left alone");
-            }
-            Some(_) => {}
+        let recorded = self.owned.has_address(ifindex, vip.addr);
+        let removal = self
+            .netlink
+            .remove_address(ifindex, vip.addr, recorded)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Not ours counts as done: the node's wish is about its own addresses.
+        if removal == Removal::NotOurs && self.foreign.insert((ifindex, vip.addr)) {
+            tracing::warn!(address = %vip.addr, ifindex, "the address is on the interface but cplbd did not add it (another VRRP daemon or an operator did): left alone");
         }
         self.owned.removed(ifindex, vip.addr);
         Ok(())
@@ -93,10 +99,11 @@ impl Kernel for LinuxKernel {
     }
 
     fn send(&self, t: &Transmit) -> Result<(), String> {
-        let socket = self
+        let socket = &self
             .sockets
             .get(&(t.ifindex.0, t.src.is_ipv4()))
-            .ok_or_else(|| format!("no VRRP socket on ifindex {}", t.ifindex.0))?;
+            .ok_or_else(|| format!("no VRRP socket on ifindex {}", t.ifindex.0))?
+            .adverts;
         socket.send(t.src, t.dst, &t.payload).map_err(|e| format!("sending to {}: {e}", t.dst))
     }
 

@@ -17,6 +17,7 @@ pub mod link;
 pub mod linux;
 pub mod nft;
 pub mod owned;
+pub mod vrrp_filter;
 pub mod vrrp_socket;
 pub mod watch;
 

@@ -7,8 +7,13 @@
 //! reboot with the addresses themselves), named after the network namespace like the lock.
 //! A cplbd that was killed leaves the file; the next one reads it and so knows its
 //! predecessor's addresses.
+//!
+//! The record also holds what direct routing changed on the host: the value each ARP
+//! sysctl had before cplbd first set it (so a stop puts it back, even after a crash lost
+//! the daemon that set it), and the interfaces it created (`dummyvip0` where it was
+//! missing), which it deletes on stop and leaves alone otherwise.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +34,12 @@ pub struct Owned {
 struct State {
     /// (ifindex, address) of every address cplbd added and has not removed.
     addresses: BTreeSet<(u32, IpAddr)>,
+    /// Sysctl (path under /proc/sys) to the value it had before cplbd changed it.
+    #[serde(default)]
+    sysctls: BTreeMap<String, String>,
+    /// Names of the interfaces cplbd created.
+    #[serde(default)]
+    links: BTreeSet<String>,
 }
 
 impl Owned {
@@ -65,6 +76,46 @@ impl Owned {
     /// Notes an address gone.
     pub fn removed(&mut self, ifindex: u32, addr: IpAddr) {
         if self.state.addresses.remove(&(ifindex, addr)) {
+            self.save();
+        }
+    }
+
+    /// Notes that cplbd is about to change `key` from `original`; a value recorded before
+    /// (by a predecessor that was killed) is the original and stays.
+    pub fn changing_sysctl(&mut self, key: &str, original: &str) {
+        if !self.state.sysctls.contains_key(key) {
+            self.state.sysctls.insert(key.to_owned(), original.to_owned());
+            self.save();
+        }
+    }
+
+    /// The sysctls cplbd changed, with the values to put back.
+    pub fn changed_sysctls(&self) -> Vec<(String, String)> {
+        self.state.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Notes a sysctl put back.
+    pub fn restored_sysctl(&mut self, key: &str) {
+        if self.state.sysctls.remove(key).is_some() {
+            self.save();
+        }
+    }
+
+    /// Notes an interface cplbd created.
+    pub fn created_link(&mut self, name: &str) {
+        if self.state.links.insert(name.to_owned()) {
+            self.save();
+        }
+    }
+
+    /// Whether cplbd created the interface `name` (per the record).
+    pub fn has_link(&self, name: &str) -> bool {
+        self.state.links.contains(name)
+    }
+
+    /// Notes an interface gone.
+    pub fn removed_link(&mut self, name: &str) {
+        if self.state.links.remove(name) {
             self.save();
         }
     }

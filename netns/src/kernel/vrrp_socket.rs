@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 
 use cplb_core::vrrp::{self, IpHeader, IpParams};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn6, recvmsg, setsockopt, sockopt};
-use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, SockFilter, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
 /// IP protocol number of VRRP.
@@ -24,6 +24,9 @@ const GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 /// of other protocol-112 traffic on the link is absorbed rather than overflowing onto the
 /// real master's adverts (`SO_RCVBUFFORCE` with CAP_NET_ADMIN, else capped at rmem_max).
 pub const RECEIVE_BUFFER: usize = 4 << 20;
+/// The buffer of the socket that only counts the packets no instance expects: a flood
+/// overflows it (counted) rather than holding memory.
+pub const COUNTING_BUFFER: usize = 256 << 10;
 
 /// One received VRRP packet: header fields and the VRRP message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +67,38 @@ pub struct VrrpSocket {
 impl VrrpSocket {
     /// Opens the socket on interface `ifname` (`ifindex`), joins the VRRP group there, and,
     /// for IPv6, binds `source` (the link-local or unicast source the core sends from).
-    pub fn open(ifname: &str, ifindex: u32, v4: bool, source: Option<IpAddr>) -> io::Result<Self> {
+    /// `filter` sorts what it receives from its first packet on (see [`Self::set_filter`]).
+    pub fn open(
+        ifname: &str,
+        ifindex: u32,
+        v4: bool,
+        source: Option<IpAddr>,
+        filter: &[SockFilter],
+    ) -> io::Result<Self> {
+        Self::open_as(ifname, ifindex, v4, Some(source), RECEIVE_BUFFER, filter)
+    }
+
+    /// Opens a second socket on the interface that only receives: with the
+    /// [`Keep::Others`](super::vrrp_filter::Keep) filter it takes the packets no instance
+    /// expects, so that they are counted without sharing the adverts' queue.
+    pub fn open_counting(
+        ifname: &str,
+        ifindex: u32,
+        v4: bool,
+        filter: &[SockFilter],
+    ) -> io::Result<Self> {
+        Self::open_as(ifname, ifindex, v4, None, COUNTING_BUFFER, filter)
+    }
+
+    /// `sending`: `Some(source)` for the socket adverts are sent from.
+    fn open_as(
+        ifname: &str,
+        ifindex: u32,
+        v4: bool,
+        sending: Option<Option<IpAddr>>,
+        buffer: usize,
+        filter: &[SockFilter],
+    ) -> io::Result<Self> {
         let family = if v4 { "IPv4" } else { "IPv6" };
         let context = |what: &'static str| {
             move |e: io::Error| {
@@ -77,6 +111,8 @@ impl VrrpSocket {
         let domain = if v4 { Domain::IPV4 } else { Domain::IPV6 };
         let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(IPPROTO_VRRP)))
             .map_err(context("socket"))?;
+        // Before the socket can receive anything: no packet reaches both sockets.
+        socket.attach_filter(filter).map_err(context("SO_ATTACH_FILTER"))?;
         // Only this interface's packets in, and sends out of it whatever the routes say.
         socket.bind_device(Some(ifname.as_bytes())).map_err(context("SO_BINDTODEVICE"))?;
         if v4 {
@@ -85,7 +121,7 @@ impl VrrpSocket {
                 .join_multicast_v4_n(&GROUP_V4, &InterfaceIndexOrAddress::Index(ifindex))
                 .map_err(context("joining 224.0.0.18"))?;
             socket.set_multicast_loop_v4(false).map_err(context("IP_MULTICAST_LOOP"))?;
-        } else {
+        } else if let Some(source) = sending {
             socket.set_multicast_hops_v6(255).map_err(context("IPV6_MULTICAST_HOPS"))?;
             socket.set_unicast_hops_v6(255).map_err(context("IPV6_UNICAST_HOPS"))?;
             socket.set_multicast_if_v6(ifindex).map_err(context("IPV6_MULTICAST_IF"))?;
@@ -106,9 +142,15 @@ impl VrrpSocket {
                     .bind(&SockAddr::from(SocketAddrV6::new(src, 0, 0, scope)))
                     .map_err(context("binding the source address"))?;
             }
+        } else {
+            socket.join_multicast_v6(&GROUP_V6, ifindex).map_err(context("joining ff02::12"))?;
+            setsockopt(&socket, sockopt::Ipv6RecvHopLimit, &true)
+                .map_err(|e| context("IPV6_RECVHOPLIMIT")(e.into()))?;
+            setsockopt(&socket, sockopt::Ipv6RecvPacketInfo, &true)
+                .map_err(|e| context("IPV6_RECVPKTINFO")(e.into()))?;
         }
-        if setsockopt(&socket, sockopt::RcvBufForce, &RECEIVE_BUFFER).is_err() {
-            socket.set_recv_buffer_size(RECEIVE_BUFFER).map_err(context("SO_RCVBUF"))?;
+        if setsockopt(&socket, sockopt::RcvBufForce, &buffer).is_err() {
+            socket.set_recv_buffer_size(buffer).map_err(context("SO_RCVBUF"))?;
         }
         setsockopt(&socket, sockopt::RxqOvfl, &1).map_err(|e| context("SO_RXQ_OVFL")(e.into()))?;
         socket.set_nonblocking(true).map_err(context("O_NONBLOCK"))?;
@@ -118,6 +160,21 @@ impl VrrpSocket {
         #[allow(deprecated)]
         let fd = AsyncFd::new(socket).map_err(context("registering with tokio"))?;
         Ok(Self { fd, v4, ifindex })
+    }
+
+    /// Sorts what this socket receives in the kernel (see [`super::vrrp_filter`]); a later
+    /// call replaces the program (a reload that changed the instances).
+    pub fn set_filter(&self, program: &[SockFilter]) -> io::Result<()> {
+        let family = if self.v4 { "IPv4" } else { "IPv6" };
+        self.fd.get_ref().attach_filter(program).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "raw {family} VRRP socket on interface {}: SO_ATTACH_FILTER: {e}",
+                    self.ifindex
+                ),
+            )
+        })
     }
 
     /// The interface index.

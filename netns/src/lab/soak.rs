@@ -201,17 +201,6 @@ impl Soak {
     }
 }
 
-fn median_min_max(values: &[f64]) -> Option<(f64, f64, f64)> {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return None;
-    }
-    let med = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-    Some((med, v[0], v[n - 1]))
-}
-
 /// `cplb lab soak`: `cycles` times, crashes (odd cycles: SIGKILL of cplbd) or powers off
 /// (even cycles) a controller drawn from `seed`, restarts it after a drawn delay of 0 to
 /// 5 s, and waits until the lab settles: [`check_lab`] passes for 3 s without a break (20 s

@@ -164,32 +164,32 @@ impl Cluster {
     }
 
     pub fn start_cplbd(&mut self, i: usize) {
-        let config = self.dir.join("k0s.yaml");
         let metrics = Self::socket_addr(&self.addr(i), 9464).to_string();
+        let mut args = self.cplbd_args(&self.socket(i));
+        args.extend(
+            ["--log-level", "info,cplb_netns=debug", "--metrics", &metrics].map(String::from),
+        );
+        args.extend(self.extra_args.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let child = self
             .topo
-            .spawn(
-                &format!("c{i}"),
-                env!("CARGO_BIN_EXE_cplbd"),
-                &[
-                    "--config",
-                    &config.to_string_lossy(),
-                    "--real-servers",
-                    &self.real_servers(),
-                    "--status-socket",
-                    &self.socket(i).to_string_lossy(),
-                    "--log-level",
-                    "info,cplb_netns=debug",
-                    "--metrics",
-                    &metrics,
-                ]
-                .into_iter()
-                .chain(self.extra_args.iter().map(String::as_str))
-                .collect::<Vec<_>>(),
-                &self.log(i),
-            )
+            .spawn(&format!("c{i}"), env!("CARGO_BIN_EXE_cplbd"), &args, &self.log(i))
             .expect("cplbd starts");
         self.daemons[i] = Some(child);
+    }
+
+    /// What every cplbd of the cluster is started with: its configuration, the real servers
+    /// and status socket `socket`.
+    pub fn cplbd_args(&self, socket: &std::path::Path) -> Vec<String> {
+        let config = self.dir.join("k0s.yaml");
+        vec![
+            "--config".into(),
+            config.to_string_lossy().into_owned(),
+            "--real-servers".into(),
+            self.real_servers(),
+            "--status-socket".into(),
+            socket.to_string_lossy().into_owned(),
+        ]
     }
 
     pub fn signal(
@@ -278,11 +278,18 @@ impl Cluster {
 
     /// Controller `i`'s Prometheus endpoint, scraped from the client.
     pub fn metrics(&self, i: usize) -> String {
+        self.http(i, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    }
+
+    /// Sends `request` from the client to controller `i`'s metrics port; the whole answer
+    /// (empty when refused or failed).
+    pub fn http(&self, i: usize, request: &'static str) -> String {
         use std::io::{Read, Write};
         let addr = Self::socket_addr(&self.addr(i), 9464);
         topology::in_namespace(&self.topo.ns("client"), move || {
             let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+            s.write_all(request.as_bytes()).ok()?;
             let mut out = String::new();
             s.read_to_string(&mut out).ok()?;
             Some(out)
