@@ -6,10 +6,12 @@
 //!   their change notifications ([`kernel::watch`]), GARP/NA ([`kernel::announce`]),
 //!   nftables ([`kernel::nft`]) and IPVS ([`kernel::ipvs`]);
 //! - [`plan`]: from the k0s configuration and the interfaces to what this node runs;
-//! - [`proxy`]: the userspace TCP proxy; [`probe`]: API server health checks;
+//! - [`proxy`]: the userspace TCP proxy; [`probe`]: API server health checks; [`net`]: the
+//!   TCP network both use (the host's, or turmoil's in simulation);
 //! - [`daemon`]: start-up, the async driver, shutdown; [`status`]: `cplb status` and metrics;
 //! - [`lab`]: the namespace lab of `cplb lab`; [`apiserver`]: the lab's stand-in API server;
-//!   [`vm`]: a qemu guest with Debian's cloud kernel, for IPVS and dummy interfaces.
+//!   [`vm`]: a qemu guest with Debian's cloud kernel, for IPVS and dummy interfaces;
+//! - [`simulated`]: the daemon's code on turmoil's hosts, with a simulated kernel.
 #![deny(missing_docs)]
 
 pub mod apiserver;
@@ -18,9 +20,11 @@ pub use daemon::{plan, status};
 pub mod kernel;
 pub mod lab;
 pub mod limits;
+pub mod net;
 pub mod options;
 pub mod privileges;
 pub mod probe;
 pub mod proxy;
+pub mod simulated;
 pub mod topology;
 pub mod vm;

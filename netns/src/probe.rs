@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::net::{Net, Os};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper::Request;
@@ -33,7 +34,6 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
@@ -261,8 +261,17 @@ impl Prober {
     ///
     /// `Ok` means the TCP connect succeeded (Tcp) or the status line said 2xx (Http, Https).
     pub async fn probe(&self, addr: SocketAddr, timeout: Duration) -> Result<(), ProbeError> {
+        self.probe_on::<Os>(addr, timeout).await
+    }
+
+    /// [`Self::probe`] over the network `N` (turmoil's, in simulation).
+    pub async fn probe_on<N: Net>(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<(), ProbeError> {
         let clock = Clock { addr, after: timeout, deadline: Instant::now() + timeout };
-        let tcp = connect(&clock).await?;
+        let tcp = connect::<N>(&clock).await?;
         match &self.kind {
             Kind::Tcp => Ok(()),
             Kind::Http { path } => get(tcp, path, &clock, false).await.map(drop),
@@ -281,7 +290,7 @@ impl Prober {
         timeout: Duration,
     ) -> Result<String, ProbeError> {
         let clock = Clock { addr, after: timeout, deadline: Instant::now() + timeout };
-        let tcp = connect(&clock).await?;
+        let tcp = connect::<Os>(&clock).await?;
         let (path, body) = match &self.kind {
             Kind::Tcp => return Ok(String::new()),
             Kind::Http { path } => (path, get(tcp, path, &clock, true).await?),
@@ -316,22 +325,22 @@ impl Clock {
     }
 }
 
-async fn connect(clock: &Clock) -> Result<TcpStream, ProbeError> {
+async fn connect<N: Net>(clock: &Clock) -> Result<N::Stream, ProbeError> {
     let addr = clock.addr;
     let tcp = clock
-        .run(Step::Connect, TcpStream::connect(addr))
+        .run(Step::Connect, N::connect(addr))
         .await?
         .map_err(|error| ProbeError::Connect { addr, error })?;
     // The request is one small write; don't let Nagle hold it back.
-    let _ = tcp.set_nodelay(true);
+    N::tune(&tcp);
     Ok(tcp)
 }
 
-async fn handshake(
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     tls: &TlsConnector,
-    tcp: TcpStream,
+    tcp: S,
     clock: &Clock,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ProbeError> {
+) -> Result<tokio_rustls::client::TlsStream<S>, ProbeError> {
     let addr = clock.addr;
     // The IP address is the server name: rustls verifies it against the certificate's IP
     // SANs when a CA is given, and (as RFC 6066 asks) sends no SNI for it.

@@ -2,8 +2,9 @@
 //! each connection to the API server the node's scheduler picks.
 //!
 //! Unlike k0s's proxy, a failed dial is retried on the next server before the client sees
-//! an error: a server that died since the last health check costs the client one dial
-//! timeout, not a failed request.
+//! an error, and a dial that has not connected within [`DIAL_STAGGER`] races the next
+//! server's: a server that died since the last health check costs the client tens of
+//! milliseconds, not a failed request; the node then tries it last until it passes a probe.
 //!
 //! Under overload the proxy holds at most [`ProxyConfig::max_connections`] connections (by
 //! default sized to the descriptor limit, see [`crate::limits`]): over the cap a new client
@@ -20,21 +21,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::daemon::Input;
 use crate::limits::RateLog;
+use crate::net::Net;
 
-/// Idle time before the first keepalive probe.
-pub const KEEPALIVE_TIME: Duration = Duration::from_secs(30);
-/// Time between unanswered keepalive probes.
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-/// Unanswered probes before the kernel gives the connection up.
-pub const KEEPALIVE_RETRIES: u32 = 3;
+pub use crate::net::{KEEPALIVE_INTERVAL, KEEPALIVE_RETRIES, KEEPALIVE_TIME};
 /// The default of `--proxy-idle-timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -92,8 +87,8 @@ pub struct ProxyStats {
 /// Runs the proxy until the task is dropped. For each connection the driver is asked
 /// where it goes (the node's scheduler: round robin over the healthy API servers, the
 /// others after it in order for a failed dial).
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<N: Net>(
+    listener: N::Listener,
     driver: mpsc::Sender<Input>,
     config: ProxyConfig,
     stats: Arc<ProxyStats>,
@@ -103,7 +98,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(max));
     let mut refusals = RateLog::new("proxy: connection refused at the connection cap");
     loop {
-        let (client, peer) = match listener.accept().await {
+        let (client, peer) = match N::accept(&listener).await {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -114,7 +109,7 @@ pub async fn serve(
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             stats.refused.fetch_add(1, Ordering::Relaxed);
-            refuse(client);
+            N::reset(client);
             refusals.note(format_args!("from {peer} ({max} connections held)"));
             continue;
         };
@@ -129,7 +124,7 @@ pub async fn serve(
             }
             let servers = rx.await.unwrap_or_default();
             let Some((server, upstream)) =
-                dial_in_order(&servers, config.dial_timeout, stats, &driver).await
+                dial_in_order::<N>(&servers, config.dial_timeout, stats, &driver).await
             else {
                 stats.unserved.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, servers = servers.len(), "proxy: no API server reachable, closing the client connection");
@@ -137,7 +132,7 @@ pub async fn serve(
             };
             stats.forwarded.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, %server, "proxy: forwarding");
-            if splice(client, upstream, config.idle_timeout).await == End::Idle {
+            if splice::<N>(client, upstream, config.idle_timeout).await == End::Idle {
                 stats.idle_closed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%peer, %server, "proxy: idle timeout, closed both legs");
             }
@@ -165,37 +160,75 @@ impl Drop for Slot {
     }
 }
 
-/// Closes a connection over the cap at once with a reset: the client learns it now (and
-/// retries elsewhere), and nothing of it lingers here.
-fn refuse(client: TcpStream) {
-    let _ = SockRef::from(&client).set_linger(Some(Duration::ZERO));
-    drop(client);
-}
+/// A dial that has not connected by then makes way: the next server is dialled beside it
+/// and whichever connects first serves the client. On a LAN a live API server accepts in
+/// well under a millisecond; one powered off answers nothing, and without the race every
+/// client sent to it first would wait the whole dial timeout.
+pub const DIAL_STAGGER: Duration = Duration::from_millis(50);
 
-/// Dials the servers in the order given, each once, until one answers; the driver hears of
-/// each that did not.
-async fn dial_in_order(
+/// Dials the servers in the order given, each once, a new one whenever the last failed or
+/// has not connected within [`DIAL_STAGGER`], until one connects. The driver hears of each
+/// that failed or was still connecting when another won (the node tries those last for the
+/// next clients, until their next successful probe).
+async fn dial_in_order<N: Net>(
     servers: &[SocketAddr],
     timeout: Duration,
     stats: &ProxyStats,
     driver: &mpsc::Sender<Input>,
-) -> Option<(SocketAddr, TcpStream)> {
-    for &server in servers {
-        match tokio::time::timeout(timeout, TcpStream::connect(server)).await {
-            Ok(Ok(stream)) => return Some((server, stream)),
-            Ok(Err(e)) => {
-                tracing::debug!(%server, error = %e, "proxy: dial failed, trying the next server")
+) -> Option<(SocketAddr, N::Stream)> {
+    use futures::StreamExt;
+    use futures::stream::FuturesUnordered;
+
+    let stagger = DIAL_STAGGER.min(timeout);
+    let dial = |server: SocketAddr| async move {
+        (server, tokio::time::timeout(timeout, N::connect(server)).await)
+    };
+    // The node orders a reported server last for the next clients; a notice lost to a full
+    // queue only costs one more dial.
+    let report = |server: SocketAddr| {
+        let _ = driver.try_send(Input::DialFailed(server));
+    };
+    let mut rest = servers.iter().copied();
+    let mut pending = FuturesUnordered::new();
+    // The servers being dialled, and those of them that have been slow.
+    let (mut dialling, mut slow): (Vec<SocketAddr>, Vec<SocketAddr>) = (Vec::new(), Vec::new());
+    loop {
+        if pending.is_empty() {
+            let next = rest.next()?;
+            dialling.push(next);
+            pending.push(dial(next));
+        }
+        // Every push starts a new loop, and with it a new stagger: when it fires, each dial
+        // pending has been for at least that long.
+        let more = rest.len() > 0;
+        tokio::select! {
+            Some((server, result)) = pending.next() => {
+                dialling.retain(|s| *s != server);
+                match result {
+                    Ok(Ok(stream)) => {
+                        slow.into_iter().filter(|s| dialling.contains(s)).for_each(report);
+                        return Some((server, stream));
+                    }
+                    Ok(Err(e)) => tracing::debug!(%server, error = %e, "proxy: dial failed, trying the next server"),
+                    Err(_) => tracing::debug!(%server, ?timeout, "proxy: dial timed out, trying the next server"),
+                }
+                stats.dial_failures.fetch_add(1, Ordering::Relaxed);
+                report(server);
+                if let Some(next) = rest.next() {
+                    dialling.push(next);
+                    pending.push(dial(next));
+                }
             }
-            Err(_) => {
-                tracing::debug!(%server, ?timeout, "proxy: dial timed out, trying the next server")
+            () = tokio::time::sleep(stagger), if more => {
+                slow.clone_from(&dialling);
+                if let Some(next) = rest.next() {
+                    tracing::debug!(%next, "proxy: no server connected yet, dialling the next one beside");
+                    dialling.push(next);
+                    pending.push(dial(next));
+                }
             }
         }
-        stats.dial_failures.fetch_add(1, Ordering::Relaxed);
-        // The node orders it last for the next clients; a notice lost to a full queue
-        // only costs one more dial.
-        let _ = driver.try_send(Input::DialFailed(server));
     }
-    None
 }
 
 /// How a spliced connection ended.
@@ -209,14 +242,9 @@ enum End {
 
 /// Copies both ways until both sides are done; half-closes are passed on. Without a byte
 /// read from either side for `idle`, both legs are closed.
-async fn splice(client: TcpStream, upstream: TcpStream, idle: Option<Duration>) -> End {
+async fn splice<N: Net>(client: N::Stream, upstream: N::Stream, idle: Option<Duration>) -> End {
     for leg in [&client, &upstream] {
-        let _ = leg.set_nodelay(true);
-        let keepalive = TcpKeepalive::new()
-            .with_time(KEEPALIVE_TIME)
-            .with_interval(KEEPALIVE_INTERVAL)
-            .with_retries(KEEPALIVE_RETRIES);
-        let _ = SockRef::from(leg).set_tcp_keepalive(&keepalive);
+        N::tune(leg);
     }
     let activity = Arc::new(Activity::new());
     let mut client = Watched { inner: client, activity: Arc::clone(&activity) };
@@ -273,12 +301,12 @@ impl Activity {
 
 /// A leg whose reads count as activity (every byte relayed is read first, so reads cover
 /// both directions).
-struct Watched {
-    inner: TcpStream,
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -294,7 +322,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -327,7 +355,9 @@ impl AsyncWrite for Watched {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::Os;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
 
     async fn named_server(name: &'static str) -> SocketAddr {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -368,7 +398,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
         let stats = Arc::new(ProxyStats::default());
-        tokio::spawn(serve(listener, tx, config, Arc::clone(&stats)));
+        tokio::spawn(serve::<Os>(listener, tx, config, Arc::clone(&stats)));
         (proxy, stats)
     }
 
@@ -431,7 +461,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
         let stats = Arc::new(ProxyStats::default());
-        tokio::spawn(serve(listener, tx, config(1000, None), Arc::clone(&stats)));
+        tokio::spawn(serve::<Os>(listener, tx, config(1000, None), Arc::clone(&stats)));
         let mut seen = Vec::new();
         for _ in 0..6 {
             seen.push(ask(proxy).await);
@@ -447,13 +477,48 @@ mod tests {
         assert_eq!(ask(proxy).await, "b");
     }
 
+    /// A server whose accept queue is full: the kernel drops further SYNs, so a dial to it
+    /// neither connects nor fails before the dial timeout (as a powered-off host).
+    fn unanswering_server() -> (SocketAddr, Vec<std::net::TcpStream>) {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        s.listen(0).unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap();
+        // Backlog 0 holds one connection; a second one makes sure it is full.
+        let fill: Vec<std::net::TcpStream> = (0..2)
+            .filter_map(|_| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+            })
+            .collect();
+        std::mem::forget(s); // listening, never accepting, for the test's life
+        (addr, fill)
+    }
+
+    #[tokio::test]
+    async fn a_server_that_does_not_connect_makes_way_for_the_next_within_the_stagger() {
+        let (hanging, _fill) = unanswering_server();
+        let b = named_server("b").await;
+        let (tx, _list, reported) = picker(vec![hanging, b]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = listener.local_addr().unwrap();
+        let stats = Arc::new(ProxyStats::default());
+        let config = ProxyConfig { dial_timeout: Duration::from_secs(30), ..config(1000, None) };
+        tokio::spawn(serve::<Os>(listener, tx, config, Arc::clone(&stats)));
+        // Answered by b while the dial to the first is still pending: no dial failed (it
+        // would take 30 s to), and the slow one is reported so the next clients avoid it.
+        assert_eq!(ask(proxy).await, "b");
+        assert_eq!(stats.dial_failures.load(Ordering::Relaxed), 0);
+        eventually(|| reported.lock().unwrap().as_slice() == [hanging]).await;
+    }
+
     #[tokio::test]
     async fn no_reachable_server_closes_the_client() {
         let (tx, _list, _) = picker(vec![closed_port().await]);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
         let stats = Arc::new(ProxyStats::default());
-        tokio::spawn(serve(listener, tx, config(1000, None), Arc::clone(&stats)));
+        tokio::spawn(serve::<Os>(listener, tx, config(1000, None), Arc::clone(&stats)));
         assert_eq!(ask(proxy).await, "");
         assert_eq!(stats.unserved.load(Ordering::Relaxed), 1);
     }

@@ -15,6 +15,7 @@ fn main() {
         out_dir: std::env::temp_dir().join("cplb-fuzz-bench"),
         shape: Shape { controllers: Some(3), duration_s: Some(60) },
         max_shrink: 100,
+        daemon: false,
     };
     let s = campaign(&c, &|_| {});
     println!(

@@ -3,13 +3,15 @@
 //! `cargo bench -p cplb-scenarios --bench sim_speed` prints, for `seed-poweroff` (3
 //! controllers, 3 workers at 10 connections/s each, health checks, a power-off), simulated
 //! seconds per wall second; and, in the same run, the same for a plain three-host UDP
-//! multicast exchange at one datagram per second per host under turmoil with its 1 ms tick.
+//! multicast exchange at one datagram per second per host under turmoil with its 1 ms tick;
+//! and `seed-poweroff` itself under `--driver daemon` (cplbd's driver, prober and proxy on
+//! turmoil), so the engine's and the daemon driver's speeds come from one run.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use cplb_scenarios::catalog;
-use cplb_scenarios::run::run;
+use cplb_scenarios::run::{run, run_daemon};
 use cplb_scenarios::scenario::parse;
 
 const GROUP: Ipv4Addr = Ipv4Addr::new(239, 0, 0, 18);
@@ -55,6 +57,28 @@ fn main() {
     println!(
         "ratio: cplb-sim is {:.0}x faster than the turmoil baseline",
         sim_speed / turmoil_speed
+    );
+
+    // The catalog's seed-poweroff as it is (120 s simulated), under the real daemon code.
+    let scenario =
+        parse("seed-poweroff", catalog::get("seed-poweroff").expect("catalog")).expect("parses");
+    let daemon_rounds = if quick { 2 } else { 5 };
+    let started = Instant::now();
+    let mut simulated = 0.0;
+    for seed in 0..daemon_rounds {
+        let r = run_daemon(&scenario, seed).expect("the daemon driver runs seed-poweroff");
+        assert!(r.ok, "seed-poweroff under --driver daemon failed with seed {seed}");
+        simulated += r.outcome.simulated.as_secs_f64();
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let daemon_speed = simulated / wall;
+    println!(
+        "--driver daemon seed-poweroff (120 s simulated x {daemon_rounds}): {simulated:.0} simulated s in {wall:.3} wall s"
+    );
+    println!("  {daemon_speed:.0}x real time");
+    println!(
+        "ratio: the engine is {:.0}x faster than --driver daemon on seed-poweroff",
+        sim_speed / daemon_speed
     );
 }
 

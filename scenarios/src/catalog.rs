@@ -6,6 +6,7 @@ pub const CATALOG: &[(&str, &str)] = &[
     ("seed-poweroff", include_str!("../catalog/seed-poweroff.yaml")),
     ("graceful-stop", include_str!("../catalog/graceful-stop.yaml")),
     ("apiserver-down", include_str!("../catalog/apiserver-down.yaml")),
+    ("apiserver-hangs", include_str!("../catalog/apiserver-hangs.yaml")),
     ("master-partitioned", include_str!("../catalog/master-partitioned.yaml")),
     ("split-heal", include_str!("../catalog/split-heal.yaml")),
     ("one-way-advert-loss", include_str!("../catalog/one-way-advert-loss.yaml")),

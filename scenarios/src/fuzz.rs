@@ -276,6 +276,20 @@ impl GenCase {
         over + 2_000
     }
 
+    /// The case as cplbd can run it: what k0s.yaml expresses (priority 200 everywhere,
+    /// preemption, VRRPv2 over IPv4 at whole seconds) and faults turmoil has (no
+    /// duplication). `--driver daemon` campaigns run this form of each case.
+    pub fn as_k0s_writes(&self) -> Self {
+        let mut c = self.clone();
+        for g in &mut c.controllers {
+            *g = GenController { priority: 200, preempt: true };
+        }
+        c.v3 = false;
+        c.advert_cs = 100;
+        c.faults.retain(|(_, f)| !matches!(f, GenFault::Duplicate(_)));
+        c
+    }
+
     /// The scenario file (the catalog's format) for this case.
     pub fn to_yaml(&self, shape: Shape) -> String {
         let hosts = self.hosts();
@@ -419,18 +433,34 @@ pub enum Verdict {
     Held(f64),
     /// Something failed: why.
     Failed(String),
+    /// The daemon driver cannot express the case (see `daemon_driver::unsupported`).
+    Skipped(String),
 }
 
-/// Runs one case (twice with `determinism`).
+/// Runs one case on the engine (twice with `determinism`).
 pub fn check(case: &GenCase, shape: Shape, determinism: bool) -> Verdict {
+    check_with(case, shape, determinism, false)
+}
+
+/// Runs one case on the engine, or with `daemon` on cplbd's own code under turmoil.
+pub fn check_with(case: &GenCase, shape: Shape, determinism: bool, daemon: bool) -> Verdict {
+    let case = if daemon { case.as_k0s_writes() } else { case.clone() };
     let yaml = case.to_yaml(shape);
     let scenario = match parse("generated", &yaml) {
         Ok(s) => s,
         Err(e) => return Verdict::Failed(format!("the generated scenario does not parse: {e}")),
     };
-    let outcome = std::panic::catch_unwind(|| run(&scenario, scenario.seed));
+    let go = || {
+        if daemon {
+            crate::run::run_daemon(&scenario, scenario.seed)
+        } else {
+            Ok(run(&scenario, scenario.seed))
+        }
+    };
+    let outcome = std::panic::catch_unwind(go);
     let report = match outcome {
-        Ok(r) => r,
+        Ok(Ok(r)) => r,
+        Ok(Err(unsupported)) => return Verdict::Skipped(unsupported.0),
         Err(panic) => {
             let text = panic
                 .downcast_ref::<String>()
@@ -452,7 +482,10 @@ pub fn check(case: &GenCase, shape: Shape, determinism: bool) -> Verdict {
         return Verdict::Failed(why.join("; "));
     }
     if determinism {
-        let again = run(&scenario, scenario.seed);
+        let again = match go() {
+            Ok(r) => r,
+            Err(e) => return Verdict::Skipped(e.0),
+        };
         if again.outcome.trace_hash != report.outcome.trace_hash {
             return Verdict::Failed("two runs with the same seed gave different traces".into());
         }
@@ -477,6 +510,8 @@ pub struct Campaign {
     pub shape: Shape,
     /// Shrink steps at most per failure.
     pub max_shrink: u32,
+    /// Run the cases on cplbd's own code under turmoil (`--driver daemon`).
+    pub daemon: bool,
 }
 
 /// A failure, shrunk and written out.
@@ -499,6 +534,8 @@ pub struct Summary {
     pub cases: u64,
     /// Failures.
     pub failures: Vec<Failure>,
+    /// Cases the daemon driver cannot express (skipped, not run).
+    pub skipped: u64,
     /// Simulated seconds over all cases.
     pub simulated_s: f64,
     /// Wall time.
@@ -547,6 +584,7 @@ pub fn campaign(c: &Campaign, progress: &(dyn Fn(u64) + Sync)) -> Summary {
     let done = AtomicU64::new(0);
     let simulated = Mutex::new(0.0f64);
     let failures = Mutex::new(Vec::new());
+    let skipped = AtomicU64::new(0);
     std::thread::scope(|scope| {
         for _ in 0..c.jobs.max(1) {
             scope.spawn(|| {
@@ -559,11 +597,14 @@ pub fn campaign(c: &Campaign, progress: &(dyn Fn(u64) + Sync)) -> Summary {
                     let Ok(mut tree) = case(c.shape).new_tree(&mut runner) else {
                         continue;
                     };
-                    match check(&tree.current(), c.shape, c.determinism) {
+                    match check_with(&tree.current(), c.shape, c.determinism, c.daemon) {
                         Verdict::Held(s) => {
                             if let Ok(mut total) = simulated.lock() {
                                 *total += s;
                             }
+                        }
+                        Verdict::Skipped(_) => {
+                            skipped.fetch_add(1, Ordering::Relaxed);
                         }
                         Verdict::Failed(reason) => {
                             let failure = shrink(c, index, &mut tree, reason);
@@ -582,6 +623,7 @@ pub fn campaign(c: &Campaign, progress: &(dyn Fn(u64) + Sync)) -> Summary {
     Summary {
         cases: c.cases,
         failures,
+        skipped: skipped.into_inner(),
         simulated_s: simulated.into_inner().unwrap_or_default(),
         wall_s: started.elapsed().as_secs_f64(),
     }
@@ -602,15 +644,16 @@ fn shrink(
         if !moved {
             break;
         }
-        match check(&tree.current(), c.shape, c.determinism) {
+        match check_with(&tree.current(), c.shape, c.determinism, c.daemon) {
             Verdict::Failed(why) => {
                 best = (tree.current(), why);
                 failing = true;
             }
-            Verdict::Held(_) => failing = false,
+            Verdict::Held(_) | Verdict::Skipped(_) => failing = false,
         }
     }
     let (case, reason) = best;
+    let case = if c.daemon { case.as_k0s_writes() } else { case };
     let path = c.out_dir.join(format!("fuzz-{}-{index}.yaml", c.seed));
     let written = std::fs::create_dir_all(&c.out_dir)
         .and_then(|()| std::fs::write(&path, case.to_yaml(c.shape)));

@@ -4,6 +4,8 @@
 #![deny(missing_docs)]
 
 pub mod catalog;
+pub mod compare;
+pub mod daemon_driver;
 pub mod fuzz;
 pub mod hex_input;
 pub mod packet;

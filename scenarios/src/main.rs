@@ -191,6 +191,10 @@ struct SimFuzzArgs {
     /// Simulate exactly this many seconds per case (faults in the first 45 %).
     #[arg(long)]
     duration: Option<u32>,
+    /// Which code runs the controllers (see `cplb sim run --driver`); cases the daemon
+    /// driver cannot express are skipped and counted.
+    #[arg(long, value_enum, default_value = "engine")]
+    driver: DriverArg,
 }
 
 #[derive(Debug, Args)]
@@ -206,6 +210,20 @@ struct SimRunArgs {
     /// Also write report.json, story.txt and trace.txt into this directory.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// Which code runs the controllers: the engine (the core under the deterministic
+    /// simulator) or cplbd's own driver, prober and proxy under turmoil.
+    #[arg(long, value_enum, default_value = "engine")]
+    driver: DriverArg,
+    /// Run both drivers and compare their state changes and failover times (exit 1 when
+    /// they differ).
+    #[arg(long, conflicts_with = "driver")]
+    compare: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DriverArg {
+    Engine,
+    Daemon,
 }
 
 #[derive(Debug, Args)]
@@ -321,6 +339,13 @@ struct EncodeArgs {
 }
 
 fn main() -> ExitCode {
+    // RUST_LOG=cplb_netns=debug: the daemon code's logs (under `--driver daemon` too).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
@@ -534,7 +559,24 @@ fn sim_run(args: SimRunArgs) -> Result<Done, String> {
     };
     let scenario = cplb_scenarios::scenario::parse(&file, &text).map_err(|e| e.to_string())?;
     let seed = args.seed.unwrap_or(scenario.seed);
-    let report = cplb_scenarios::run::run(&scenario, seed);
+    if args.compare {
+        let c = cplb_scenarios::compare::compare(&scenario, seed).map_err(|e| e.to_string())?;
+        let mut out = c.text.trim_end().to_owned();
+        if !c.differences.is_empty() {
+            out.push_str(&format!(
+                "\n{} difference(s); replay with: cplb sim run {} --seed {seed} --compare",
+                c.differences.len(),
+                args.scenario
+            ));
+        }
+        return Ok(Done { stdout: out, code: if c.differences.is_empty() { 0 } else { 1 } });
+    }
+    let report = match args.driver {
+        DriverArg::Engine => cplb_scenarios::run::run(&scenario, seed),
+        DriverArg::Daemon => {
+            cplb_scenarios::run::run_daemon(&scenario, seed).map_err(|e| e.to_string())?
+        }
+    };
     let json = cplb_scenarios::run::to_json(&report);
     let story = cplb_scenarios::run::story(&report);
     if let Some(dir) = &args.out {
@@ -577,6 +619,7 @@ fn sim_fuzz(args: SimFuzzArgs) -> Result<Done, String> {
         out_dir: args.out.clone(),
         shape: fuzz::Shape { controllers: args.controllers, duration_s: args.duration },
         max_shrink: 500,
+        daemon: args.driver == DriverArg::Daemon,
     };
     let bar = indicatif::ProgressBar::new(args.cases);
     bar.set_style(
@@ -590,6 +633,8 @@ fn sim_fuzz(args: SimFuzzArgs) -> Result<Done, String> {
             "cases": summary.cases,
             "failures": summary.failures.len(),
             "cases_per_sec": summary.cases_per_sec(),
+            "skipped": summary.skipped,
+            "driver": if args.driver == DriverArg::Daemon { "daemon" } else { "engine" },
             "simulated_s": summary.simulated_s,
             "seed": args.seed,
             "failed_cases": summary.failures.iter().map(|f| serde_json::json!({
@@ -607,13 +652,20 @@ fn sim_fuzz(args: SimFuzzArgs) -> Result<Done, String> {
             jobs,
             args.seed
         );
+        if args.driver == DriverArg::Daemon {
+            s.push_str(&format!(
+                "\ndriver daemon: {} case(s) skipped (a fault or setting turmoil or k0s.yaml cannot express)",
+                summary.skipped
+            ));
+        }
         for f in &summary.failures {
             s.push_str(&format!(
-                "\nFAILED case {} (scenario seed {}): {}\n  replay: cplb sim run {}",
+                "\nFAILED case {} (scenario seed {}): {}\n  replay: cplb sim run {}{}",
                 f.case,
                 f.seed,
                 f.reason,
-                f.path.display()
+                f.path.display(),
+                if args.driver == DriverArg::Daemon { " --driver daemon" } else { "" }
             ));
         }
         s

@@ -33,11 +33,30 @@ pub struct RunReport {
     pub ok: bool,
     /// The scenario's description.
     pub description: String,
+    /// Which code ran the controllers: `engine` or `daemon`.
+    pub driver: &'static str,
 }
 
-/// Runs a scenario with a seed.
+/// Runs a scenario with a seed on the engine.
 pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
     let mut sim = Sim::new(scenario.spec.clone(), seed);
+    for t in sample_times(scenario) {
+        sim.run_until(Instant::ZERO + t);
+    }
+    report(scenario, sim.run(), "engine")
+}
+
+/// Runs a scenario with a seed with cplbd's own code under turmoil (`--driver daemon`).
+pub fn run_daemon(
+    scenario: &Scenario,
+    seed: u64,
+) -> Result<RunReport, crate::daemon_driver::Unsupported> {
+    let outcome = crate::daemon_driver::run(&scenario.spec, seed, &sample_times(scenario))?;
+    Ok(report(scenario, outcome, "daemon"))
+}
+
+/// The times the expectations look at the cluster.
+fn sample_times(scenario: &Scenario) -> Vec<Duration> {
     let mut times: Vec<Duration> = scenario
         .expect
         .iter()
@@ -48,14 +67,14 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
         .collect();
     times.sort();
     times.dedup();
-    for t in times {
-        sim.run_until(Instant::ZERO + t);
-    }
-    let outcome = sim.run();
+    times
+}
+
+fn report(scenario: &Scenario, outcome: Outcome, driver: &'static str) -> RunReport {
     let verdicts: Vec<Verdict> =
         scenario.expect.iter().map(|e| verdict(e, &outcome, &scenario.spec)).collect();
     let ok = outcome.violations.is_empty() && verdicts.iter().all(|v| v.ok);
-    RunReport { outcome, verdicts, ok, description: scenario.description.clone() }
+    RunReport { outcome, verdicts, ok, description: scenario.description.clone(), driver }
 }
 
 fn secs(d: Duration) -> String {
@@ -86,16 +105,16 @@ fn faults_over(o: &Outcome, spec: &SimSpec) -> Instant {
 /// The trace names no state for a daemon that dies without a word (poweroff, crash):
 /// its instances count as `Initialize` from the fault on.
 #[derive(Debug, Clone)]
-struct Transition {
-    at_s: f64,
-    host: usize,
+pub(crate) struct Transition {
+    pub(crate) at_s: f64,
+    pub(crate) host: usize,
     /// `None`: every instance of the host (its daemon is gone).
-    instance: Option<usize>,
-    to: State,
-    line: String,
+    pub(crate) instance: Option<usize>,
+    pub(crate) to: State,
+    pub(crate) line: String,
 }
 
-fn transitions(o: &Outcome) -> Vec<Transition> {
+pub(crate) fn transitions(o: &Outcome) -> Vec<Transition> {
     let host = |name: &str| o.host_names.iter().position(|n| n == name);
     let state = |s: &str| {
         [State::Initialize, State::Backup, State::Master, State::Fault]
@@ -330,6 +349,7 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
         .collect();
     json!({
         "scenario": o.scenario,
+        "driver": r.driver,
         "seed": o.seed,
         "ok": r.ok,
         "violations": o.violations.iter().map(|v| json!({

@@ -470,6 +470,7 @@ impl Parser<'_> {
             "link_up",
             "apiserver_down",
             "apiserver_up",
+            "apiserver_hang",
             "clock_drift",
             "vip_removed",
             "kernel_refuses",
@@ -499,6 +500,7 @@ impl Parser<'_> {
             "link_up" => Fault::LinkUp(self.host(v)?),
             "apiserver_down" => Fault::ApiserverDown(self.host(v)?),
             "apiserver_up" => Fault::ApiserverUp(self.host(v)?),
+            "apiserver_hang" => Fault::ApiserverHang(self.host(v)?),
             "vip_removed" => Fault::VipRemoved(self.host(v)?),
             "kernel_refuses" => {
                 // {host: H, for: TIME}, or {H: TIME}.

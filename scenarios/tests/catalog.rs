@@ -50,6 +50,7 @@ catalog_tests! {
     seed_poweroff => "seed-poweroff",
     graceful_stop => "graceful-stop",
     apiserver_down => "apiserver-down",
+    apiserver_hangs => "apiserver-hangs",
     master_partitioned => "master-partitioned",
     split_heal => "split-heal",
     one_way_advert_loss => "one-way-advert-loss",

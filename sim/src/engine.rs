@@ -14,8 +14,9 @@ use cplb_core::vrrp::{self, Event, Incoming, InstanceId, IpHeader, Priority, Sta
 use rand_core::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
+use crate::failover::Failovers;
 use crate::host::{self, ETH0, Host};
-use crate::outcome::{ClientStats, Failover, Outcome, Sample, Violation};
+use crate::outcome::{ClientStats, Outcome, Sample, Violation};
 use crate::spec::{Fault, ReloadConfig, SimSpec};
 use crate::trace::Trace;
 
@@ -98,14 +99,8 @@ struct Net {
 /// Per-instance tracking for reports and invariants.
 #[derive(Debug, Clone, Default)]
 struct InstanceTrack {
-    /// When the current sole master became one.
-    sole_at: Instant,
-    /// The last master that held for a Master_Down_Interval or served a client.
-    settled: Option<usize>,
     /// The instance's VIPs (the first identifies it across clusters).
     vips: Vec<IpAddr>,
-    masters: BTreeSet<usize>,
-    sole: Option<usize>,
     dual_since: Option<Instant>,
     master_down: Duration,
     advert: Duration,
@@ -127,7 +122,8 @@ pub struct Sim {
     incarnations: u64,
     trace: Trace,
     instances: Vec<InstanceTrack>,
-    failovers: Vec<Failover>,
+    /// Masters and failovers per instance.
+    failovers: Failovers,
     clients: Vec<ClientStats>,
     violations: Vec<Violation>,
     last_fault_at: Option<Instant>,
@@ -160,45 +156,17 @@ impl Sim {
         let keepalived = spec.config.enabled_keepalived().cloned();
         let hosts: Vec<Host> =
             spec.hosts.iter().enumerate().map(|(i, h)| Host::new(h.clone(), i)).collect();
-        let mut instances: Vec<InstanceTrack> = Vec::new();
-        let reloaded = spec.faults.iter().filter_map(|f| match &f.fault {
-            Fault::Reload(_, ReloadConfig::New(c)) => Some(&**c),
-            _ => None,
-        });
-        let configs = std::iter::once(&spec.config)
-            .chain(spec.hosts.iter().filter_map(|h| h.config.as_ref()))
-            .chain(reloaded);
-        for config in configs {
-            let Some(k) = config.enabled_keepalived() else {
-                continue;
-            };
-            for i in &k.vrrp_instances {
-                let vips: Vec<IpAddr> = i.virtual_ips.iter().map(|c| c.addr).collect();
-                if vips.is_empty() || instances.iter().any(|t| t.vips.first() == vips.first()) {
-                    continue;
-                }
-                // The slowest takeover any node could make: the lowest priority configured.
-                let v3 = spec.vrrp.v3 || vips.first().is_some_and(IpAddr::is_ipv6);
-                let version = if v3 { Version::V3 } else { Version::V2 };
-                let configured = u16::from(i.advert_interval_seconds) * 100;
-                let cs = host::advert_interval_cs(spec.vrrp, version, configured);
-                let advert = Duration::from_millis(u64::from(cs) * 10);
-                let lowest = spec
-                    .hosts
-                    .iter()
-                    .filter(|h| h.role == crate::spec::Role::Controller)
-                    .map(|h| h.vrrp.priority.unwrap_or(host::K0S_PRIORITY).max(1))
-                    .min()
-                    .unwrap_or(host::K0S_PRIORITY);
-                instances.push(InstanceTrack {
-                    vips,
-                    master_down: vrrp::master_down_interval(version, cs, Priority(lowest)),
-                    advert,
-                    ..InstanceTrack::default()
-                });
-            }
-        }
+        let instances: Vec<InstanceTrack> = instances(&spec)
+            .into_iter()
+            .map(|i| InstanceTrack {
+                vips: i.vips,
+                master_down: i.master_down,
+                advert: i.advert,
+                ..InstanceTrack::default()
+            })
+            .collect();
         let served = vec![false; instances.len()];
+        let failovers = Failovers::new(instances.iter().map(|t| t.master_down));
         let clients = spec.traffic.iter().map(|_| ClientStats::default()).collect();
         let net = Net { group: vec![0; hosts.len()], ..Net::default() };
         let api_port = spec.config.spec.api.port;
@@ -223,7 +191,7 @@ impl Sim {
             incarnations: 0,
             trace: Trace::default(),
             instances,
-            failovers: Vec::new(),
+            failovers,
             clients,
             violations: Vec::new(),
             last_fault_at: None,
@@ -621,12 +589,12 @@ impl Sim {
     }
 
     /// A health probe: refused at once by a host whose API server is down, unanswered by a
-    /// host that is off or cut off (the checker times it out).
+    /// host that is off or cut off or whose API server hangs (the checker times it out).
     fn probe(&mut self, from: usize, incarnation: u64, id: ProbeId, server: SocketAddr) {
         let Some(to) = self.host_by_addr(server.ip()) else {
             return;
         };
-        if !self.both_ways(from, to) {
+        if !self.both_ways(from, to) || self.hosts[to].apiserver_hung {
             return;
         }
         let ok = self.hosts[to].apiserver_up;
@@ -638,50 +606,9 @@ impl Sim {
         self.hosts.iter().position(|h| h.spec.address == ip)
     }
 
-    /// Tracks an instance's masters and records failovers: a change from the settled master
-    /// (one that held for a Master_Down_Interval or served a client) to a new sole master.
-    /// Simultaneous takeovers that resolve by contention count as one failover, to the winner.
+    /// Tracks an instance's masters and records failovers (see [`Failovers`]).
     fn master_changed(&mut self, inst: usize, host: usize, is_master: bool) {
-        let Some(track) = self.instances.get_mut(inst) else {
-            return;
-        };
-        if is_master {
-            track.masters.insert(host);
-        } else {
-            track.masters.remove(&host);
-        }
-        let [new] = track.masters.iter().copied().collect::<Vec<_>>()[..] else {
-            return;
-        };
-        if Some(new) == track.sole {
-            return;
-        }
-        track.sole = Some(new);
-        track.sole_at = self.now;
-        let pending = self.failovers.iter().rposition(|f| {
-            f.instance == inst && f.vip_answering_at.is_none() && track.settled != Some(f.to)
-        });
-        match (pending, track.settled) {
-            (Some(i), Some(settled)) if settled == new => {
-                // The old master is back before the new one served anyone: no failover.
-                self.failovers.remove(i);
-            }
-            (Some(i), _) => {
-                if let Some(f) = self.failovers.get_mut(i) {
-                    f.to = new;
-                    f.new_master_at = self.now;
-                }
-            }
-            (None, Some(from)) if from != new => self.failovers.push(Failover {
-                instance: inst,
-                from,
-                to: new,
-                fault_at: self.last_fault_at,
-                new_master_at: self.now,
-                vip_answering_at: None,
-            }),
-            _ => {}
-        }
+        self.failovers.master_changed(self.now, inst, host, is_master, self.last_fault_at);
     }
 
     // --- API traffic ---------------------------------------------------------------------
@@ -875,16 +802,7 @@ impl Sim {
         if let Some(s) = self.served.get_mut(inst) {
             *s = true;
         }
-        if let Some(f) = self.failovers.iter_mut().rev().find(|f| f.instance == inst)
-            && f.to == via
-            && f.vip_answering_at.is_none()
-            && self.now >= f.new_master_at
-        {
-            f.vip_answering_at = Some(self.now);
-            if let Some(t) = self.instances.get_mut(inst) {
-                t.settled = Some(via);
-            }
-        }
+        self.failovers.answered(self.now, inst, via);
     }
 
     // --- faults ---------------------------------------------------------------------------
@@ -895,7 +813,8 @@ impl Sim {
         }
         let fault = self.spec.faults[index].fault.clone();
         self.last_fault_at = Some(self.now);
-        let text = crate::views::fault_text(&fault, &self.hosts);
+        let names: Vec<String> = self.hosts.iter().map(|h| h.spec.name.clone()).collect();
+        let text = crate::views::fault_text(&fault, &names);
         self.trace.push(self.now, format!("FAULT {text}"));
         match fault {
             Fault::PowerOff(h) => {
@@ -952,7 +871,15 @@ impl Sim {
                 self.link_event(h, true);
             }
             Fault::ApiserverDown(h) => self.hosts[h].apiserver_up = false,
-            Fault::ApiserverUp(h) => self.hosts[h].apiserver_up = true,
+            Fault::ApiserverUp(h) => {
+                self.hosts[h].apiserver_up = true;
+                self.hosts[h].apiserver_hung = false;
+            }
+            // Nothing is served, and a probe gets no answer: the checker times it out.
+            Fault::ApiserverHang(h) => {
+                self.hosts[h].apiserver_up = false;
+                self.hosts[h].apiserver_hung = true;
+            }
             Fault::ClockDrift(h, ppm) => {
                 let now = self.now;
                 self.hosts[h].clock.set_drift(now, ppm);
@@ -1038,6 +965,7 @@ impl Sim {
         host.clock.set_drift(self.now, 0.0);
         if host.is_controller() {
             host.apiserver_up = true;
+            host.apiserver_hung = false;
             self.start_daemon(h);
         }
     }
@@ -1068,7 +996,7 @@ impl Sim {
 
     fn forget_masters(&mut self, h: usize) {
         for inst in 0..self.instances.len() {
-            if self.instances[inst].masters.contains(&h) {
+            if self.failovers.masters(inst).contains(&h) {
                 self.trace.push(
                     self.now,
                     format!("{} k0s-vip-{inst} gone (daemon not running)", self.hosts[h].spec.name),
@@ -1128,18 +1056,14 @@ impl Sim {
         // With loss or delay, adverts may legitimately miss for longer than the protocol's
         // bounds; the protocol invariants apply on a clean network (the last fault heals).
         let clean = self.net.loss == 0.0 && self.net.delay.is_none();
-        for t in &mut self.instances {
-            if t.masters.len() == 1 && t.sole.is_some() && self.now >= t.sole_at + t.master_down {
-                t.settled = t.sole;
-            }
-        }
+        self.failovers.settle(self.now);
         for inst in 0..self.instances.len() {
             let dual = if !clean {
                 false
             } else if dirty {
-                let track = &self.instances[inst];
-                track.masters.len() > 1 && {
-                    let masters: Vec<usize> = track.masters.iter().copied().collect();
+                let masters = self.failovers.masters(inst);
+                masters.len() > 1 && {
+                    let masters: Vec<usize> = masters.iter().copied().collect();
                     self.components(&masters).iter().any(|g| g.len() > 1)
                 }
             } else {
@@ -1150,8 +1074,12 @@ impl Sim {
                 (true, None) => track.dual_since = Some(self.now),
                 (true, Some(since)) if self.now - since > track.master_down + slack => {
                     track.dual_since = Some(self.now);
-                    let names: Vec<String> =
-                        track.masters.iter().map(|&m| self.hosts[m].spec.name.clone()).collect();
+                    let names: Vec<String> = self
+                        .failovers
+                        .masters(inst)
+                        .iter()
+                        .map(|&m| self.hosts[m].spec.name.clone())
+                        .collect();
                     self.violate("single_master", format!("k0s-vip-{inst}: {} masters in one connected group for over one Master_Down_Interval", names.join(" and ")));
                 }
                 (false, Some(since)) => {
@@ -1245,7 +1173,7 @@ impl Sim {
                 .collect();
             let bad = self.components(&eligible).into_iter().find_map(|group| {
                 let masters =
-                    group.iter().filter(|h| self.instances[inst].masters.contains(h)).count();
+                    group.iter().filter(|h| self.failovers.masters(inst).contains(h)).count();
                 (masters != 1).then(|| {
                     let names: Vec<String> =
                         group.iter().map(|&h| self.hosts[h].spec.name.clone()).collect();
@@ -1357,10 +1285,11 @@ impl Sim {
             }
         }
         let views_after = crate::views::render(&self);
-        let final_masters = self
-            .instances
-            .iter()
-            .map(|t| t.masters.iter().map(|&h| self.hosts[h].spec.name.clone()).collect())
+        let host_names: Vec<String> = self.hosts.iter().map(|h| h.spec.name.clone()).collect();
+        let final_masters = (0..self.instances.len())
+            .map(|i| {
+                self.failovers.masters(i).iter().map(|&h| self.hosts[h].spec.name.clone()).collect()
+            })
             .collect();
         Outcome {
             scenario: self.spec.name.clone(),
@@ -1368,7 +1297,7 @@ impl Sim {
             simulated: end - Instant::ZERO,
             events: self.steps,
             violations: self.violations,
-            failovers: self.failovers.iter().map(|f| f.report(&self.hosts)).collect(),
+            failovers: self.failovers.reports(&host_names),
             clients: self.clients,
             final_masters,
             trace_hash: self.trace.hash(),
@@ -1381,7 +1310,7 @@ impl Sim {
             served: self.served.clone(),
             last_fault_at: self.last_scheduled_fault,
             recovery_bound,
-            host_names: self.hosts.iter().map(|h| h.spec.name.clone()).collect(),
+            host_names,
         }
     }
 
@@ -1415,7 +1344,7 @@ impl Sim {
     }
 
     pub(crate) fn masters_of(&self, inst: usize) -> Vec<usize> {
-        self.instances.get(inst).map(|t| t.masters.iter().copied().collect()).unwrap_or_default()
+        self.failovers.masters(inst).iter().copied().collect()
     }
 
     /// Runs until simulated time `t` (events at `t` included) and returns self, for probes
@@ -1472,7 +1401,61 @@ fn command_text(c: &Command) -> String {
     }
 }
 
-fn cause_text(cause: &vrrp::Cause) -> String {
+/// One VRRP instance of a scenario, across every cluster on its segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// Its VIPs (the first identifies it across clusters and reloads).
+    pub vips: Vec<IpAddr>,
+    /// The slowest takeover any node could make: at the lowest priority configured.
+    pub master_down: Duration,
+    /// The advertisement interval.
+    pub advert: Duration,
+}
+
+/// The scenario's instances in the trace's numbering (`k0s-vip-N`): the scenario's
+/// configuration's, then those of hosts' own configurations and of reloads not seen yet.
+pub fn instances(spec: &SimSpec) -> Vec<InstanceInfo> {
+    let mut instances: Vec<InstanceInfo> = Vec::new();
+    let reloaded = spec.faults.iter().filter_map(|f| match &f.fault {
+        Fault::Reload(_, ReloadConfig::New(c)) => Some(&**c),
+        _ => None,
+    });
+    let configs = std::iter::once(&spec.config)
+        .chain(spec.hosts.iter().filter_map(|h| h.config.as_ref()))
+        .chain(reloaded);
+    for config in configs {
+        let Some(k) = config.enabled_keepalived() else {
+            continue;
+        };
+        for i in &k.vrrp_instances {
+            let vips: Vec<IpAddr> = i.virtual_ips.iter().map(|c| c.addr).collect();
+            if vips.is_empty() || instances.iter().any(|t| t.vips.first() == vips.first()) {
+                continue;
+            }
+            let v3 = spec.vrrp.v3 || vips.first().is_some_and(IpAddr::is_ipv6);
+            let version = if v3 { Version::V3 } else { Version::V2 };
+            let configured = u16::from(i.advert_interval_seconds) * 100;
+            let cs = host::advert_interval_cs(spec.vrrp, version, configured);
+            let advert = Duration::from_millis(u64::from(cs) * 10);
+            let lowest = spec
+                .hosts
+                .iter()
+                .filter(|h| h.role == crate::spec::Role::Controller)
+                .map(|h| h.vrrp.priority.unwrap_or(host::K0S_PRIORITY).max(1))
+                .min()
+                .unwrap_or(host::K0S_PRIORITY);
+            instances.push(InstanceInfo {
+                vips,
+                master_down: vrrp::master_down_interval(version, cs, Priority(lowest)),
+                advert,
+            });
+        }
+    }
+    instances
+}
+
+/// Why a state changed, in the trace's words.
+pub fn cause_text(cause: &vrrp::Cause) -> String {
     use vrrp::Cause;
     match cause {
         Cause::Startup => "startup".into(),

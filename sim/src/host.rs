@@ -78,6 +78,8 @@ pub(crate) struct Host {
     pub(crate) powered: bool,
     pub(crate) link_up: bool,
     pub(crate) apiserver_up: bool,
+    /// Its API server accepts connections and never answers.
+    pub(crate) apiserver_hung: bool,
     pub(crate) clock: Clock,
     /// Addresses added on eth0 by the daemon (the VIPs).
     pub(crate) vips_on_eth0: BTreeSet<IpAddr>,
@@ -110,6 +112,7 @@ impl Host {
             powered: true,
             link_up: true,
             apiserver_up: spec.role == Role::Controller,
+            apiserver_hung: false,
             clock: Clock::exact(),
             vips_on_eth0: BTreeSet::new(),
             dataplane: DataPlane::default(),

@@ -7,14 +7,17 @@
 #![forbid(unsafe_code)]
 
 mod engine;
+mod failover;
 mod host;
 mod outcome;
 mod spec;
 mod trace;
 mod views;
 
-pub use engine::Sim;
+pub use engine::{InstanceInfo, Sim, cause_text, instances};
+pub use failover::Failovers;
 pub use outcome::{ClientStats, FailoverReport, Outcome, Sample, Violation};
 pub use spec::{
     Fault, HostSpec, HostVrrp, ReloadConfig, Role, SimSpec, TimedFault, TrafficSpec, VrrpTuning,
 };
+pub use views::fault_text;

@@ -4,8 +4,6 @@ use core::time::Duration;
 
 use cplb_core::time::Instant;
 
-use crate::host::Host;
-
 /// One change of master of an instance.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Failover {
@@ -37,9 +35,9 @@ pub struct FailoverReport {
 }
 
 impl Failover {
-    pub(crate) fn report(&self, hosts: &[Host]) -> FailoverReport {
+    pub(crate) fn report(&self, names: &[String]) -> FailoverReport {
         let s = |t: Instant| t.as_nanos() as f64 / 1e9;
-        let name = |h: usize| hosts.get(h).map(|h| h.spec.name.clone()).unwrap_or_default();
+        let name = |h: usize| names.get(h).cloned().unwrap_or_default();
         let start = self.fault_at.unwrap_or(self.new_master_at);
         FailoverReport {
             instance: self.instance,

@@ -99,6 +99,9 @@ pub enum Fault {
     ApiserverDown(usize),
     /// It answers again.
     ApiserverUp(usize),
+    /// The host's API server accepts connections but never answers a request (a deadlock,
+    /// an overloaded etcd): health probes time out rather than fail.
+    ApiserverHang(usize),
     /// The host's clock runs fast (positive) or slow by this many parts per million.
     ClockDrift(usize, f64),
     /// Someone deletes the VIPs from the host's eth0 by hand (`ip addr del`, a network

@@ -6,7 +6,6 @@ use core::fmt::Write as _;
 use cplb_core::config::LbKind;
 
 use crate::engine::Sim;
-use crate::host::Host;
 use crate::spec::{Fault, ReloadConfig};
 
 /// `ip -4 --oneline addr` of every controller, and `ipvsadm -L -n` of every host that has
@@ -110,9 +109,9 @@ pub(crate) fn render(sim: &Sim) -> String {
     out
 }
 
-/// A fault in words.
-pub(crate) fn fault_text(fault: &Fault, hosts: &[Host]) -> String {
-    let n = |i: &usize| hosts.get(*i).map_or("?".to_owned(), |h| h.spec.name.clone());
+/// A fault in words, as the trace's `FAULT` lines give it (hosts by name).
+pub fn fault_text(fault: &Fault, names: &[String]) -> String {
+    let n = |i: &usize| names.get(*i).cloned().unwrap_or_else(|| "?".to_owned());
     match fault {
         Fault::PowerOff(h) => format!("poweroff {}", n(h)),
         Fault::PowerOn(h) => format!("poweron {}", n(h)),
@@ -134,6 +133,7 @@ pub(crate) fn fault_text(fault: &Fault, hosts: &[Host]) -> String {
         Fault::LinkUp(h) => format!("link_up {}", n(h)),
         Fault::ApiserverDown(h) => format!("apiserver_down {}", n(h)),
         Fault::ApiserverUp(h) => format!("apiserver_up {}", n(h)),
+        Fault::ApiserverHang(h) => format!("apiserver_hang {}", n(h)),
         Fault::ClockDrift(h, ppm) => format!("clock_drift {} {ppm} ppm", n(h)),
         Fault::VipRemoved(h) => format!("vip_removed {}", n(h)),
         Fault::KernelRefuses(h, d) => format!("kernel_refuses {} for {d:?}", n(h)),

@@ -3,18 +3,20 @@
 //! [`Kernel`] seam. It decides nothing; it is the only reader of the clock.
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use cplb_core::lb::ProbeId;
 use cplb_core::node::{Command, CommandError, Event, Node, Object};
 use cplb_core::time::Instant;
-use cplb_core::vrrp::{self, IfIndex, Incoming, InstanceId};
+use cplb_core::vrrp::{self, IfIndex, Incoming, InstanceId, State};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::kernel::Kernel;
 use crate::kernel::vrrp_socket::{Datagram, Received};
 use crate::kernel::watch::KernelEvent;
+use crate::net::{Net, Os};
 use crate::probe::Prober;
 use crate::status::Snapshot;
 
@@ -50,7 +52,7 @@ pub enum Input {
 /// What the driver carries besides the node: the kernel, the prober, and counters the
 /// status shows.
 #[derive(Debug)]
-pub struct Driver<K> {
+pub struct Driver<K, N = Os> {
     /// Where time 0 of the node's clock is.
     pub started: tokio::time::Instant,
     /// The controller.
@@ -77,6 +79,13 @@ pub struct Driver<K> {
     pub drops: DropLog,
     /// Takeover times and time the VIP was held by nobody (status and metrics).
     pub vip_clock: super::vipclock::VipClock,
+    /// How far the node's clock runs fast (positive) or slow, in parts per million: 0 on
+    /// a host, whose clock is what it is; a simulated drift under turmoil.
+    pub drift_ppm: f64,
+    /// The network the probes go over.
+    pub net: PhantomData<N>,
+    /// Where each state change is also sent (a simulation's trace), if anywhere.
+    pub state_changes: Option<mpsc::UnboundedSender<(InstanceId, State, State, vrrp::Cause)>>,
 }
 
 /// How often at most a drop reason gets a log line.
@@ -130,19 +139,34 @@ impl DropLog {
     }
 }
 
-impl<K: Kernel> Driver<K> {
+impl<K: Kernel, N: Net> Driver<K, N> {
     /// The node's clock now.
     pub fn now(&self) -> Instant {
-        Instant::from_nanos(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX))
+        let elapsed = self.started.elapsed();
+        let nanos = if self.drift_ppm == 0.0 {
+            elapsed.as_nanos()
+        } else {
+            Duration::from_secs_f64(elapsed.as_secs_f64() * self.rate()).as_nanos()
+        };
+        Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
     /// When the node next needs `handle_timeout`, or the next verification.
     pub fn deadline(&self) -> tokio::time::Instant {
         let verify = self.last_verify + VERIFY_EVERY;
-        match self.node.poll_timeout() {
-            Some(at) => verify.min(self.started + Duration::from_nanos(at.as_nanos())),
-            None => verify,
-        }
+        let Some(at) = self.node.poll_timeout() else { return verify };
+        let at = Duration::from_nanos(at.as_nanos());
+        let real = if self.drift_ppm == 0.0 {
+            at
+        } else {
+            // Rounded up: woken a little late rather than early and again.
+            Duration::from_secs_f64(at.as_secs_f64() / self.rate()) + Duration::from_micros(1)
+        };
+        verify.min(self.started + real)
+    }
+
+    fn rate(&self) -> f64 {
+        1.0 + self.drift_ppm * 1e-6
     }
 
     /// Feeds one input to the node (snapshots and proxy picks are answered at once).
@@ -254,7 +278,7 @@ impl<K: Kernel> Driver<K> {
                 let (prober, tx, timeout, probe) =
                     (self.prober.clone(), self.inputs.clone(), self.probe_timeout, *p);
                 tokio::spawn(async move {
-                    let result = prober.probe(probe.server, timeout).await;
+                    let result = prober.probe_on::<N>(probe.server, timeout).await;
                     if let Err(e) = &result {
                         tracing::debug!(server = %probe.server, error = %e, "health probe failed");
                     }
@@ -273,6 +297,9 @@ impl<K: Kernel> Driver<K> {
         match event {
             Event::Vrrp(vrrp::Event::StateChanged { instance, from, to, cause }) => {
                 *self.transitions.entry(instance).or_default() += 1;
+                if let Some(tx) = &self.state_changes {
+                    let _ = tx.send((instance, from, to, cause));
+                }
                 let name = self.name(instance);
                 tracing::info!(instance = %name, from = from.as_str(), to = to.as_str(), cause = ?cause, "state change");
             }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use cplb_core::config::{self, Keepalived, LoadBalancerMode, LoadOptions};
 use cplb_core::lb;
-use cplb_core::node::{self, Balancing, Node, NodeConfig};
+use cplb_core::node::{self, Balancing, Node};
 use cplb_core::time::Instant;
 use cplb_core::vrrp::{IfIndex, InstanceId};
 use futures::FutureExt;
@@ -273,7 +273,14 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
     let prober = Prober::new(probe_kind(&options)).map_err(|e| anyhow!("health check: {e}"))?;
     let probe_timeout = lb::k0s_health_config(&keepalived).timeout;
     let accept = &options.accept_adverts_from;
-    let config = node_config(&keepalived, api_port, &plan, local_vips.as_ref(), &kernel, accept);
+    let config = plan::node_config(
+        &keepalived,
+        api_port,
+        &plan,
+        local_vips.as_ref(),
+        balancing(&kernel),
+        accept,
+    );
     // Everything starts unknown: the node's first commands remove the VIPs and replace the
     // table and services a dead predecessor left (it starts as backup).
     let mut node = Node::new(Instant::ZERO, config).map_err(|e| anyhow!("{e}"))?;
@@ -312,11 +319,19 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
         send_error: None,
         drops: DropLog::default(),
         vip_clock: vipclock::VipClock::default(),
+        drift_ppm: 0.0,
+        net: std::marker::PhantomData,
+        state_changes: None,
     };
     if let Some(listener) = proxy_listener {
         let config = proxy::ProxyConfig::from_options(&daemon.options);
         tracing::info!(max_connections = config.max_connections, idle_timeout = ?config.idle_timeout, "proxy");
-        daemon.tasks.spawn(proxy::serve(listener, inputs.clone(), config, proxy_stats));
+        daemon.tasks.spawn(proxy::serve::<crate::net::Os>(
+            listener,
+            inputs.clone(),
+            config,
+            proxy_stats,
+        ));
     }
     let endpoints = Arc::new(serve::EndpointStats::default());
     daemon.tasks.spawn(serve::status(
@@ -510,12 +525,12 @@ impl Daemon {
                 self.receivers.insert(key, task);
             }
         }
-        let config = node_config(
+        let config = plan::node_config(
             &keepalived,
             api_port,
             &plan,
             self.local_vips.as_ref(),
-            &driver.kernel,
+            balancing(&driver.kernel),
             &self.options.accept_adverts_from,
         );
         let now = driver.now();
@@ -568,35 +583,9 @@ fn needs_restart(running: &Keepalived, new: &Keepalived, local_vips_ready: bool)
 }
 
 /// The node configuration for a plan.
-fn node_config(
-    keepalived: &Keepalived,
-    api_port: u16,
-    plan: &Plan,
-    local_vips: Option<&(u32, String)>,
-    kernel: &LinuxKernel,
-    accept_from: &[IpAddr],
-) -> NodeConfig {
-    NodeConfig {
-        keepalived: keepalived.clone(),
-        api_port,
-        own_api: plan.own_api,
-        real_servers: plan.real_servers.clone(),
-        instances: plan
-            .groups
-            .iter()
-            .flat_map(|g| g.instances.iter().map(|(_, c)| c.clone()))
-            .map(|mut c| {
-                c.accept_from = accept_from
-                    .iter()
-                    .copied()
-                    .filter(|a| a.is_ipv4() == c.primary_address.is_ipv4())
-                    .collect();
-                c
-            })
-            .collect(),
-        local_vip_ifindex: local_vips.map(|(i, _)| IfIndex(*i)),
-        balancing: if kernel.ipvs.is_some() { Balancing::Ipvs } else { Balancing::Nat },
-    }
+/// IPVS where the kernel has it, else the kernel's NAT.
+fn balancing(kernel: &LinuxKernel) -> Balancing {
+    if kernel.ipvs.is_some() { Balancing::Ipvs } else { Balancing::Nat }
 }
 
 fn names(node: &Node) -> BTreeMap<InstanceId, String> {

@@ -4,9 +4,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use cplb_core::config::Keepalived;
+use cplb_core::node::{Balancing, NodeConfig};
 use cplb_core::vrrp::{IfIndex, InstanceConfig, TrackerId};
 
-use crate::kernel::link::{Interface, Netlink, ResolveError};
+use crate::kernel::link::{Address, Interface, LinkError, Netlink, ResolveError};
 use crate::options::ServerArg;
 
 /// The instances of one interface and address family.
@@ -62,11 +63,31 @@ pub enum PlanError {
         /// Interface.
         iface: String,
         /// Why.
-        cause: crate::kernel::link::LinkError,
+        cause: LinkError,
     },
     /// Nothing to run.
     #[error("no VRRP instance has a virtual IP")]
     Empty,
+}
+
+/// Where a plan finds the host's interfaces: rtnetlink on Linux, the simulated host's one
+/// interface under turmoil.
+#[allow(async_fn_in_trait)]
+pub trait Interfaces {
+    /// The interface k0s would use for `spec` (see [`Netlink::resolve_interface`]).
+    async fn resolve_interface(&self, spec: &str, v4: bool) -> Result<Interface, ResolveError>;
+    /// The addresses on interface `index`.
+    async fn addresses(&self, index: u32) -> Result<Vec<Address>, LinkError>;
+}
+
+impl Interfaces for Netlink {
+    async fn resolve_interface(&self, spec: &str, v4: bool) -> Result<Interface, ResolveError> {
+        Self::resolve_interface(self, spec, v4).await
+    }
+
+    async fn addresses(&self, index: u32) -> Result<Vec<Address>, LinkError> {
+        Self::addresses(self, index).await
+    }
 }
 
 /// Works out the plan for this node.
@@ -74,7 +95,7 @@ pub async fn make(
     keepalived: &Keepalived,
     api_port: u16,
     real_servers: &[ServerArg],
-    netlink: &Netlink,
+    netlink: &impl Interfaces,
     tracker: TrackerId,
 ) -> Result<Plan, PlanError> {
     let vips: Vec<IpAddr> = keepalived
@@ -139,4 +160,36 @@ pub async fn make(
     servers.sort();
     servers.dedup();
     Ok(Plan { groups, real_servers: servers, own_api })
+}
+
+/// The node's configuration for a plan: what cplbd runs, on Linux and in simulation alike.
+pub fn node_config(
+    keepalived: &Keepalived,
+    api_port: u16,
+    plan: &Plan,
+    local_vips: Option<&(u32, String)>,
+    balancing: Balancing,
+    accept_from: &[IpAddr],
+) -> NodeConfig {
+    NodeConfig {
+        keepalived: keepalived.clone(),
+        api_port,
+        own_api: plan.own_api,
+        real_servers: plan.real_servers.clone(),
+        instances: plan
+            .groups
+            .iter()
+            .flat_map(|g| g.instances.iter().map(|(_, c)| c.clone()))
+            .map(|mut c| {
+                c.accept_from = accept_from
+                    .iter()
+                    .copied()
+                    .filter(|a| a.is_ipv4() == c.primary_address.is_ipv4())
+                    .collect();
+                c
+            })
+            .collect(),
+        local_vip_ifindex: local_vips.map(|(i, _)| IfIndex(*i)),
+        balancing,
+    }
 }

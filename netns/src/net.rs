@@ -1,0 +1,97 @@
+//! The TCP network the proxy and the health prober use: the host's (tokio's sockets) or
+//! turmoil's simulated one, so that the same proxy and prober code runs in `cplbd` and in
+//! simulation.
+//!
+//! A trait, not a cfg switch of type aliases: Cargo unifies features across a workspace
+//! build, so a `turmoil` feature enabled for the simulator would also swap the sockets
+//! of the `cplbd` built beside it. With the trait both exist side by side and the choice
+//! is a type parameter ([`Os`] in the daemon, [`Sim`] under turmoil).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Idle time before the first keepalive probe.
+pub const KEEPALIVE_TIME: Duration = Duration::from_secs(30);
+/// Time between unanswered keepalive probes.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes before the kernel gives the connection up.
+pub const KEEPALIVE_RETRIES: u32 = 3;
+
+/// A TCP network.
+pub trait Net: Send + Sync + 'static {
+    /// A connection.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// A listening socket.
+    type Listener: Send + 'static;
+
+    /// Opens a connection.
+    fn connect(addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Takes the next connection.
+    fn accept(
+        listener: &Self::Listener,
+    ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+    /// Small writes go out at once, and a vanished peer is noticed (TCP keepalive) where
+    /// the network has such options.
+    fn tune(stream: &Self::Stream);
+    /// Closes with a reset where the network can (the peer learns at once), else plainly.
+    fn reset(stream: Self::Stream);
+}
+
+/// The host's network: tokio's sockets.
+#[derive(Debug, Clone, Copy)]
+pub struct Os;
+
+impl Net for Os {
+    type Stream = tokio::net::TcpStream;
+    type Listener = tokio::net::TcpListener;
+
+    fn connect(addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send {
+        tokio::net::TcpStream::connect(addr)
+    }
+
+    async fn accept(listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
+        listener.accept().await
+    }
+
+    fn tune(stream: &Self::Stream) {
+        let _ = stream.set_nodelay(true);
+        let keepalive = TcpKeepalive::new()
+            .with_time(KEEPALIVE_TIME)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_RETRIES);
+        let _ = SockRef::from(stream).set_tcp_keepalive(&keepalive);
+    }
+
+    fn reset(stream: Self::Stream) {
+        let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        drop(stream);
+    }
+}
+
+/// turmoil's simulated network (inside a turmoil host).
+#[derive(Debug, Clone, Copy)]
+pub struct Sim;
+
+impl Net for Sim {
+    type Stream = turmoil::net::TcpStream;
+    type Listener = turmoil::net::TcpListener;
+
+    async fn connect(addr: SocketAddr) -> io::Result<Self::Stream> {
+        turmoil::net::TcpStream::connect(addr).await
+    }
+
+    async fn accept(listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
+        listener.accept().await
+    }
+
+    fn tune(_: &Self::Stream) {}
+
+    fn reset(stream: Self::Stream) {
+        drop(stream);
+    }
+}

@@ -1,0 +1,94 @@
+//! `cplb sim run --compare`: the same scenario and seed on the engine and on cplbd's own
+//! code under turmoil, their state changes side by side.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use cplb_core::vrrp::State;
+
+use crate::daemon_driver::Unsupported;
+use crate::run::{self, RunReport};
+use crate::scenario::Scenario;
+
+/// Both runs and how they differ.
+#[derive(Debug)]
+pub struct Comparison {
+    /// The engine's run.
+    pub engine: RunReport,
+    /// The daemon's run.
+    pub daemon: RunReport,
+    /// Differences: empty when the drivers agree.
+    pub differences: Vec<String>,
+    /// The side-by-side text.
+    pub text: String,
+}
+
+/// Runs both drivers and compares, per node and instance, the sequences of states entered,
+/// and the failover times (which may differ by at most one advertisement interval: the
+/// engine and turmoil place a crash at different points of the advert cycle's tick).
+pub fn compare(scenario: &Scenario, seed: u64) -> Result<Comparison, Unsupported> {
+    let engine = run::run(scenario, seed);
+    let daemon = run::run_daemon(scenario, seed)?;
+    let advert = scenario
+        .spec
+        .config
+        .enabled_keepalived()
+        .and_then(|k| k.vrrp_instances.first())
+        .map_or(1.0, |i| f64::from(i.advert_interval_seconds.max(1)));
+    let names = &engine.outcome.host_names;
+    let sequences = |r: &RunReport| {
+        let mut by: BTreeMap<(usize, usize), Vec<(f64, State)>> = BTreeMap::new();
+        for t in run::transitions(&r.outcome) {
+            if let Some(i) = t.instance {
+                by.entry((t.host, i)).or_default().push((t.at_s, t.to));
+            }
+        }
+        by
+    };
+    let (a, b) = (sequences(&engine), sequences(&daemon));
+    let mut keys: Vec<(usize, usize)> = a.keys().chain(b.keys()).copied().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut text = String::new();
+    let mut differences = Vec::new();
+    let show = |s: &[(f64, State)]| {
+        s.iter().map(|(t, st)| format!("{t:.3} {st}")).collect::<Vec<_>>().join(", ")
+    };
+    for key in keys {
+        let (x, y) =
+            (a.get(&key).cloned().unwrap_or_default(), b.get(&key).cloned().unwrap_or_default());
+        let name = format!("{} k0s-vip-{}", names.get(key.0).map_or("?", String::as_str), key.1);
+        let same = x.iter().map(|s| s.1).eq(y.iter().map(|s| s.1));
+        let _ = writeln!(text, "{name}{}", if same { "" } else { "   DIFFERENT" });
+        let _ = writeln!(text, "  engine: {}", show(&x));
+        let _ = writeln!(text, "  daemon: {}", show(&y));
+        if !same {
+            differences.push(format!("{name}: the states entered differ"));
+        }
+    }
+    let _ = writeln!(text, "failovers (engine | daemon):");
+    let (fa, fb) = (&engine.outcome.failovers, &daemon.outcome.failovers);
+    for i in 0..fa.len().max(fb.len()) {
+        let f = |v: &[cplb_sim::FailoverReport]| {
+            v.get(i).map_or("-".to_owned(), |f| {
+                format!(
+                    "{} -> {} {}",
+                    f.from,
+                    f.to,
+                    f.failover_s.map_or("never answered".into(), |s| format!("{s:.3} s"))
+                )
+            })
+        };
+        let (x, y) = (fa.get(i).and_then(|f| f.failover_s), fb.get(i).and_then(|f| f.failover_s));
+        let off = match (x, y) {
+            (Some(x), Some(y)) => (x - y).abs() > advert,
+            (None, None) => false,
+            _ => true,
+        };
+        let _ = writeln!(text, "  {} | {}{}", f(fa), f(fb), if off { "   DIFFERENT" } else { "" });
+        if off {
+            differences.push(format!("failover {} differs by more than {advert} s", i + 1));
+        }
+    }
+    Ok(Comparison { engine, daemon, differences, text })
+}
