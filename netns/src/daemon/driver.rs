@@ -140,6 +140,35 @@ impl DropLog {
 }
 
 impl<K: Kernel, N: Net> Driver<K, N> {
+    /// A driver for `node` from now on (its clock's zero), with nothing seen yet.
+    pub fn new(
+        node: Node,
+        kernel: K,
+        prober: Prober,
+        probe_timeout: Duration,
+        inputs: mpsc::Sender<Input>,
+    ) -> Self {
+        let started = tokio::time::Instant::now();
+        Self {
+            started,
+            names: node.instances().map(|(id, c)| (id, c.name.clone())).collect(),
+            node,
+            kernel,
+            prober,
+            probe_timeout,
+            inputs,
+            transitions: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            last_verify: started,
+            send_error: None,
+            drops: DropLog::default(),
+            vip_clock: super::vipclock::VipClock::default(),
+            drift_ppm: 0.0,
+            net: PhantomData,
+            state_changes: None,
+        }
+    }
+
     /// The node's clock now.
     pub fn now(&self) -> Instant {
         let elapsed = self.started.elapsed();

@@ -305,24 +305,9 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
         receivers: HashMap::new(),
         queues: queues.clone(),
     };
-    let mut driver = Driver {
-        started,
-        names: names(&node),
-        node,
-        kernel,
-        prober,
-        probe_timeout,
-        inputs: inputs.clone(),
-        transitions: BTreeMap::new(),
-        refused: BTreeMap::new(),
-        last_verify: started,
-        send_error: None,
-        drops: DropLog::default(),
-        vip_clock: vipclock::VipClock::default(),
-        drift_ppm: 0.0,
-        net: std::marker::PhantomData,
-        state_changes: None,
-    };
+    let mut driver = Driver::new(node, kernel, prober, probe_timeout, inputs.clone());
+    driver.started = started;
+    driver.last_verify = started;
     if let Some(listener) = proxy_listener {
         let config = proxy::ProxyConfig::from_options(&daemon.options);
         tracing::info!(max_connections = config.max_connections, idle_timeout = ?config.idle_timeout, "proxy");

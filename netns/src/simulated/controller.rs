@@ -3,7 +3,6 @@
 //! prober and the userspace proxy, over turmoil's network and a [`SimKernel`].
 
 use std::collections::BTreeMap;
-use std::marker::PhantomData;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::kernel::{ETH0, SharedFabric, SimKernel, VRRP_PORT, decode, link_local_of};
 use crate::daemon::plan::{self, Interfaces};
-use crate::daemon::{Driver, DropLog, Input};
+use crate::daemon::{Driver, Input};
 use crate::kernel::link::{Address, Interface, LinkError, ResolveError};
 use crate::net::Sim;
 use crate::probe::{ProbeKind, Prober};
@@ -178,29 +177,12 @@ pub async fn daemon(
         Prober::new(ProbeKind::Http { path: "/healthz".into() }).map_err(|e| e.to_string())?;
     let (inputs, mut rx) = mpsc::channel::<Input>(1024);
     let (packets, mut packets_rx) = mpsc::channel::<Input>(8192);
-    let names: BTreeMap<InstanceId, String> =
-        node.instances().map(|(id, c)| (id, c.name.clone())).collect();
-    let started = tokio::time::Instant::now();
     let kernel =
         SimKernel { me: spec.addr, fabric: Arc::clone(&fabric), socket: Arc::clone(&socket) };
-    let mut driver = Driver {
-        started,
-        names: names.clone(),
-        node,
-        kernel,
-        prober,
-        probe_timeout: lb::k0s_health_config(&keepalived).timeout,
-        inputs: inputs.clone(),
-        transitions: BTreeMap::new(),
-        refused: BTreeMap::new(),
-        last_verify: started,
-        send_error: None,
-        drops: DropLog::default(),
-        vip_clock: crate::daemon::vipclock::VipClock::default(),
-        drift_ppm,
-        net: PhantomData::<Sim>,
-        state_changes: None,
-    };
+    let probe_timeout = lb::k0s_health_config(&keepalived).timeout;
+    let mut driver: Driver<SimKernel, Sim> =
+        Driver::new(node, kernel, prober, probe_timeout, inputs.clone());
+    driver.drift_ppm = drift_ppm;
     fabric.lock().expect("fabric").notify.insert(spec.addr, inputs.clone());
     let mut tasks = tokio::task::JoinSet::new();
     if keepalived.mode() == LoadBalancerMode::UserspaceProxy {
