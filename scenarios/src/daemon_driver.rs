@@ -734,19 +734,8 @@ fn outcome(
         .map(|m| m.into_iter().map(|h| spec.hosts[h].name.clone()).collect())
         .collect();
     let served = (0..instances).map(|_| attempts.iter().any(|a| a.served_by.is_some())).collect();
-    let advert = Duration::from_secs(u64::from(
-        keepalived.vrrp_instances.first().map_or(1, |i| i.advert_interval_seconds.max(1)),
-    ));
-    let health = {
-        let c = cplb_core::lb::k0s_health_config(keepalived);
-        c.interval + (c.interval + c.timeout) * c.fall + c.interval
-    };
-    let recovery_bound = advert * 3
-        + advert
-        + advert
-        + cplb_core::node::ANNOUNCE_REFRESH
-        + health
-        + Duration::from_secs(1);
+    let takeovers = cplb_sim::instances(spec).into_iter().map(|i| i.master_down + i.advert);
+    let recovery_bound = cplb_sim::recovery_bound(takeovers, Some(keepalived));
     let violations: Vec<Violation> = Vec::new();
     Outcome {
         scenario: spec.name.clone(),

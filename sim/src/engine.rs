@@ -1315,18 +1315,8 @@ impl Sim {
     }
 
     fn recovery_bound(&self) -> Duration {
-        let vrrp =
-            self.instances.iter().map(|t| t.master_down + t.advert).max().unwrap_or_default();
-        let health = self
-            .hosts
-            .iter()
-            .find_map(|h| h.keepalived.as_ref())
-            .map(|k| {
-                let c = cplb_core::lb::k0s_health_config(k);
-                c.interval + (c.interval + c.timeout) * c.fall + c.interval
-            })
-            .unwrap_or_default();
-        vrrp + node::ANNOUNCE_REFRESH + health + Duration::from_secs(1)
+        let takeovers = self.instances.iter().map(|t| t.master_down + t.advert);
+        recovery_bound(takeovers, self.hosts.iter().find_map(|h| h.keepalived.as_ref()))
     }
 
     // --- read access for views and expectations ----------------------------------------------
@@ -1452,6 +1442,22 @@ pub fn instances(spec: &SimSpec) -> Vec<InstanceInfo> {
         }
     }
     instances
+}
+
+/// How long after the last fault clients may still fail: the slowest takeover (a
+/// Master_Down_Interval plus an advertisement interval, per instance), the announcement
+/// refresh, the health checker's bound for `keepalived`, and a second.
+pub fn recovery_bound(
+    takeovers: impl Iterator<Item = Duration>,
+    keepalived: Option<&Keepalived>,
+) -> Duration {
+    let health = keepalived
+        .map(|k| {
+            let c = cplb_core::lb::k0s_health_config(k);
+            c.interval + (c.interval + c.timeout) * c.fall + c.interval
+        })
+        .unwrap_or_default();
+    takeovers.max().unwrap_or_default() + node::ANNOUNCE_REFRESH + health + Duration::from_secs(1)
 }
 
 /// Why a state changed, in the trace's words.

@@ -14,7 +14,7 @@ mod spec;
 mod trace;
 mod views;
 
-pub use engine::{InstanceInfo, Sim, cause_text, instances};
+pub use engine::{InstanceInfo, Sim, cause_text, instances, recovery_bound};
 pub use failover::Failovers;
 pub use outcome::{ClientStats, FailoverReport, Outcome, Sample, Violation};
 pub use spec::{

@@ -90,15 +90,6 @@ impl Fabric {
             .map_or(vip.port(), |r| r.to_port);
         Some((host, SocketAddr::new(host, port)))
     }
-
-    /// The hosts holding `vip` on eth0.
-    pub fn holders(&self, vip: IpAddr) -> Vec<IpAddr> {
-        self.kernels
-            .iter()
-            .filter(|(_, k)| k.addresses.iter().any(|(i, a, _)| *i == ETH0 && *a == vip))
-            .map(|(h, _)| *h)
-            .collect()
-    }
 }
 
 /// The shared segment.
