@@ -447,11 +447,13 @@ fn lab_namespace_inodes() -> Vec<u64> {
         .unwrap_or_default()
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Attempt {
     start: Instant,
     end: Instant,
     answered: bool,
+    /// Why it failed (for the reports of failures that should not have happened).
+    error: Option<String>,
 }
 
 /// `cplb lab failover`: powers off the master (its link down, then its processes killed,
@@ -567,9 +569,12 @@ fn client_loop(
             let record = Arc::clone(record);
             tasks.spawn(async move {
                 let start = Instant::now();
-                let answered =
-                    crate::apiserver::fetch(vip, "/", true, Duration::from_secs(1)).await.is_ok();
-                let attempt = Attempt { start, end: Instant::now(), answered };
+                let error = crate::apiserver::fetch(vip, "/", true, Duration::from_secs(1))
+                    .await
+                    .err()
+                    .map(|e| e.to_string());
+                let answered = error.is_none();
+                let attempt = Attempt { start, end: Instant::now(), answered, error };
                 if let Ok(mut r) = record.lock() {
                     r.push(attempt);
                 }

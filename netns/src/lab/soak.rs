@@ -343,13 +343,16 @@ fn soak_cycle(
             let late: Vec<String> = attempts
                 .iter()
                 .filter(|a| a.start >= at && !a.answered)
-                .map(|a| format!("{:.3}", (a.start - t0).as_secs_f64()))
+                .map(|a| {
+                    let why = a.error.as_deref().unwrap_or("no answer");
+                    format!("{:.3}: {why}", (a.start - t0).as_secs_f64())
+                })
                 .collect();
             if !late.is_empty() {
                 cycle.problems.push(format!(
-                    "{} client connections failed after the lab settled (begun {} s after the fault)",
+                    "{} client connections failed after the lab settled (begun s after the fault: {})",
                     late.len(),
-                    late[..late.len().min(5)].join(", ")
+                    late[..late.len().min(5)].join("; ")
                 ));
             }
             client_figures(&mut cycle, &attempts, t0);
@@ -449,7 +452,8 @@ fn client_figures(cycle: &mut SoakCycle, attempts: &[Attempt], t0: Instant) {
 
 /// Polls [`check_lab`] until it has passed without a break, with the same master, for
 /// [`SOAK_STABLE`] and, with `client`, the client was answered by a connection begun in that
-/// time; the master and when that run of passes began, or the last problems at `deadline`.
+/// time; the master and when the lab settled (the run of passes began and the client was
+/// answered in it), or the last problems at `deadline`.
 ///
 /// A run of passes rather than one: a server that came back before its peers' health checks
 /// noticed it was gone is marked down late (and up again a probe later), which is the
@@ -472,12 +476,20 @@ fn wait_checked(
                     _ => now,
                 };
                 ok_since = Some((master.clone(), since));
-                let answered = client.is_none_or(|record| {
-                    record.lock().is_ok_and(|r| r.iter().any(|a| a.answered && a.start >= since))
-                });
-                if answered && now.duration_since(since) >= SOAK_STABLE {
-                    return Ok((master, since));
+                // The client's first answer in that run: until then its path (its ARP cache,
+                // the new master's first announcement) may still be catching up.
+                let answered = match client {
+                    None => Some(since),
+                    Some(record) => record.lock().ok().and_then(|r| {
+                        r.iter().filter(|a| a.answered && a.start >= since).map(|a| a.end).min()
+                    }),
+                };
+                if let Some(answered) = answered
+                    && now.duration_since(since) >= SOAK_STABLE
+                {
+                    return Ok((master, since.max(answered)));
                 }
+                let answered = answered.is_some();
                 if late {
                     return Err(vec![if answered {
                         "the checks did not pass for long enough".into()
