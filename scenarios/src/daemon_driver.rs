@@ -9,7 +9,6 @@
 //! `--compare` read both drivers alike.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,12 +18,12 @@ use cplb_core::time::Instant;
 use cplb_core::vrrp::State;
 use cplb_netns::simulated::controller::{self, ApiMode, Change, Changes, Control, ControllerSpec};
 use cplb_netns::simulated::kernel::{ETH0, Fabric, HostKernel, SharedFabric};
-use cplb_sim::{
-    ClientStats, Failovers, Fault, Outcome, ReloadConfig, Role, Sample, SimSpec, Violation,
-};
+use cplb_sim::{ClientStats, Failovers, Fault, Outcome, ReloadConfig, Role, Sample, SimSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+/// How often the invariants are checked, in simulated time.
+const CHECK_EVERY: Duration = Duration::from_millis(5);
 /// How long a client waits for its answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -208,6 +207,9 @@ pub fn run(spec: &SimSpec, seed: u64, sample_at: &[Duration]) -> Result<Outcome,
     let mut links_down: Vec<usize> = Vec::new();
     let mut partitions: Vec<(usize, usize)> = Vec::new();
     let mut events = 0u64;
+    let mut checks = crate::daemon_checks::Checks::new(spec);
+    let mut checked_at = Duration::ZERO;
+    let mut degraded = false;
     let mut next = due.into_iter().peekable();
     while sim.elapsed() < spec.duration {
         while let Some((at, _, _)) = next.peek()
@@ -228,12 +230,28 @@ pub fn run(spec: &SimSpec, seed: u64, sample_at: &[Duration]) -> Result<Outcome,
                     let names: Vec<String> = spec.hosts.iter().map(|h| h.name.clone()).collect();
                     trace.push((at, format!("FAULT {}", cplb_sim::fault_text(fault, &names))));
                     last_fault_at = Some(at);
+                    degraded = match fault {
+                        Fault::Heal => false,
+                        Fault::Loss(r) => *r > 0.0 || degraded,
+                        Fault::Delay(..) => true,
+                        _ => degraded,
+                    };
                     apply(&mut sim, spec, &world, fault, &mut links_down, &mut partitions);
                 }
             }
         }
         sim.step().map_err(|e| Unsupported(format!("turmoil: {e}")))?;
         events += 1;
+        if sim.elapsed() >= checked_at + CHECK_EVERY {
+            checked_at = sim.elapsed();
+            let net = crate::daemon_checks::Network {
+                links_down: &links_down,
+                cuts: &partitions,
+                degraded,
+            };
+            let changes = lock(&world.changes);
+            checks.check(checked_at, &changes, &lock(&world.fabric), &net);
+        }
     }
     let changes = lock(&world.changes).clone();
     let attempts = lock(&world.attempts).clone();
@@ -249,6 +267,7 @@ pub fn run(spec: &SimSpec, seed: u64, sample_at: &[Duration]) -> Result<Outcome,
         views(spec, &world),
         last_fault_at,
         events,
+        checks,
     ))
 }
 
@@ -633,30 +652,37 @@ fn sample(spec: &SimSpec, w: &World, at: Duration) -> Sample {
     Sample { at: Instant::ZERO + at, masters, real_servers }
 }
 
-/// `ip addr` of every controller, in the engine's format.
+/// The seed's views of every controller, in the engine's format, from what the simulated
+/// kernels hold: eth0's and `dummyvip0`'s addresses, the IPVS services, and the proxy the
+/// daemon runs.
 fn views(spec: &SimSpec, w: &World) -> String {
     let fabric = lock(&w.fabric);
-    let mut out = String::new();
-    for h in spec.hosts.iter().filter(|h| h.role == Role::Controller) {
-        let _ = writeln!(out, "{}", h.name);
-        let Some(k) = fabric.kernels.get(&h.address) else {
-            let _ = writeln!(out, "  (powered off)");
-            continue;
-        };
-        let inet = if h.address.is_ipv6() { "inet6" } else { "inet" };
-        let _ = writeln!(out, "2: eth0    {inet} {}/{} scope global eth0", h.address, h.prefix_len);
-        for (i, a, p) in &k.addresses {
-            if *i == ETH0 {
-                let _ = writeln!(out, "2: eth0    {inet} {a}/{p} scope global secondary eth0");
-            }
-        }
-        for (i, a, p) in &k.addresses {
-            if *i == controller::DUMMY {
-                let _ = writeln!(out, "3: dummyvip0    {inet} {a}/{p} scope global dummyvip0");
-            }
-        }
-    }
-    out
+    let hosts: Vec<cplb_sim::HostView> = spec
+        .hosts
+        .iter()
+        .filter(|h| h.role == Role::Controller)
+        .map(|h| {
+            let mut view = cplb_sim::HostView::off(h.name.clone(), h.address, h.prefix_len);
+            let Some(k) = fabric.kernels.get(&h.address) else { return view };
+            let on = |ifindex: u32| {
+                k.addresses
+                    .iter()
+                    .filter(|(i, _, _)| *i == ifindex)
+                    .map(|(_, a, p)| (*a, *p))
+                    .collect::<Vec<_>>()
+            };
+            view.powered = true;
+            view.eth0_vips = on(ETH0);
+            view.local_vips = on(controller::DUMMY);
+            view.services = k.services.clone();
+            view.proxy = fabric
+                .dataplane
+                .get(&h.address)
+                .and_then(|d| d.proxy_port.map(|p| (p, d.proxy_backends.clone())));
+            view
+        })
+        .collect();
+    cplb_sim::render_views(&hosts)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -672,6 +698,7 @@ fn outcome(
     views_after: String,
     last_fault_at: Option<Duration>,
     events: u64,
+    checks: crate::daemon_checks::Checks,
 ) -> Outcome {
     let names: Vec<String> = spec.hosts.iter().map(|h| h.name.clone()).collect();
     let name = |ip: IpAddr| {
@@ -736,13 +763,12 @@ fn outcome(
     let served = (0..instances).map(|_| attempts.iter().any(|a| a.served_by.is_some())).collect();
     let takeovers = cplb_sim::instances(spec).into_iter().map(|i| i.master_down + i.advert);
     let recovery_bound = cplb_sim::recovery_bound(takeovers, Some(keepalived));
-    let violations: Vec<Violation> = Vec::new();
     Outcome {
         scenario: spec.name.clone(),
         seed,
         simulated: spec.duration,
         events,
-        violations,
+        violations: checks.violations,
         failovers: failovers.reports(&names),
         clients,
         final_masters,
@@ -752,7 +778,7 @@ fn outcome(
         views_after,
         samples,
         forwarding_loops: 0,
-        dual_master_episodes: 0,
+        dual_master_episodes: checks.dual_master_episodes,
         served,
         last_fault_at: last_fault_at.map(|t| Instant::ZERO + t),
         recovery_bound,

@@ -1329,10 +1329,6 @@ impl Sim {
         self.keepalived.as_ref()
     }
 
-    pub(crate) fn api_port(&self) -> u16 {
-        self.api_port
-    }
-
     pub(crate) fn masters_of(&self, inst: usize) -> Vec<usize> {
         self.failovers.masters(inst).iter().copied().collect()
     }

@@ -20,4 +20,4 @@ pub use outcome::{ClientStats, FailoverReport, Outcome, Sample, Violation};
 pub use spec::{
     Fault, HostSpec, HostVrrp, ReloadConfig, Role, SimSpec, TimedFault, TrafficSpec, VrrpTuning,
 };
-pub use views::fault_text;
+pub use views::{HostView, fault_text, render_views};
