@@ -45,6 +45,9 @@ pub(crate) struct Checks {
     dual_since: Vec<Option<Duration>>,
     unconverged_since: Vec<Option<Duration>>,
     stray_since: BTreeMap<(usize, IpAddr), Duration>,
+    /// When each host's kernel last stopped refusing (the simulated kernel forgets it at
+    /// the first command after; the node's retries may still be catching up).
+    refused_until: BTreeMap<usize, Duration>,
     /// Two masters in one connected group for longer than a round trip, ended.
     pub dual_master_episodes: u64,
     pub violations: Vec<Violation>,
@@ -71,6 +74,7 @@ impl Checks {
             dual_since: vec![None; n],
             unconverged_since: vec![None; n],
             stray_since: BTreeMap::new(),
+            refused_until: BTreeMap::new(),
             dual_master_episodes: 0,
             violations: Vec::new(),
         }
@@ -167,8 +171,12 @@ impl Checks {
         let mut stray = BTreeSet::new();
         for (h, addr) in self.hosts.iter().enumerate() {
             let Some(k) = fabric.kernels.get(addr) else { continue };
-            let settling = k.refuse_until.is_some_and(|until| {
-                now < until + cplb_core::node::MAX_BACKOFF + Duration::from_millis(10)
+            if let Some(until) = k.refuse_until {
+                let last = self.refused_until.entry(h).or_insert(until);
+                *last = (*last).max(until);
+            }
+            let settling = self.refused_until.get(&h).is_some_and(|until| {
+                now < *until + cplb_core::node::MAX_BACKOFF + Duration::from_millis(10)
             });
             if !running[h] || settling {
                 continue;

@@ -537,9 +537,16 @@ fn apply(
         Fault::Reload(h, config) => {
             let file = match config {
                 ReloadConfig::Same => lock(&w.files).get(&ip(*h)).cloned(),
-                ReloadConfig::New(c) => {
-                    c.enabled_keepalived().cloned().map(|k| (k, c.spec.api.port))
-                }
+                // The new file is written per node too, as at the start.
+                ReloadConfig::New(c) => c.enabled_keepalived().cloned().map(|k| {
+                    let controllers: Vec<IpAddr> = spec
+                        .hosts
+                        .iter()
+                        .filter(|h| h.role == Role::Controller)
+                        .map(|h| h.address)
+                        .collect();
+                    (own_unicast(k, ip(*h), &controllers), c.spec.api.port)
+                }),
                 // The daemon refuses the file and keeps running what it runs.
                 ReloadConfig::Invalid { .. } => None,
             };
