@@ -114,8 +114,8 @@ impl Checks {
             let masters = self.hosts_in(inst, |s| s == State::Master);
             let eligible = self.hosts_in(inst, |s| matches!(s, State::Master | State::Backup));
             let master_down = self.instances[inst].master_down;
-            let dual =
-                !net.degraded && components(&masters, &connected).iter().any(|g| g.len() > 1);
+            let dual = !net.degraded
+                && cplb_sim::components(&masters, connected).iter().any(|g| g.len() > 1);
             match (dual, self.dual_since[inst]) {
                 (true, None) => self.dual_since[inst] = Some(now),
                 (true, Some(since)) if now - since > master_down + SLACK => {
@@ -135,7 +135,7 @@ impl Checks {
             let settled = now >= self.last_fault.unwrap_or_default() + bound;
             let bad = (settled && !net.degraded)
                 .then(|| {
-                    components(&eligible, &connected).into_iter().find_map(|group| {
+                    cplb_sim::components(&eligible, connected).into_iter().find_map(|group| {
                         let n = group.iter().filter(|h| masters.contains(h)).count();
                         (n != 1).then(|| {
                             format!(
@@ -241,22 +241,6 @@ impl Checks {
             recent,
         });
     }
-}
-
-/// The groups of `members` that can talk both ways.
-fn components(members: &[usize], connected: &impl Fn(usize, usize) -> bool) -> Vec<Vec<usize>> {
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    for &m in members {
-        let joined: Vec<usize> =
-            (0..groups.len()).filter(|&g| groups[g].iter().any(|&o| connected(m, o))).collect();
-        let mut merged = vec![m];
-        for g in joined.iter().rev() {
-            merged.extend(groups.remove(*g));
-        }
-        merged.sort_unstable();
-        groups.push(merged);
-    }
-    groups
 }
 
 #[cfg(test)]

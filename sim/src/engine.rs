@@ -1021,19 +1021,7 @@ impl Sim {
 
     /// Groups of hosts that can talk both ways, among those in `members`.
     fn components(&self, members: &[usize]) -> Vec<Vec<usize>> {
-        let mut groups: Vec<Vec<usize>> = Vec::new();
-        for &m in members {
-            let joined: Vec<usize> = (0..groups.len())
-                .filter(|&g| groups[g].iter().any(|&o| self.both_ways(m, o)))
-                .collect();
-            let mut merged = vec![m];
-            for g in joined.iter().rev() {
-                merged.extend(groups.remove(*g));
-            }
-            merged.sort_unstable();
-            groups.push(merged);
-        }
-        groups
+        crate::failover::components(members, |a, b| self.both_ways(a, b))
     }
 
     /// Evaluates the invariants. The state predicates are recomputed when something they

@@ -125,3 +125,20 @@ impl Failovers {
         self.list.iter().map(|f| f.report(names)).collect()
     }
 }
+
+/// The groups of `members` that can talk to each other (directly or through another
+/// member), by `connected`; each group sorted.
+pub fn components(members: &[usize], connected: impl Fn(usize, usize) -> bool) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for &m in members {
+        let joined: Vec<usize> =
+            (0..groups.len()).filter(|&g| groups[g].iter().any(|&o| connected(m, o))).collect();
+        let mut merged = vec![m];
+        for g in joined.iter().rev() {
+            merged.extend(groups.remove(*g));
+        }
+        merged.sort_unstable();
+        groups.push(merged);
+    }
+    groups
+}

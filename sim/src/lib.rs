@@ -15,7 +15,7 @@ mod trace;
 mod views;
 
 pub use engine::{InstanceInfo, Sim, cause_text, instances, recovery_bound};
-pub use failover::Failovers;
+pub use failover::{Failovers, components};
 pub use outcome::{ClientStats, FailoverReport, Outcome, Sample, Violation};
 pub use spec::{
     Fault, HostSpec, HostVrrp, ReloadConfig, Role, SimSpec, TimedFault, TrafficSpec, VrrpTuning,
