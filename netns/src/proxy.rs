@@ -97,8 +97,17 @@ pub async fn serve<N: Net>(
     stats.max_connections.store(max as u64, Ordering::Relaxed);
     let slots = Arc::new(Semaphore::new(max));
     let mut refusals = RateLog::new("proxy: connection refused at the connection cap");
+    // The connections belong to the proxy: when it is stopped (a reload that leaves proxy
+    // mode, or a crash of the daemon under simulation) they end with it, as they do when
+    // the process exits, rather than run on unaccounted.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (client, peer) = match N::accept(&listener).await {
+        let accepted = tokio::select! {
+            accepted = N::accept(&listener) => accepted,
+            // Reap finished connections so the set holds only live ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (client, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -116,7 +125,7 @@ pub async fn serve<N: Net>(
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         let slot = Slot::new(permit, Arc::clone(&stats));
         let driver = driver.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let stats = &slot.stats;
             let (tx, rx) = oneshot::channel();
             if driver.send(Input::ProxyPick(peer.ip(), tx)).await.is_err() {

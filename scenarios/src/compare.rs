@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 
 use cplb_core::vrrp::State;
 
-use crate::daemon_driver::Unsupported;
 use crate::run::{self, RunReport};
 use crate::scenario::Scenario;
 
@@ -26,9 +25,13 @@ pub struct Comparison {
 /// Runs both drivers and compares, per node and instance, the sequences of states entered,
 /// and the failover times (which may differ by at most one advertisement interval: the
 /// engine and turmoil place a crash at different points of the advert cycle's tick).
-pub fn compare(scenario: &Scenario, seed: u64) -> Result<Comparison, Unsupported> {
+/// Errs, naming why, when either driver cannot run the scenario.
+pub fn compare(scenario: &Scenario, seed: u64) -> Result<Comparison, String> {
+    if let Some(why) = run::engine_refuses(scenario) {
+        return Err(format!("--compare needs both drivers: {why}"));
+    }
     let engine = run::run(scenario, seed);
-    let daemon = run::run_daemon(scenario, seed)?;
+    let daemon = run::run_daemon(scenario, seed).map_err(|e| e.to_string())?;
     let advert = scenario
         .spec
         .config

@@ -48,6 +48,8 @@ pub(crate) struct Checks {
     /// When each host's kernel last stopped refusing (the simulated kernel forgets it at
     /// the first command after; the node's retries may still be catching up).
     refused_until: BTreeMap<usize, Duration>,
+    /// Connections that looped between directors, so far.
+    pub forwarding_loops: u64,
     /// Two masters in one connected group for longer than a round trip, ended.
     pub dual_master_episodes: u64,
     pub violations: Vec<Violation>,
@@ -75,6 +77,7 @@ impl Checks {
             unconverged_since: vec![None; n],
             stray_since: BTreeMap::new(),
             refused_until: BTreeMap::new(),
+            forwarding_loops: 0,
             dual_master_episodes: 0,
             violations: Vec::new(),
         }
@@ -157,6 +160,18 @@ impl Checks {
             }
         }
         self.check_vip_holders(now, changes, fabric, &running);
+        if fabric.loops > 0 && self.forwarding_loops == 0 {
+            let service =
+                fabric.last_loop.map_or_else(String::new, |k| format!("{}:{}", k.vip, k.port));
+            let hops = cplb_netns::simulated::kernel::MAX_HOPS;
+            self.violate(
+                now,
+                changes,
+                "no_forwarding_loop",
+                format!("a packet to {service} was forwarded {hops} times"),
+            );
+        }
+        self.forwarding_loops = fabric.loops;
     }
 
     /// A VIP on eth0 of a running daemon that is not its master, for longer than the slack

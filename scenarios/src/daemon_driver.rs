@@ -24,8 +24,10 @@ use tokio::sync::mpsc;
 
 /// How often the invariants are checked, in simulated time.
 const CHECK_EVERY: Duration = Duration::from_millis(5);
-/// How long a client waits for its answer.
+/// How long a client waits for its answer (a watch: for its next event).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a broken watch waits before it is opened again.
+const REWATCH: Duration = Duration::from_millis(500);
 
 /// Why a scenario cannot run under `--driver daemon`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -168,12 +170,18 @@ pub fn run(spec: &SimSpec, seed: u64, sample_at: &[Duration]) -> Result<Outcome,
         .map(|c| c.addr)
         .expect("a VIP");
     for (i, h) in spec.hosts.iter().enumerate().filter(|(_, h)| h.role != Role::Controller) {
-        let sources: Vec<(usize, f64, IpAddr, Duration)> = spec
+        let sources: Vec<Source> = spec
             .traffic
             .iter()
             .enumerate()
             .filter(|(_, t)| t.from == i)
-            .map(|(n, t)| (n, t.rate, t.vip.unwrap_or(vip), t.start))
+            .map(|(n, t)| Source {
+                n,
+                rate: t.rate,
+                vip: t.vip.unwrap_or(vip),
+                start: t.start,
+                watch: t.watch,
+            })
             .collect();
         let w = world.clone();
         let me = h.address;
@@ -365,26 +373,37 @@ fn start_daemon(cs: &ControllerSpec, w: &World) -> DaemonTask {
     (task, tx)
 }
 
+/// One traffic source of a client host.
+#[derive(Debug, Clone, Copy)]
+struct Source {
+    /// Its index in the scenario's traffic.
+    n: usize,
+    rate: f64,
+    vip: IpAddr,
+    start: Duration,
+    watch: bool,
+}
+
 /// A host's API clients: each source connects `rate` times a second from its start, each
-/// attempt a fresh TCP connection to VIP:port with a request, successful when answered 200.
-async fn traffic_host(
-    me: IpAddr,
-    sources: Vec<(usize, f64, IpAddr, Duration)>,
-    port: u16,
-    w: World,
-) -> turmoil::Result {
-    for (source, rate, vip, start) in sources {
+/// attempt a fresh TCP connection to VIP:port with a request, successful when answered 200;
+/// a watch source holds one connection instead ([`watch`]).
+async fn traffic_host(me: IpAddr, sources: Vec<Source>, port: u16, w: World) -> turmoil::Result {
+    for src in sources {
         let w = w.clone();
         tokio::spawn(async move {
             let now = turmoil::sim_elapsed().unwrap_or_default();
-            tokio::time::sleep(start.saturating_sub(now)).await;
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001)));
+            tokio::time::sleep(src.start.saturating_sub(now)).await;
+            if src.watch {
+                return watch(me, src, port, &w).await;
+            }
+            let mut tick =
+                tokio::time::interval(Duration::from_secs_f64(1.0 / src.rate.max(0.001)));
             loop {
                 tick.tick().await;
                 let w = w.clone();
                 tokio::spawn(async move {
                     let at = turmoil::sim_elapsed().unwrap_or_default();
-                    let route = lock(&w.fabric).route(SocketAddr::new(vip, port), me, at);
+                    let route = lock(&w.fabric).route(SocketAddr::new(src.vip, port), me, at);
                     let via = route.map(|(director, _)| director);
                     let served_by = match route {
                         Some((_, to)) => tokio::time::timeout(CLIENT_TIMEOUT, fetch(to))
@@ -394,13 +413,45 @@ async fn traffic_host(
                             .map(|()| to.ip()),
                         None => None,
                     };
-                    lock(&w.attempts).push(Attempt { at, source, served_by, via, vip });
+                    let vip = src.vip;
+                    lock(&w.attempts).push(Attempt { at, source: src.n, served_by, via, vip });
                 });
             }
         });
     }
     std::future::pending::<()>().await;
     Ok(())
+}
+
+/// A watch, as client-go holds one: a single connection to VIP:port asking `?watch=true`;
+/// every event read is an answer; the stream ending, failing or going silent for
+/// [`CLIENT_TIMEOUT`] is a failure, and the watch is opened again after [`REWATCH`].
+async fn watch(me: IpAddr, src: Source, port: u16, w: &World) {
+    let record = |served_by: Option<IpAddr>, via: Option<IpAddr>| {
+        let at = turmoil::sim_elapsed().unwrap_or_default();
+        lock(&w.attempts).push(Attempt { at, source: src.n, served_by, via, vip: src.vip });
+    };
+    loop {
+        let at = turmoil::sim_elapsed().unwrap_or_default();
+        let route = lock(&w.fabric).route(SocketAddr::new(src.vip, port), me, at);
+        let via = route.map(|(director, _)| director);
+        if let Some((_, to)) = route
+            && let Ok(Ok(mut s)) =
+                tokio::time::timeout(CLIENT_TIMEOUT, turmoil::net::TcpStream::connect(to)).await
+            && s.write_all(b"GET /api/v1/pods?watch=true HTTP/1.1\r\nhost: vip\r\n\r\n")
+                .await
+                .is_ok()
+        {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(Ok(n)) = tokio::time::timeout(CLIENT_TIMEOUT, s.read(&mut buf)).await
+                && n > 0
+            {
+                record(Some(to.ip()), via);
+            }
+        }
+        record(None, via);
+        tokio::time::sleep(REWATCH).await;
+    }
 }
 
 async fn fetch(to: SocketAddr) -> std::io::Result<()> {
@@ -784,7 +835,7 @@ fn outcome(
         views_before,
         views_after,
         samples,
-        forwarding_loops: 0,
+        forwarding_loops: checks.forwarding_loops,
         dual_master_episodes: checks.dual_master_episodes,
         served,
         last_fault_at: last_fault_at.map(|t| Instant::ZERO + t),

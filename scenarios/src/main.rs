@@ -572,7 +572,12 @@ fn sim_run(args: SimRunArgs) -> Result<Done, String> {
         return Ok(Done { stdout: out, code: if c.differences.is_empty() { 0 } else { 1 } });
     }
     let report = match args.driver {
-        DriverArg::Engine => cplb_scenarios::run::run(&scenario, seed),
+        DriverArg::Engine => {
+            if let Some(why) = cplb_scenarios::run::engine_refuses(&scenario) {
+                return Err(why);
+            }
+            cplb_scenarios::run::run(&scenario, seed)
+        }
         DriverArg::Daemon => {
             cplb_scenarios::run::run_daemon(&scenario, seed).map_err(|e| e.to_string())?
         }

@@ -46,6 +46,18 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
     report(scenario, sim.run(), "engine")
 }
 
+/// Why the engine cannot run a scenario, naming what it lacks: a watch (a held
+/// connection) needs the real proxy; `None`: it can.
+pub fn engine_refuses(scenario: &Scenario) -> Option<String> {
+    let names: Vec<&str> = scenario.spec.hosts.iter().map(|h| h.name.as_str()).collect();
+    scenario.spec.traffic.iter().find(|t| t.watch).map(|t| {
+        format!(
+            "traffic from {} is a watch (a held connection): the engine has no connections to hold; run it with --driver daemon",
+            names.get(t.from).copied().unwrap_or("?")
+        )
+    })
+}
+
 /// Runs a scenario with a seed with cplbd's own code under turmoil (`--driver daemon`).
 pub fn run_daemon(
     scenario: &Scenario,

@@ -417,7 +417,8 @@ impl Parser<'_> {
     fn traffic(&self, id: NodeId) -> Result<Vec<TrafficSpec>, ScenarioError> {
         let mut out = Vec::new();
         for t in self.list(id, "traffic")? {
-            let tf = self.fields(t, "a traffic entry", &["from", "rate", "vip", "start"])?;
+            let tf =
+                self.fields(t, "a traffic entry", &["from", "rate", "vip", "start", "watch"])?;
             let from_id = Self::get(&tf, "from")
                 .ok_or_else(|| self.err(t, "traffic needs \"from\"".into()))?;
             // One host, or a list of hosts that each connect at the rate.
@@ -446,7 +447,17 @@ impl Parser<'_> {
                 .map(|s| self.duration(s, "start"))
                 .transpose()?
                 .unwrap_or_default();
-            out.extend(sources.into_iter().map(|from| TrafficSpec { from, rate, vip, start }));
+            let watch = match Self::get(&tf, "watch") {
+                Some(w) => self.boolean(w, "watch")?,
+                None => false,
+            };
+            out.extend(sources.into_iter().map(|from| TrafficSpec {
+                from,
+                rate,
+                vip,
+                start,
+                watch,
+            }));
         }
         Ok(out)
     }

@@ -126,3 +126,93 @@ fn the_real_code_meets_the_expectations_of_the_scenarios_it_alone_can_show() {
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0].from, "ctl2");
 }
+
+/// Two instances (VIPs .200 and .201) in k0s's userspace proxy mode, ctl2 the master of
+/// both (equal priorities, the highest address); a kubelet-like watch on .200 through ctl2's
+/// proxy, fresh connections on .201. At 15 s `fault` happens.
+fn two_instances_with_a_watch(fault: &str) -> Scenario {
+    let instances = |both: bool| {
+        let second = if both {
+            "\n          - virtualIPs: [\"10.200.0.201/24\"]\n            authPass: second"
+        } else {
+            ""
+        };
+        format!(
+            "spec:\n    network:\n      controlPlaneLoadBalancing:\n        enabled: true\n        keepalived:\n          vrrpInstances:\n          - virtualIPs: [\"10.200.0.200/24\"]\n            authPass: first{second}"
+        )
+    };
+    let text = format!(
+        r#"name: watch-and-another-instance
+description: a watch on one instance while the other fails over
+duration: 40s
+hosts:
+  - {{name: ctl0, role: controller, address: 10.200.0.10}}
+  - {{name: ctl1, role: controller, address: 10.200.0.11}}
+  - {{name: ctl2, role: controller, address: 10.200.0.12}}
+  - {{name: kubelet, role: worker, address: 10.200.0.101}}
+  - {{name: client, role: client, address: 10.200.0.100}}
+config: |
+  {}
+traffic:
+  - {{from: kubelet, watch: true, vip: 10.200.0.200, start: 5s}}
+  - {{from: client, rate: 20, vip: 10.200.0.201, start: 5s}}
+faults:
+{}
+"#,
+        instances(true),
+        fault.replace("ONE_INSTANCE", &instances(false).replace('\n', "\n      "))
+    );
+    parse("watch-and-another-instance.yaml", &text).expect("the scenario parses")
+}
+
+/// A long-lived watch survives a failover of another instance: ctl2 is reloaded with a file
+/// without the second instance, so .201 moves to ctl1 while ctl2 rewrites its redirects and
+/// stays master of .200; the watch through ctl2's proxy never misses an event. The same
+/// watch does break when its own path dies (ctl2 crashes, its proxy with it), and is
+/// reopened through the new master: the measure can fail.
+#[test]
+fn a_watch_survives_a_failover_of_another_instance() {
+    let reload = two_instances_with_a_watch(
+        "  - at: 15s\n    reload:\n      host: ctl2\n      config: |\n        ONE_INSTANCE",
+    );
+    for seed in [1, 2, 3] {
+        let r = run_daemon(&reload, seed).expect("runs");
+        let replay = format!("seed {seed}\n{}", r.outcome.timeline.join("\n"));
+        let moved: Vec<_> = r.outcome.failovers.iter().filter(|f| f.instance == 1).collect();
+        assert!(
+            moved.len() == 1 && moved[0].from == "ctl2" && moved[0].to == "ctl1",
+            "the second instance did not move from ctl2 to ctl1: {:?}\n{replay}",
+            r.outcome.failovers
+        );
+        assert!(
+            r.outcome.failovers.iter().all(|f| f.instance != 0),
+            "the watched instance failed over: {:?}\n{replay}",
+            r.outcome.failovers
+        );
+        let watch = &r.outcome.clients[0];
+        // An event every 100 ms for 35 s.
+        assert!(watch.attempts > 300, "the watch carried {} events\n{replay}", watch.attempts);
+        assert_eq!(watch.failed, 0, "the watch broke: {watch:?}\n{replay}");
+        assert!(r.outcome.violations.is_empty(), "{:?}", r.outcome.violations);
+    }
+
+    let crash = two_instances_with_a_watch("  - {at: 15s, crash: ctl2}");
+    let r = run_daemon(&crash, 1).expect("runs");
+    let watch = &r.outcome.clients[0];
+    assert!(watch.failed >= 1, "the watch through a crashed proxy did not break: {watch:?}");
+    assert!(
+        watch.longest_outage < std::time::Duration::from_secs(6),
+        "the watch was not reopened through the new master: {watch:?}\n{}",
+        r.outcome.timeline.join("\n")
+    );
+    assert!(watch.last_failure.is_some_and(|t| t.as_nanos() < 25_000_000_000), "{watch:?}");
+}
+
+#[test]
+fn the_engine_refuses_a_watch_by_name() {
+    let s = two_instances_with_a_watch("  - {at: 15s, crash: ctl2}");
+    let why = cplb_scenarios::run::engine_refuses(&s).expect("refused");
+    assert!(why.contains("kubelet") && why.contains("watch"), "{why}");
+    let err = compare(&s, 1).expect_err("compare needs the engine");
+    assert!(err.contains("--driver daemon"), "{err}");
+}

@@ -57,6 +57,10 @@ pub struct TrafficSpec {
     pub vip: Option<IpAddr>,
     /// When the first connection is made.
     pub start: Duration,
+    /// A watch: one long-lived connection (as client-go's watches) instead of fresh ones at
+    /// `rate`; each event it carries is an answer, its end a failure (then it is reopened).
+    /// Only the real proxy under `--driver daemon` runs it; the engine has no connections.
+    pub watch: bool,
 }
 
 /// One fault (or repair), at a time.

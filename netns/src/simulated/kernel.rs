@@ -57,13 +57,24 @@ pub struct Fabric {
     pub dataplane: BTreeMap<IpAddr, cplb_core::lb::DataPlane>,
     /// The IPVS scheduler state of each host's services (persistence templates, turns).
     pub ipvs: BTreeMap<(IpAddr, ServiceKey), VirtualService>,
+    /// Connections that went round between directors [`MAX_HOPS`] times, and the service
+    /// of the last one.
+    pub loops: u64,
+    /// The service the last forwarding loop happened on.
+    pub last_loop: Option<ServiceKey>,
 }
+
+/// How many times a connection is forwarded between directors before it counts as a loop
+/// (the engine's bound).
+pub const MAX_HOPS: usize = 8;
 
 impl Fabric {
     /// Where a client's connection to `vip` lands: the host answering for the VIP, and
-    /// there its IPVS service's choice (direct routing: the real server itself), or the NAT
-    /// table's redirect to a local port, or the port itself.
-    /// Returns the answering host and the address the connection lands on.
+    /// there its IPVS service's choice (direct routing: the frame goes to the real server,
+    /// whose own service, if it has one, schedules it again unless its loop guard marks
+    /// frames from real servers), or the NAT table's redirect to a local port, or the port
+    /// itself. Returns the answering host and the address the connection lands on; `None`
+    /// when nobody answers, no real server is left, or the frame loops (counted).
     pub fn route(
         &mut self,
         vip: SocketAddr,
@@ -77,18 +88,44 @@ impl Fabric {
             Some(h) if self.kernels.get(h).is_some_and(holds) => *h,
             _ => *self.kernels.iter().find(|(_, k)| holds(k))?.0,
         };
-        let kernel = self.kernels.get(&host)?;
         let key = ServiceKey { vip: vip.ip(), port: vip.port() };
-        if kernel.services.iter().any(|s| s.key == key) {
-            let vs = self.ipvs.get_mut(&(host, key))?;
-            return vs.schedule(Instant::ZERO + now, client).map(|to| (host, to));
+        let mut at = host;
+        for _ in 0..MAX_HOPS {
+            let kernel = self.kernels.get(&at)?;
+            if !kernel.services.iter().any(|s| s.key == key) {
+                if at != host {
+                    // A real server without the service: the VIP is local, its API server
+                    // answers.
+                    return Some((host, SocketAddr::new(at, vip.port())));
+                }
+                let port = kernel
+                    .rules
+                    .as_ref()
+                    .and_then(|r| r.redirects.iter().find(|r| r.vip == vip))
+                    .map_or(vip.port(), |r| r.to_port);
+                return Some((host, SocketAddr::new(host, port)));
+            }
+            let to = self.ipvs.get_mut(&(at, key))?.schedule(Instant::ZERO + now, client)?;
+            let guarded = |k: &HostKernel| {
+                k.rules.as_ref().is_some_and(|r| {
+                    r.loop_guards.iter().any(|g| g.service == key && g.real_servers.contains(&at))
+                })
+            };
+            match self.kernels.get(&to.ip()) {
+                Some(next)
+                    if to.ip() != at
+                        && next.link_up
+                        && next.services.iter().any(|s| s.key == key)
+                        && !guarded(next) =>
+                {
+                    at = to.ip();
+                }
+                _ => return Some((host, to)),
+            }
         }
-        let port = kernel
-            .rules
-            .as_ref()
-            .and_then(|r| r.redirects.iter().find(|r| r.vip == vip))
-            .map_or(vip.port(), |r| r.to_port);
-        Some((host, SocketAddr::new(host, port)))
+        self.loops += 1;
+        self.last_loop = Some(key);
+        None
     }
 }
 
@@ -249,4 +286,74 @@ pub fn decode(d: &[u8]) -> Option<Datagram> {
         _ => return None,
     };
     Some(Datagram { received, overflows: None })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use cplb_core::config::{LbAlgo, LbKind};
+    use cplb_core::lb::{LoopGuard, RealServer};
+
+    const VIP: &str = "10.200.0.200";
+
+    /// Two directors whose (stale) services each send everything to the other: the crashed
+    /// IPVS master of k0s #5178 and the new one.
+    fn crossed(guard: bool) -> Fabric {
+        let vip: IpAddr = VIP.parse().unwrap();
+        let key = ServiceKey { vip, port: 6443 };
+        let a: IpAddr = "10.200.0.10".parse().unwrap();
+        let b: IpAddr = "10.200.0.11".parse().unwrap();
+        let mut f = Fabric::default();
+        for (me, other) in [(a, b), (b, a)] {
+            let real_servers = vec![RealServer { addr: SocketAddr::new(other, 6443), weight: 1 }];
+            let spec = ServiceSpec {
+                key,
+                fwmark: 0,
+                algo: LbAlgo::Rr,
+                forwarding: LbKind::Dr,
+                persistence_secs: 0,
+                real_servers: real_servers.clone(),
+            };
+            let rules = guard.then(|| NatRules {
+                loop_guards: vec![LoopGuard { service: key, fwmark: 1, real_servers: vec![a, b] }],
+                ..NatRules::default()
+            });
+            let mut addresses = BTreeSet::from([(ETH0, me, 24)]);
+            if me == a {
+                addresses.insert((ETH0, vip, 24));
+            }
+            f.kernels.insert(
+                me,
+                HostKernel {
+                    addresses,
+                    rules,
+                    services: vec![spec],
+                    link_up: true,
+                    ..Default::default()
+                },
+            );
+            let mut vs = VirtualService::new(key, LbAlgo::Rr, LbKind::Dr, None);
+            vs.set_real_servers(&real_servers);
+            f.ipvs.insert((me, key), vs);
+        }
+        f
+    }
+
+    #[test]
+    fn directors_forwarding_to_each_other_loop_without_the_guard() {
+        let client = "10.200.0.102".parse().unwrap();
+        let vip = SocketAddr::new(VIP.parse().unwrap(), 6443);
+        let mut bare = crossed(false);
+        assert_eq!(bare.route(vip, client, Duration::ZERO), None);
+        assert_eq!(bare.loops, 1);
+        assert_eq!(bare.last_loop.map(|k| k.port), Some(6443));
+
+        let mut guarded = crossed(true);
+        let landed = guarded.route(vip, client, Duration::ZERO);
+        let b: IpAddr = "10.200.0.11".parse().unwrap();
+        assert_eq!(landed, Some(("10.200.0.10".parse().unwrap(), SocketAddr::new(b, 6443))));
+        assert_eq!(guarded.loops, 0);
+    }
 }
