@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::status;
 use crate::topology::{self, HostSpec, Topology};
 
+pub mod bench;
 mod soak;
 pub use self::soak::*;
 

@@ -83,6 +83,53 @@ pub struct Options {
     /// own user may query it, anyone else is refused.
     #[arg(long, value_name = "NAME")]
     pub status_group: Option<String>,
+    /// The VRRP version of IPv4 instances: 2 (keepalived's default and k0s's) or 3 (RFC
+    /// 9568, with sub-second advertisement intervals). IPv6 instances are always VRRPv3.
+    #[arg(long, value_name = "N", default_value = "2", value_parser = parse_vrrp_version)]
+    pub vrrp_version: u8,
+    /// Every instance's advertisement interval, overriding advertIntervalSeconds (as
+    /// keepalived's `advert_int`): whole seconds with VRRPv2, 10 ms steps up to 40.95 s with
+    /// VRRPv3 (`100ms` for keepalived's `advert_int 0.1`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub advert_interval: Option<Duration>,
+    /// How VRRPv3 over IPv4 is checksummed when sent: with the IPv4 pseudo-header, as
+    /// keepalived and FRR do by default, or over the message only as RFC 9568 says (what
+    /// keepalived sends with `v3_checksum_as_v2`). Either form is accepted.
+    #[arg(long, value_enum, default_value_t = V3Checksum::PseudoHeader)]
+    pub v3_ipv4_checksum: V3Checksum,
+}
+
+/// How VRRPv3 over IPv4 is checksummed when sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum V3Checksum {
+    /// With the IPv4 pseudo-header (keepalived's and FRR's default).
+    PseudoHeader,
+    /// The message only (RFC 9568; keepalived's `v3_checksum_as_v2`).
+    Rfc9568,
+}
+
+fn parse_vrrp_version(text: &str) -> Result<u8, String> {
+    match text.trim() {
+        "2" => Ok(2),
+        "3" => Ok(3),
+        other => Err(format!("{other:?}: the VRRP version is 2 or 3")),
+    }
+}
+
+impl Options {
+    /// What the command line changes in every VRRP instance.
+    pub fn vrrp_tuning(&self) -> crate::daemon::plan::VrrpTuning {
+        use cplb_core::vrrp::{V3Ipv4Checksum, Version};
+        crate::daemon::plan::VrrpTuning {
+            accept_from: self.accept_adverts_from.clone(),
+            ipv4_version: if self.vrrp_version == 3 { Version::V3 } else { Version::V2 },
+            advert_interval: self.advert_interval,
+            v3_ipv4_checksum: match self.v3_ipv4_checksum {
+                V3Checksum::PseudoHeader => V3Ipv4Checksum::PseudoHeader,
+                V3Checksum::Rfc9568 => V3Ipv4Checksum::Rfc9568,
+            },
+        }
+    }
 }
 
 /// An API server given on the command line.

@@ -73,9 +73,16 @@ enum LabCommand {
     Soak(LabSoakArgs),
     /// Remove everything the lab created.
     Down(LabKernelArgs),
+    /// cplbd against keepalived and HAProxy, side by side on the same namespaces: failover
+    /// times, connections per second, latency, throughput, memory and idle CPU, as a table
+    /// of median / min / max with the ratio to the reference and the protocol's bound.
+    Bench(LabBenchArgs),
     /// The lab's stand-in API server (started by `lab up` in each controller).
     #[command(hide = true)]
     Apiserver(LabApiserverArgs),
+    /// The bench's plain backend: answers at once over TCP, or streams bytes.
+    #[command(hide = true)]
+    Backend(LabBackendArgs),
     /// A client of the lab: HTTPS GETs of a path, one answer per line (tests use it).
     #[command(hide = true)]
     Fetch(LabFetchArgs),
@@ -139,6 +146,34 @@ struct LabSoakArgs {
     /// to stderr).
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Args)]
+struct LabBenchArgs {
+    /// Reps of each failover measure (the timed data-plane measures run up to 3).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    reps: u32,
+    /// Only these measures (comma separated): crash_k0s, crash_v3_100ms, graceful,
+    /// first_election, conn_rate, latency_p50, latency_p99, bulk, rss, idle_cpu, or
+    /// `failover` for the first four.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    only: Vec<String>,
+    /// Print {"measures": [ROW, ...]} as JSON (progress goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Also write bench.json and bench.md into DIR.
+    #[arg(long, value_name = "DIR")]
+    out: Option<std::path::PathBuf>,
+    /// Seed of the crash phases within the advert cycle (the same for every contender).
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Debug, Args)]
+struct LabBackendArgs {
+    /// Where it listens (IP:PORT).
+    #[arg(long)]
+    listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -480,6 +515,21 @@ fn lab(cmd: LabCommand) -> Result<Done, String> {
             }
         }
         LabCommand::Soak(args) => lab_soak(&args),
+        LabCommand::Bench(args) => lab_bench(&args),
+        LabCommand::Backend(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind(args.listen)
+                    .await
+                    .map_err(|e| format!("binding {}: {e}", args.listen))?;
+                lab::bench::serve_backend(listener).await.map_err(|e| e.to_string())
+            })?;
+            Ok(Done::ok(String::new()))
+        }
         LabCommand::Fetch(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -516,6 +566,26 @@ fn lab(cmd: LabCommand) -> Result<Done, String> {
             Ok(Done::ok(String::new()))
         }
     }
+}
+
+/// `cplb lab bench`: the table (or JSON) on stdout, a line per rep on stderr.
+fn lab_bench(args: &LabBenchArgs) -> Result<Done, String> {
+    use cplb_netns::lab::{self, bench};
+    let programs = lab::Programs::beside_current_exe()?;
+    let options = bench::BenchOptions {
+        reps: args.reps,
+        only: args.only.clone(),
+        seed: args.seed,
+        ..bench::BenchOptions::default()
+    };
+    options.measures()?;
+    let mut progress = |line: &str| eprintln!("{line}");
+    let run = bench::run(&programs, &options, &mut progress)?;
+    if let Some(dir) = &args.out {
+        bench::write_out(&run, dir)?;
+    }
+    let stdout = if args.json { format!("{:#}", run.json()) } else { run.markdown() };
+    Ok(Done::ok(stdout.trim_end().to_owned()))
 }
 
 /// `cplb lab soak`: exit 0 when every cycle passed, 1 when one failed, 2 when it could not

@@ -58,7 +58,11 @@ impl VirtualRouter {
         // RFC 9568 §5.2.9: an IPv6 advert lists the router's link-local address first. When
         // the configured VIPs do not start with one (k0s configs never do), the interface's
         // link-local source address takes that place in the advert; it is not installed.
+        // Not where keepalived is the peer (`allow_global_first_ipv6`): keepalived sends the
+        // configured VIPs as they are and drops an advert whose address count differs from
+        // its own ("unexpected ip number count"), so one more entry would split the cluster.
         if let IpAddr::V6(primary) = cfg.primary_address
+            && !cfg.allow_global_first_ipv6
             && primary.is_unicast_link_local()
             && !addrs
                 .first()

@@ -272,14 +272,13 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
 
     let prober = Prober::new(probe_kind(&options)).map_err(|e| anyhow!("health check: {e}"))?;
     let probe_timeout = lb::k0s_health_config(&keepalived).timeout;
-    let accept = &options.accept_adverts_from;
     let config = plan::node_config(
         &keepalived,
         api_port,
         &plan,
         local_vips.as_ref(),
         balancing(&kernel),
-        accept,
+        &options.vrrp_tuning(),
     );
     // Everything starts unknown: the node's first commands remove the VIPs and replace the
     // table and services a dead predecessor left (it starts as backup).
@@ -516,7 +515,7 @@ impl Daemon {
             &plan,
             self.local_vips.as_ref(),
             balancing(&driver.kernel),
-            &self.options.accept_adverts_from,
+            &self.options.vrrp_tuning(),
         );
         let now = driver.now();
         match driver.node.handle_config(now, config) {

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use cplb_core::config::Keepalived;
 use cplb_core::node::{Balancing, NodeConfig};
-use cplb_core::vrrp::{IfIndex, InstanceConfig, TrackerId};
+use cplb_core::vrrp::{IfIndex, InstanceConfig, TrackerId, V3Ipv4Checksum, Version};
 
 use crate::kernel::link::{Address, Interface, LinkError, Netlink, ResolveError};
 use crate::options::ServerArg;
@@ -169,7 +169,7 @@ pub fn node_config(
     plan: &Plan,
     local_vips: Option<&(u32, String)>,
     balancing: Balancing,
-    accept_from: &[IpAddr],
+    tuning: &VrrpTuning,
 ) -> NodeConfig {
     NodeConfig {
         keepalived: keepalived.clone(),
@@ -181,15 +181,54 @@ pub fn node_config(
             .iter()
             .flat_map(|g| g.instances.iter().map(|(_, c)| c.clone()))
             .map(|mut c| {
-                c.accept_from = accept_from
-                    .iter()
-                    .copied()
-                    .filter(|a| a.is_ipv4() == c.primary_address.is_ipv4())
-                    .collect();
+                tuning.apply(&mut c);
                 c
             })
             .collect(),
         local_vip_ifindex: local_vips.map(|(i, _)| IfIndex(*i)),
         balancing,
+    }
+}
+
+/// What cplbd's command line changes in the instances k0s's file describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpTuning {
+    /// Adverts are accepted only from these sources (empty: from any).
+    pub accept_from: Vec<IpAddr>,
+    /// The version of IPv4 instances (IPv6 ones are always VRRPv3).
+    pub ipv4_version: Version,
+    /// Every instance's advertisement interval, instead of advertIntervalSeconds.
+    pub advert_interval: Option<std::time::Duration>,
+    /// How VRRPv3 over IPv4 is checksummed when sent.
+    pub v3_ipv4_checksum: V3Ipv4Checksum,
+}
+
+impl Default for VrrpTuning {
+    /// k0s's instances as its keepalived runs them.
+    fn default() -> Self {
+        Self {
+            accept_from: Vec::new(),
+            ipv4_version: Version::V2,
+            advert_interval: None,
+            v3_ipv4_checksum: V3Ipv4Checksum::PseudoHeader,
+        }
+    }
+}
+
+impl VrrpTuning {
+    /// Applies the tuning to one instance; the node's configuration check then refuses
+    /// what the version cannot carry (a sub-second VRRPv2 interval).
+    fn apply(&self, c: &mut InstanceConfig) {
+        let v4 = c.primary_address.is_ipv4();
+        c.accept_from = self.accept_from.iter().copied().filter(|a| a.is_ipv4() == v4).collect();
+        if v4 && self.ipv4_version == Version::V3 {
+            c.version = Version::V3;
+            // VRRPv3 has no authentication (RFC 9568 §9): k0s's authPass is not sent.
+            c.auth = cplb_core::vrrp::Authentication::None;
+        }
+        c.v3_ipv4_checksum = self.v3_ipv4_checksum;
+        if let Some(every) = self.advert_interval {
+            c.advert_interval_cs = u16::try_from(every.as_millis() / 10).unwrap_or(u16::MAX);
+        }
     }
 }

@@ -296,7 +296,8 @@ pub async fn daemon(
 fn node_config(keepalived: &Keepalived, port: u16, made: &plan::Plan) -> node::NodeConfig {
     let dr = keepalived.virtual_servers.iter().any(|v| v.lb_kind == cplb_core::config::LbKind::Dr);
     let dummy = (DUMMY, "dummyvip0".to_owned());
-    plan::node_config(keepalived, port, made, dr.then_some(&dummy), Balancing::Ipvs, &[])
+    let tuning = plan::VrrpTuning::default();
+    plan::node_config(keepalived, port, made, dr.then_some(&dummy), Balancing::Ipvs, &tuning)
 }
 
 fn server_args(spec: &ControllerSpec) -> Vec<crate::options::ServerArg> {
