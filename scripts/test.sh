@@ -14,6 +14,8 @@ command -v tshark >/dev/null || need_pkgs+=(tshark)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v nft >/dev/null || need_pkgs+=(nftables)
 command -v keepalived >/dev/null || need_pkgs+=(keepalived)
+# `cplb lab bench` compares cplbd's proxy with HAProxy (Debian's package).
+command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need_pkgs+=(haproxy)
 # The IPVS tests boot a guest with Debian's cloud kernel (this kernel has no IPVS): qemu,
 # a static busybox, cpio and depmod build it; ipvsadm observes IPVS in it.
 command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
@@ -30,7 +32,8 @@ if ((${#need_pkgs[@]})); then
         log "installing ${need_pkgs[*]}"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        # keepalived's package must not start a system-wide daemon: the tests run their own.
+        # keepalived's and haproxy's packages must not start system-wide daemons: the tests
+        # run their own.
         made_policy=0
         if [[ ! -e /usr/sbin/policy-rc.d ]]; then
             printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d

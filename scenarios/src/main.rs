@@ -571,7 +571,6 @@ fn lab(cmd: LabCommand) -> Result<Done, String> {
 /// `cplb lab bench`: the table (or JSON) on stdout, a line per rep on stderr.
 fn lab_bench(args: &LabBenchArgs) -> Result<Done, String> {
     use cplb_netns::lab::{self, bench};
-    let programs = lab::Programs::beside_current_exe()?;
     let options = bench::BenchOptions {
         reps: args.reps,
         only: args.only.clone(),
@@ -579,6 +578,7 @@ fn lab_bench(args: &LabBenchArgs) -> Result<Done, String> {
         ..bench::BenchOptions::default()
     };
     options.measures()?;
+    let programs = lab::Programs::beside_current_exe()?;
     let mut progress = |line: &str| eprintln!("{line}");
     let run = bench::run(&programs, &options, &mut progress)?;
     if let Some(dir) = &args.out {

@@ -202,3 +202,12 @@ fn non_link_local_first_ipv6_address_is_refused_unless_allowed() {
     let j = decode_json(&["--allow-global-first-ipv6", &swapped], None);
     assert_eq!(j["addresses"], serde_json::json!(["fd00:200::1", "fe80::1"]));
 }
+
+#[test]
+fn lab_bench_refuses_an_unknown_measure_by_name() {
+    let out = cplb(&["lab", "bench", "--only", "failover,speed"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--only speed") && stderr.contains("crash_k0s"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}

@@ -232,3 +232,44 @@ impl VrrpTuning {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use cplb_core::vrrp::{AuthPass, Authentication, VirtualIp, Vrid};
+
+    use super::*;
+
+    fn k0s_instance() -> InstanceConfig {
+        let addr: IpAddr = "10.200.0.10".parse().unwrap();
+        let vip = VirtualIp { addr: "10.200.0.200".parse().unwrap(), prefix_len: 24 };
+        let mut c =
+            InstanceConfig::new("k0s-vip-0", IfIndex(2), Vrid::new(51).unwrap(), addr, vec![vip]);
+        c.version = Version::V2;
+        c.auth = Authentication::SimpleText(AuthPass::new(b"Example").unwrap());
+        c
+    }
+
+    #[test]
+    fn vrrp3_at_100_ms_drops_the_password_and_vrrp2_refuses_it() {
+        let fast = VrrpTuning {
+            ipv4_version: Version::V3,
+            advert_interval: Some(std::time::Duration::from_millis(100)),
+            ..VrrpTuning::default()
+        };
+        let mut c = k0s_instance();
+        fast.apply(&mut c);
+        assert_eq!(
+            (c.version, c.advert_interval_cs, c.auth),
+            (Version::V3, 10, Authentication::None)
+        );
+        assert_eq!(c.v3_ipv4_checksum, V3Ipv4Checksum::PseudoHeader, "keepalived's default");
+        c.validate().expect("VRRPv3 carries 100 ms");
+
+        let mut v2 = k0s_instance();
+        VrrpTuning { ipv4_version: Version::V2, ..fast }.apply(&mut v2);
+        let e = v2.validate().expect_err("VRRPv2 has whole seconds only");
+        assert!(e.to_string().contains("VRRPv2 interval 10 cs"), "{e}");
+    }
+}

@@ -105,7 +105,7 @@ pub(super) fn haproxy_conf(https_check: bool) -> String {
         .map(|(n, a)| format!("    server {n} {a}:{API_PORT} check{verify}\n"))
         .collect();
     format!(
-        "global\n    maxconn 20000\n\ndefaults\n    mode tcp\n    retries 1\n    option redispatch\n    timeout connect 5s\n    timeout client 35s\n    timeout server 35s\n    timeout check 10s\n\nfrontend apiserver\n    bind {VIP}:{HAPROXY_PORT}\n    mode tcp\n    default_backend apiserverbackend\n\nbackend apiserverbackend\n{check}    mode tcp\n    balance roundrobin\n{servers}"
+        "global\n    maxconn 8000\n\ndefaults\n    mode tcp\n    retries 1\n    option redispatch\n    timeout connect 5s\n    timeout client 35s\n    timeout server 35s\n    timeout check 10s\n\nfrontend apiserver\n    bind {VIP}:{HAPROXY_PORT}\n    mode tcp\n    default_backend apiserverbackend\n\nbackend apiserverbackend\n{check}    mode tcp\n    balance roundrobin\n{servers}"
     )
 }
 
@@ -178,6 +178,12 @@ impl Env {
             self.dir.join(format!("ka-{name}-{what}.pid")).to_string_lossy().into_owned()
         };
         let (main, vrrp, checkers) = (pid("main"), pid("vrrp"), pid("checkers"));
+        // A crashed keepalived's pid files name processes that may linger as zombies (no
+        // init reaps them in a namespace lab), and keepalived refuses to start beside what
+        // looks like itself: clear them, as systemd does for a unit's PIDFile.
+        for file in [&main, &vrrp, &checkers] {
+            let _ = std::fs::remove_file(file);
+        }
         let conf = conf.to_string_lossy().into_owned();
         self.topo
             .spawn(

@@ -203,7 +203,9 @@ impl<'a> Cluster<'a> {
             self.env.topo.set_link(name, true).map_err(|e| e.to_string())?;
             // Whatever the crash left: a dead keepalived leaves its VIP, as a dead cplbd does
             // (a restarted cplbd removes it; a restarted keepalived does as well).
-            self.apis[i] = self.env.start_apiserver(name)?;
+            let mut old = std::mem::replace(&mut self.apis[i], self.env.start_apiserver(name)?);
+            let _ = old.kill();
+            let _ = old.wait();
         }
         if let Some(mut old) = self.daemons[i].take() {
             let _ = old.kill();

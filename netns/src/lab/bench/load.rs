@@ -160,6 +160,13 @@ fn set_up<'a>(env: &'a Env, contender: Contender, backend: Backend) -> Result<Se
         Contender::Direct => {}
         Contender::Cplbd(plane) => {
             for (name, _) in CONTROLLERS {
+                if plane == Plane::Nftables {
+                    // What cplbd's warning asks of the operator: the master forwards what
+                    // it balances to the other controllers.
+                    env.topo
+                        .exec(name, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])
+                        .map_err(|e| format!("enabling forwarding on {name}: {e}"))?;
+                }
                 setup.children.push(env.start_cplbd(name, plane == Plane::Nftables, check)?);
             }
             env.wait_holder(Duration::from_secs(20), Duration::from_millis(500))?;
