@@ -57,8 +57,7 @@ pub struct Fabric {
     pub dataplane: BTreeMap<IpAddr, cplb_core::lb::DataPlane>,
     /// The IPVS scheduler state of each host's services (persistence templates, turns).
     pub ipvs: BTreeMap<(IpAddr, ServiceKey), VirtualService>,
-    /// Connections that went round between directors [`MAX_HOPS`] times, and the service
-    /// of the last one.
+    /// Connections that went round between directors [`MAX_HOPS`] times.
     pub loops: u64,
     /// The service the last forwarding loop happened on.
     pub last_loop: Option<ServiceKey>,
