@@ -27,6 +27,8 @@ command -v ipvsadm >/dev/null || [[ -x /usr/sbin/ipvsadm ]] || need_pkgs+=(ipvsa
 # unprivileged with ambient capabilities.
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)
+# The reports' page is rendered by headless Chromium to a PNG that is checked.
+command -v chromium >/dev/null || need_pkgs+=(chromium)
 if ((${#need_pkgs[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         log "installing ${need_pkgs[*]}"

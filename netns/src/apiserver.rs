@@ -111,13 +111,24 @@ pub async fn fetch(
     tls: bool,
     timeout: Duration,
 ) -> Result<String, ProbeError> {
+    fetch_timed(addr, path, tls, timeout).await.map(|(_, body)| body)
+}
+
+/// [`fetch`], and when its TCP connection was established (a failover's first answer at
+/// the TCP level, before whatever data plane carries the request).
+pub async fn fetch_timed(
+    addr: SocketAddr,
+    path: &str,
+    tls: bool,
+    timeout: Duration,
+) -> Result<(std::time::Instant, String), ProbeError> {
     let path = path.to_owned();
     let kind = if tls {
         ProbeKind::Https(HttpsProbe { path, client_cert: None, ca: None })
     } else {
         ProbeKind::Http { path }
     };
-    Prober::new(kind)?.fetch_body(addr, timeout).await
+    Prober::new(kind)?.fetch_body_timed(addr, timeout).await
 }
 
 fn tls_acceptor(local: SocketAddr, options: &ApiServerOptions) -> io::Result<TlsAcceptor> {

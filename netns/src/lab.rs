@@ -24,6 +24,7 @@ use crate::status;
 use crate::topology::{self, HostSpec, Topology};
 
 pub mod bench;
+mod record;
 mod soak;
 pub use self::soak::*;
 
@@ -451,6 +452,8 @@ fn lab_namespace_inodes() -> Vec<u64> {
 #[derive(Debug, Clone)]
 struct Attempt {
     start: Instant,
+    /// When its TCP connection was established (answered ones).
+    connected: Option<Instant>,
     end: Instant,
     answered: bool,
     /// Why it failed (for the reports of failures that should not have happened).
@@ -461,14 +464,26 @@ struct Attempt {
 /// so no goodbye leaves it) while the client connects to VIP:6443 every 10 ms; `reps` times,
 /// restoring the old master as a backup in between.
 pub fn failover(programs: &Programs, reps: u32) -> Result<Vec<Failover>, String> {
+    failover_run(programs, reps).map(|(results, _)| results)
+}
+
+/// [`failover`], and the run as the reports draw it (`cplb lab failover --out`): each
+/// controller's state and the VIP's holder as observed, the power-offs, every connection.
+pub fn failover_run(
+    programs: &Programs,
+    reps: u32,
+) -> Result<(Vec<Failover>, cplb_reports::Run), String> {
     if !Path::new(STATE_DIR).join("k0s.yaml").exists() {
         return Err("the lab is not up: run `cplb lab up` first".into());
     }
     let topo = topo_handle();
-    let mut out = Vec::new();
+    let recorder = record::Recorder::start();
+    let mut out: Vec<record::Rep> = Vec::new();
+    let mut views_before = None;
     for rep in 0..reps.max(1) {
         let master = wait_for_single_master(Duration::from_secs(15))?;
-        let result = power_off(&topo, &master)?;
+        views_before.get_or_insert_with(|| views(&topo, &master));
+        let (result, fault_at, attempts) = power_off(&topo, &master)?;
         eprintln!(
             "rep {}: {} powered off, {} answered after {:.3} s ({} of {} connections failed)",
             rep + 1,
@@ -478,11 +493,11 @@ pub fn failover(programs: &Programs, reps: u32) -> Result<Vec<Failover>, String>
             result.client_failed,
             result.client_attempts
         );
-        out.push(result);
         // Restore the old master as a backup: a reboot brings its link, API server and a
         // fresh cplbd back, which must not take the VIP.
         topo.set_link(&master, true).map_err(|e| e.to_string())?;
         start_controller(&topo, programs, &master)?;
+        out.push(record::Rep { result, fault_at, restored_at: Some(Instant::now()), attempts });
         let back = Instant::now();
         while status::query(&socket(&master), Duration::from_millis(300))
             .map_or(true, |s| s.instances.iter().all(|i| i.state != "backup"))
@@ -495,10 +510,14 @@ pub fn failover(programs: &Programs, reps: u32) -> Result<Vec<Failover>, String>
         // Let health checks see its API server again before the next power-off.
         std::thread::sleep(Duration::from_secs(3));
     }
-    Ok(out)
+    let after = masters();
+    let views_after = views(&topo, after.first().map_or("controller-0", String::as_str));
+    let run = recorder.finish(&out, views_before.unwrap_or_default(), views_after);
+    Ok((out.into_iter().map(|r| r.result).collect(), run))
 }
 
-fn power_off(topo: &Topology, master: &str) -> Result<Failover, String> {
+/// One power-off of `master`: its figures, when it happened, and the client's connections.
+fn power_off(topo: &Topology, master: &str) -> Result<(Failover, Instant, Vec<Attempt>), String> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_client = Arc::clone(&stop);
     let vip: std::net::SocketAddr = format!("{VIP}:{API_PORT}").parse().map_err(|_| "VIP")?;
@@ -539,7 +558,7 @@ fn power_off(topo: &Topology, master: &str) -> Result<Failover, String> {
         .map(|a| a.end)
         .min()
         .ok_or_else(|| format!("the client was never answered after powering off {master}"))?;
-    Ok(Failover {
+    let result = Failover {
         failover_s: (first - t0).as_secs_f64(),
         new_master_s: new_master_after.as_secs_f64(),
         client_failed: u32::try_from(after.iter().filter(|a| !a.answered).count())
@@ -547,7 +566,8 @@ fn power_off(topo: &Topology, master: &str) -> Result<Failover, String> {
         client_attempts: u32::try_from(after.len()).unwrap_or(u32::MAX),
         new_master,
         old_master: master.to_owned(),
-    })
+    };
+    Ok((result, t0, attempts))
 }
 
 /// A new connection to the VIP `every` interval, each with a 1 s limit, until told to stop;
@@ -558,24 +578,43 @@ fn client_loop(
     every: Duration,
     record: &Arc<Mutex<Vec<Attempt>>>,
 ) {
+    client_loop_on(vip, stop, every, &Mutex::new(Instant::now()), record);
+}
+
+/// [`client_loop`] on a grid: connections begin at `origin + k * every`, and a new origin
+/// moves the grid, so that a bench can put its probes at the same offsets from each fault
+/// for every contender.
+fn client_loop_on(
+    vip: std::net::SocketAddr,
+    stop: &std::sync::atomic::AtomicBool,
+    every: Duration,
+    origin: &Mutex<Instant>,
+    record: &Arc<Mutex<Vec<Attempt>>>,
+) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
         return;
     };
     rt.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last: Option<Instant> = None;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            tick.tick().await;
+            let Ok(o) = origin.lock().map(|o| *o) else { return };
+            let after = last
+                .map_or_else(Instant::now, |l| (l + Duration::from_nanos(1)).max(Instant::now()));
+            let at = next_on_grid(o, every, after);
+            tokio::time::sleep_until(at.into()).await;
+            last = Some(at);
             let record = Arc::clone(record);
             tasks.spawn(async move {
                 let start = Instant::now();
-                let error = crate::apiserver::fetch(vip, "/", true, Duration::from_secs(1))
-                    .await
-                    .err()
-                    .map(|e| e.to_string());
+                let fetched =
+                    crate::apiserver::fetch_timed(vip, "/", true, Duration::from_secs(1)).await;
+                let (connected, error) = match fetched {
+                    Ok((at, _)) => (Some(at), None),
+                    Err(e) => (None, Some(e.to_string())),
+                };
                 let answered = error.is_none();
-                let attempt = Attempt { start, end: Instant::now(), answered, error };
+                let attempt = Attempt { start, connected, end: Instant::now(), answered, error };
                 if let Ok(mut r) = record.lock() {
                     r.push(attempt);
                 }
@@ -585,6 +624,18 @@ fn client_loop(
         }
         while tasks.join_next().await.is_some() {}
     });
+}
+
+/// The first point `origin + k * every` (k any integer) at or after `after`.
+fn next_on_grid(origin: Instant, every: Duration, after: Instant) -> Instant {
+    let every_ns = every.as_nanos().max(1);
+    if after >= origin {
+        let k = (after - origin).as_nanos().div_ceil(every_ns);
+        origin + Duration::from_nanos(u64::try_from(k * every_ns).unwrap_or(u64::MAX))
+    } else {
+        let k = (origin - after).as_nanos() / every_ns;
+        origin - Duration::from_nanos(u64::try_from(k * every_ns).unwrap_or(u64::MAX))
+    }
 }
 
 /// The text `cplb lab failover` prints.
@@ -741,5 +792,16 @@ mod tests {
             (vs.lb_algo, vs.lb_kind, vs.persistence_timeout_seconds),
             (LbAlgo::Rr, LbKind::Dr, 360)
         );
+    }
+
+    #[test]
+    fn the_probe_grid_takes_the_first_point_at_or_after_on_either_side_of_its_origin() {
+        let origin = Instant::now() + Duration::from_secs(10);
+        let ms = Duration::from_millis;
+        assert_eq!(next_on_grid(origin, ms(10), origin), origin);
+        assert_eq!(next_on_grid(origin, ms(10), origin + ms(1)), origin + ms(10));
+        assert_eq!(next_on_grid(origin, ms(10), origin + ms(20)), origin + ms(20));
+        assert_eq!(next_on_grid(origin, ms(10), origin - ms(25)), origin - ms(20));
+        assert_eq!(next_on_grid(origin, ms(10), origin - ms(30)), origin - ms(30));
     }
 }

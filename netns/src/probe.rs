@@ -282,28 +282,31 @@ impl Prober {
         }
     }
 
-    /// GET the path and return the body of a 2xx answer, all within `timeout`; used by
-    /// [`crate::apiserver::fetch`]. A Tcp prober has no path and returns an empty body.
-    pub(crate) async fn fetch_body(
+    /// GET the path and return when the TCP connection was established and the body of a
+    /// 2xx answer, all within `timeout`; used by [`crate::apiserver::fetch_timed`]. A Tcp
+    /// prober has no path and returns an empty body.
+    pub(crate) async fn fetch_body_timed(
         &self,
         addr: SocketAddr,
         timeout: Duration,
-    ) -> Result<String, ProbeError> {
+    ) -> Result<(std::time::Instant, String), ProbeError> {
         let clock = Clock { addr, after: timeout, deadline: Instant::now() + timeout };
         let tcp = connect::<Os>(&clock).await?;
+        let connected = std::time::Instant::now();
         let (path, body) = match &self.kind {
-            Kind::Tcp => return Ok(String::new()),
+            Kind::Tcp => return Ok((connected, String::new())),
             Kind::Http { path } => (path, get(tcp, path, &clock, true).await?),
             Kind::Https { path, tls } => {
                 let tls = handshake(tls, tcp, &clock).await?;
                 (path, get(tls, path, &clock, true).await?)
             }
         };
-        String::from_utf8(body).map_err(|_| ProbeError::BadResponse {
+        let body = String::from_utf8(body).map_err(|_| ProbeError::BadResponse {
             path: path.to_string(),
             addr,
             problem: "the body is not UTF-8".into(),
-        })
+        })?;
+        Ok((connected, body))
     }
 }
 
@@ -1051,10 +1054,10 @@ mod tests {
         .await;
         let short = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhal").await;
         let prober = Prober::new(ProbeKind::Http { path: "/".into() }).unwrap();
-        assert_eq!(prober.fetch_body(length, SECOND).await.unwrap(), "hello");
-        assert_eq!(prober.fetch_body(to_eof, SECOND).await.unwrap(), "to the end");
-        assert_eq!(prober.fetch_body(chunked, SECOND).await.unwrap(), "abc");
-        let error = prober.fetch_body(short, SECOND).await.unwrap_err();
+        assert_eq!(prober.fetch_body_timed(length, SECOND).await.unwrap().1, "hello");
+        assert_eq!(prober.fetch_body_timed(to_eof, SECOND).await.unwrap().1, "to the end");
+        assert_eq!(prober.fetch_body_timed(chunked, SECOND).await.unwrap().1, "abc");
+        let error = prober.fetch_body_timed(short, SECOND).await.unwrap_err();
         assert!(matches!(error, ProbeError::BadResponse { .. }), "{error:?}");
     }
 

@@ -18,7 +18,10 @@ use cplb_core::time::Instant;
 use cplb_core::vrrp::State;
 use cplb_netns::simulated::controller::{self, ApiMode, Change, Changes, Control, ControllerSpec};
 use cplb_netns::simulated::kernel::{ETH0, Fabric, HostKernel, SharedFabric};
-use cplb_sim::{ClientStats, Failovers, Fault, Outcome, ReloadConfig, Role, Sample, SimSpec};
+use cplb_sim::{
+    AttemptRecord, ClientStats, Failovers, Fault, Outcome, ReloadConfig, Role, Sample, SimSpec,
+    Transition,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -841,7 +844,37 @@ fn outcome(
         last_fault_at: last_fault_at.map(|t| Instant::ZERO + t),
         recovery_bound,
         host_names: names,
+        transitions: transitions(spec, changes),
+        attempts: {
+            let mut a: Vec<AttemptRecord> = attempts
+                .iter()
+                .map(|a| AttemptRecord {
+                    at: Instant::ZERO + a.at,
+                    source: a.source,
+                    ok: a.served_by.is_some(),
+                })
+                .collect();
+            a.sort_by_key(|a| a.at);
+            a
+        },
     }
+}
+
+/// The daemons' state changes as the reports' lanes take them.
+fn transitions(spec: &SimSpec, changes: &[Change]) -> Vec<Transition> {
+    let mut out: Vec<Transition> = changes
+        .iter()
+        .filter_map(|c| {
+            Some(Transition {
+                at: Instant::ZERO + c.at,
+                host: spec.hosts.iter().position(|h| h.address == c.host)?,
+                instance: instance_of(spec, c.vip)?,
+                to: c.to,
+            })
+        })
+        .collect();
+    out.sort_by_key(|t| t.at);
+    out
 }
 
 /// The engine's rule for failovers ([`Failovers`]), fed in time order with the daemons'

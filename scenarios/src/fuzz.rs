@@ -426,11 +426,22 @@ impl GenCase {
     }
 }
 
+/// What a case that held measured.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Measured {
+    /// Simulated seconds.
+    pub simulated_s: f64,
+    /// Each failover's time from its fault to the VIP answering.
+    pub failovers_s: Vec<f64>,
+    /// The longest client outage.
+    pub longest_outage_s: f64,
+}
+
 /// What one case did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    /// Everything held; this much time was simulated.
-    Held(f64),
+    /// Everything held; what was measured.
+    Held(Measured),
     /// Something failed: why.
     Failed(String),
     /// The daemon driver cannot express the case (see `daemon_driver::unsupported`).
@@ -490,7 +501,11 @@ pub fn check_with(case: &GenCase, shape: Shape, determinism: bool, daemon: bool)
             return Verdict::Failed("two runs with the same seed gave different traces".into());
         }
     }
-    Verdict::Held(report.outcome.simulated.as_secs_f64())
+    Verdict::Held(Measured {
+        simulated_s: report.outcome.simulated.as_secs_f64(),
+        failovers_s: report.outcome.failovers.iter().filter_map(|f| f.failover_s).collect(),
+        longest_outage_s: report.outcome.client_totals().longest_outage.as_secs_f64(),
+    })
 }
 
 /// A campaign's settings.
@@ -540,9 +555,58 @@ pub struct Summary {
     pub simulated_s: f64,
     /// Wall time.
     pub wall_s: f64,
+    /// Every failover time (fault to VIP answering) of the cases that held.
+    pub failovers_s: Vec<f64>,
+    /// The longest client outage of each case that held.
+    pub outages_s: Vec<f64>,
+}
+
+/// What the workers add up.
+#[derive(Debug, Default)]
+struct Totals {
+    simulated_s: f64,
+    failovers_s: Vec<f64>,
+    outages_s: Vec<f64>,
 }
 
 impl Summary {
+    /// The campaign as the reports take it; failure files are named relative to `dir` when
+    /// they are inside it (so the page's links work wherever the directory goes).
+    pub fn campaign(
+        &self,
+        seed: u64,
+        daemon: bool,
+        dir: &std::path::Path,
+    ) -> cplb_reports::Campaign {
+        // Cases finish in any order on several threads: sorted, the page is the same for
+        // the same campaign.
+        let sorted = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        cplb_reports::Campaign {
+            seed,
+            driver: if daemon { "daemon" } else { "engine" }.to_owned(),
+            cases: self.cases,
+            skipped: self.skipped,
+            simulated_s: self.simulated_s,
+            wall_s: self.wall_s,
+            failures: self
+                .failures
+                .iter()
+                .map(|f| cplb_reports::CaseFailure {
+                    case: f.case,
+                    seed: f.seed,
+                    file: f.path.strip_prefix(dir).unwrap_or(&f.path).display().to_string(),
+                    reason: f.reason.clone(),
+                })
+                .collect(),
+            failover_s: sorted(&self.failovers_s),
+            longest_outage_s: sorted(&self.outages_s),
+        }
+    }
+
     /// Cases per wall second.
     pub fn cases_per_sec(&self) -> f64 {
         if self.wall_s > 0.0 { self.cases as f64 / self.wall_s } else { 0.0 }
@@ -582,7 +646,7 @@ pub fn campaign(c: &Campaign, progress: &(dyn Fn(u64) + Sync)) -> Summary {
     let started = std::time::Instant::now();
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
-    let simulated = Mutex::new(0.0f64);
+    let measured = Mutex::new(Totals::default());
     let failures = Mutex::new(Vec::new());
     let skipped = AtomicU64::new(0);
     std::thread::scope(|scope| {
@@ -598,9 +662,11 @@ pub fn campaign(c: &Campaign, progress: &(dyn Fn(u64) + Sync)) -> Summary {
                         continue;
                     };
                     match check_with(&tree.current(), c.shape, c.determinism, c.daemon) {
-                        Verdict::Held(s) => {
-                            if let Ok(mut total) = simulated.lock() {
-                                *total += s;
+                        Verdict::Held(m) => {
+                            if let Ok(mut total) = measured.lock() {
+                                total.simulated_s += m.simulated_s;
+                                total.failovers_s.extend(m.failovers_s);
+                                total.outages_s.push(m.longest_outage_s);
                             }
                         }
                         Verdict::Skipped(_) => {
@@ -620,12 +686,15 @@ pub fn campaign(c: &Campaign, progress: &(dyn Fn(u64) + Sync)) -> Summary {
     });
     let mut failures = failures.into_inner().unwrap_or_default();
     failures.sort_by_key(|f| f.case);
+    let totals = measured.into_inner().unwrap_or_default();
     Summary {
         cases: c.cases,
         failures,
         skipped: skipped.into_inner(),
-        simulated_s: simulated.into_inner().unwrap_or_default(),
+        simulated_s: totals.simulated_s,
         wall_s: started.elapsed().as_secs_f64(),
+        failovers_s: totals.failovers_s,
+        outages_s: totals.outages_s,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod daemon_driver;
 pub mod fuzz;
 pub mod hex_input;
 pub mod packet;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod validate;

@@ -36,6 +36,26 @@ enum Command {
     /// every controller (needs root).
     #[command(subcommand)]
     Lab(LabCommand),
+    /// Render a run.json (of `sim run`, `lab failover` or `sim fuzz` with `--out`) as
+    /// report.html (the timeline picture) and report.md; without --html or --md, both are
+    /// written beside RUN.json.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// The run.json to render.
+    #[arg(value_name = "RUN.json")]
+    run: std::path::PathBuf,
+    /// Write the HTML page here.
+    #[arg(long, value_name = "FILE")]
+    html: Option<std::path::PathBuf>,
+    /// Write the Markdown here.
+    #[arg(long, value_name = "FILE")]
+    md: Option<std::path::PathBuf>,
+    /// Write the timeline picture alone here, as SVG (the README's picture is made so).
+    #[arg(long, value_name = "FILE")]
+    svg: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +150,10 @@ struct LabFailoverArgs {
     /// Power off this many times, restoring the old master as a backup in between.
     #[arg(long, value_name = "N")]
     reps: Option<u32>,
+    /// Also write run.json, report.md and report.html (the timeline of every power-off:
+    /// each controller's state, the VIP's holder, the client's connections) into DIR.
+    #[arg(long, value_name = "DIR")]
+    out: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -217,9 +241,11 @@ struct SimFuzzArgs {
     /// Run every case twice and compare the traces (determinism self-check).
     #[arg(long)]
     check_determinism: bool,
-    /// Where failing scenarios are written.
-    #[arg(long, default_value = "fuzz-failures")]
-    out: std::path::PathBuf,
+    /// Where failing scenarios are written (default `fuzz-failures`); given, the campaign's
+    /// run.json, report.md and report.html too (failures linked, histograms of failover
+    /// times and outages).
+    #[arg(long, value_name = "DIR")]
+    out: Option<std::path::PathBuf>,
     /// Generate exactly this many controllers (1 to 7 otherwise).
     #[arg(long)]
     controllers: Option<u8>,
@@ -242,8 +268,9 @@ struct SimRunArgs {
     /// Print one JSON object instead of the story.
     #[arg(long)]
     json: bool,
-    /// Also write report.json, story.txt and trace.txt into this directory.
-    #[arg(long)]
+    /// Also write into this directory: run.json (the run for `cplb report`), report.md and
+    /// report.html (the timeline picture), and report.json, story.txt and trace.txt.
+    #[arg(long, value_name = "DIR")]
     out: Option<std::path::PathBuf>,
     /// Which code runs the controllers: the engine (the core under the deterministic
     /// simulator) or cplbd's own driver, prober and proxy under turmoil.
@@ -441,6 +468,7 @@ fn run(cli: Cli) -> Result<Done, String> {
         Command::Validate(args) => validate(args),
         Command::Status(args) => status(&args),
         Command::Lab(cmd) => lab(cmd),
+        Command::Report(args) => report(&args),
         Command::Sim(SimCommand::List) => Ok(Done::ok(
             cplb_scenarios::catalog::CATALOG
                 .iter()
@@ -458,6 +486,38 @@ fn run(cli: Cli) -> Result<Done, String> {
         Command::Packet(PacketCommand::Decode(args)) => decode(args).map(Done::ok),
         Command::Packet(PacketCommand::Encode(args)) => encode(args).map(Done::ok),
     }
+}
+
+/// `cplb report`: exit 0 with the files written, 2 when RUN.json is unreadable or not a run.
+fn report(args: &ReportArgs) -> Result<Done, String> {
+    let text =
+        std::fs::read_to_string(&args.run).map_err(|e| format!("{}: {e}", args.run.display()))?;
+    let rendered =
+        cplb_reports::render(&text).map_err(|e| format!("{}: {e}", args.run.display()))?;
+    let beside = |name: &str| args.run.parent().unwrap_or(std::path::Path::new(".")).join(name);
+    let (html, md) = match (&args.html, &args.md, &args.svg) {
+        (None, None, None) => (Some(beside("report.html")), Some(beside("report.md"))),
+        (h, m, _) => (h.clone(), m.clone()),
+    };
+    let svg = match &args.svg {
+        Some(path) => {
+            let run = cplb_reports::Run::from_json(&text).map_err(|e| {
+                format!("{}: --svg draws a run, not a campaign: {e}", args.run.display())
+            })?;
+            Some((path.clone(), cplb_reports::timeline(&run)))
+        }
+        None => None,
+    };
+    let mut wrote = Vec::new();
+    let svg_file = svg.as_ref().map(|(p, _)| p.clone());
+    let svg_body = svg.map(|(_, b)| b).unwrap_or_default();
+    for (path, body) in [(html, &rendered.html), (md, &rendered.markdown), (svg_file, &svg_body)] {
+        if let Some(path) = path {
+            std::fs::write(&path, body).map_err(|e| format!("{}: {e}", path.display()))?;
+            wrote.push(path.display().to_string());
+        }
+    }
+    Ok(Done::ok(format!("wrote {}", wrote.join(" and "))))
 }
 
 fn status(args: &StatusArgs) -> Result<Done, String> {
@@ -489,6 +549,11 @@ fn lab(cmd: LabCommand) -> Result<Done, String> {
             LabKernel::Host => lab::down(),
             LabKernel::Vm => lab::down_in_vm(),
         })),
+        LabCommand::Failover(args)
+            if matches!(args.kernel.kernel, LabKernel::Vm) && args.out.is_some() =>
+        {
+            Err("--out draws the lab on this kernel (--kernel host); in the guest, --json gives the figures".into())
+        }
         LabCommand::Failover(args) if matches!(args.kernel.kernel, LabKernel::Vm) => {
             let (code, out) = lab::failover_in_vm(args.reps, args.json)?;
             if code == 0 {
@@ -499,8 +564,14 @@ fn lab(cmd: LabCommand) -> Result<Done, String> {
         }
         LabCommand::Failover(args) => {
             let programs = lab::Programs::beside_current_exe()?;
-            let results = match lab::failover(&programs, args.reps.unwrap_or(1)) {
-                Ok(r) => r,
+            let results = match lab::failover_run(&programs, args.reps.unwrap_or(1)) {
+                Ok((r, run)) => {
+                    if let Some(dir) = &args.out {
+                        let html = cplb_reports::write_run(dir, &run)?;
+                        eprintln!("report: {}", html.display());
+                    }
+                    r
+                }
                 Err(e) => {
                     let saved = lab::save_logs();
                     let _ = lab::down();
@@ -663,6 +734,9 @@ fn sim_run(args: SimRunArgs) -> Result<Done, String> {
         write("report.json", format!("{json:#}\n"))?;
         write("story.txt", story.clone())?;
         write("trace.txt", report.outcome.timeline.join("\n") + "\n")?;
+        let run = cplb_scenarios::report::run_of(&scenario, &report);
+        let html = cplb_reports::write_run(dir, &run)?;
+        eprintln!("report: {}", html.display());
     }
     let out = if args.json { json.to_string() } else { story.trim_end().to_owned() };
     if !report.outcome.violations.is_empty() {
@@ -691,7 +765,7 @@ fn sim_fuzz(args: SimFuzzArgs) -> Result<Done, String> {
         seed: args.seed,
         jobs,
         determinism: args.check_determinism,
-        out_dir: args.out.clone(),
+        out_dir: args.out.clone().unwrap_or_else(|| "fuzz-failures".into()),
         shape: fuzz::Shape { controllers: args.controllers, duration_s: args.duration },
         max_shrink: 500,
         daemon: args.driver == DriverArg::Daemon,
@@ -703,6 +777,11 @@ fn sim_fuzz(args: SimFuzzArgs) -> Result<Done, String> {
     );
     let summary = fuzz::campaign(&campaign, &|_| bar.inc(1));
     bar.finish_and_clear();
+    if let Some(dir) = &args.out {
+        let page = summary.campaign(args.seed, campaign.daemon, dir);
+        let html = cplb_reports::write_campaign(dir, &page)?;
+        eprintln!("report: {}", html.display());
+    }
     let out = if args.json {
         serde_json::json!({
             "cases": summary.cases,

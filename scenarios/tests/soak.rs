@@ -71,4 +71,44 @@ fn soak_three_cycles_of_crashes_and_power_offs_leave_one_master_and_nothing_stal
         v["runs"].as_array().expect("runs").iter().filter_map(|c| c["fault"].as_str()).collect();
     assert_eq!(faults, ["sigkill", "power-off", "sigkill"], "{v:#}");
     assert_eq!(stderr.lines().filter(|l| l.starts_with("cycle ")).count(), 3, "{stderr}");
+
+    // And on the same lab, `lab failover --out` draws a real power-off as the simulated runs
+    // are drawn: each controller's lane from its cplbd, the VIP's holder, the client's ticks.
+    let dir = std::env::temp_dir().join(format!("cplb-lab-report-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(cplb())
+        .args(["lab", "failover", "--reps", "2", "--out"])
+        .arg(&dir)
+        .output()
+        .expect("cplb lab failover runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "cplb lab failover --out: {stderr}");
+    let json = std::fs::read_to_string(dir.join("run.json")).expect("run.json written");
+    let html = std::fs::read_to_string(dir.join("report.html")).expect("report.html written");
+    assert!(dir.join("report.md").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = cplb_reports::Run::from_json(&json).expect("a run");
+    assert_eq!(run.driver, "lab");
+    assert_eq!(run.vrrp_hosts(), ["controller-0", "controller-1", "controller-2"], "{json}");
+    assert_eq!((run.failovers.len(), run.faults.len()), (2, 2), "{json}");
+    for (f, fault) in run.failovers.iter().zip(&run.faults) {
+        assert_eq!(fault.label, format!("poweroff {}", f.from));
+        let (at, answered) = (f.fault_at_s.unwrap(), f.vip_answering_at_s.unwrap());
+        // The old master went down at its power-off, the new one became master and took
+        // the VIP before the client was answered, and that client failed in between.
+        let seen = |host: &str, state: &str, from: f64, to: f64| {
+            run.states
+                .iter()
+                .any(|s| s.host == host && s.state == state && (from..=to).contains(&s.at_s))
+        };
+        assert!(seen(&f.from, "down", at - 0.1, at + 1.0), "{} down at {at}: {json}", f.from);
+        assert!(seen(&f.to, "master", at, answered + 0.2), "{} master by {answered}: {json}", f.to);
+        assert!(
+            run.vip_holders
+                .iter()
+                .any(|v| v.host == f.to && (at..=answered + 0.3).contains(&v.from_s))
+        );
+        assert!(run.attempts.iter().any(|a| !a.ok && (at..answered).contains(&a.at_s)), "{json}");
+    }
+    assert!(html.contains("class=\"lane\"") && html.contains("poweroff controller-"));
 }

@@ -16,7 +16,7 @@ use rand_pcg::Pcg64Mcg;
 
 use crate::failover::Failovers;
 use crate::host::{self, ETH0, Host};
-use crate::outcome::{ClientStats, Outcome, Sample, Violation};
+use crate::outcome::{AttemptRecord, ClientStats, Outcome, Sample, Transition, Violation};
 use crate::spec::{Fault, ReloadConfig, SimSpec};
 use crate::trace::Trace;
 
@@ -133,6 +133,9 @@ pub struct Sim {
     truth_changed_at: Instant,
     loops: u64,
     dual_master_episodes: u64,
+    /// For the reports: every state change and connection attempt.
+    transitions: Vec<Transition>,
+    attempts: Vec<AttemptRecord>,
     /// The switch's MAC table: MAC → the host (port) it was last seen from.
     switch: BTreeMap<u64, usize>,
     /// Directors do not schedule frames from other directors (switchable to show the loop).
@@ -200,6 +203,8 @@ impl Sim {
             truth_changed_at: Instant::ZERO,
             loops: 0,
             dual_master_episodes: 0,
+            transitions: Vec::new(),
+            attempts: Vec::new(),
             switch: BTreeMap::new(),
             served,
             loop_guard: true,
@@ -511,6 +516,7 @@ impl Sim {
                 let name = &self.hosts[i].spec.name;
                 let line = format!("{name} k0s-vip-{inst} {from} -> {to} ({})", cause_text(&cause));
                 self.trace.push(self.now, line);
+                self.transitions.push(Transition { at: self.now, host: i, instance: inst, to });
                 self.master_changed(inst, i, to == State::Master);
             }
             NodeEvent::ServerHealth { server, healthy } => {
@@ -625,6 +631,7 @@ impl Sim {
             return;
         };
         let result = self.try_connection(from, vip);
+        self.attempts.push(AttemptRecord { at: self.now, source: traffic, ok: result.is_ok() });
         let stats = &mut self.clients[traffic];
         stats.attempts += 1;
         let name = &self.hosts[from].spec.name;
@@ -1299,6 +1306,8 @@ impl Sim {
             last_fault_at: self.last_scheduled_fault,
             recovery_bound,
             host_names,
+            transitions: std::mem::take(&mut self.transitions),
+            attempts: std::mem::take(&mut self.attempts),
         }
     }
 

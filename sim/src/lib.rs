@@ -16,7 +16,9 @@ mod views;
 
 pub use engine::{InstanceInfo, Sim, cause_text, instances, recovery_bound};
 pub use failover::{Failovers, components};
-pub use outcome::{ClientStats, FailoverReport, Outcome, Sample, Violation};
+pub use outcome::{
+    AttemptRecord, ClientStats, FailoverReport, Outcome, Sample, Transition, Violation,
+};
 pub use spec::{
     Fault, HostSpec, HostVrrp, ReloadConfig, Role, SimSpec, TimedFault, TrafficSpec, VrrpTuning,
 };

@@ -3,6 +3,7 @@
 use core::time::Duration;
 
 use cplb_core::time::Instant;
+use cplb_core::vrrp::State;
 
 /// One change of master of an instance.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +50,30 @@ impl Failover {
             failover_s: self.vip_answering_at.map(|t| (t - start).as_secs_f64()),
         }
     }
+}
+
+/// A host's instance entering a state, for the reports' lanes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    /// When.
+    pub at: Instant,
+    /// The host's index.
+    pub host: usize,
+    /// The instance (k0s-vip-N).
+    pub instance: usize,
+    /// The state entered.
+    pub to: State,
+}
+
+/// One client connection attempt, for the reports' ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// When it began.
+    pub at: Instant,
+    /// The traffic source (its index in the scenario's traffic).
+    pub source: usize,
+    /// Whether it was answered.
+    pub ok: bool,
 }
 
 /// One traffic source's experience.
@@ -133,6 +158,10 @@ pub struct Outcome {
     pub recovery_bound: Duration,
     /// Host names by index.
     pub host_names: Vec<String>,
+    /// Every VRRP state change, in time order.
+    pub transitions: Vec<Transition>,
+    /// Every client connection attempt, in time order.
+    pub attempts: Vec<AttemptRecord>,
 }
 
 impl Outcome {

@@ -12,6 +12,7 @@ mod receive;
 mod serve;
 mod snapshot;
 pub mod status;
+mod timer;
 pub mod vipclock;
 
 use std::collections::{BTreeMap, HashMap};
@@ -360,6 +361,7 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
     // A panic anywhere (a task's is caught by tokio, the loop's here) ends the loop, and
     // the daemon resigns and removes what it set, as on SIGTERM, before it aborts: a node
     // that stays master with a dead proxy or receive task would hold the VIP for nothing.
+    let mut timer = timer::Timer::new();
     let ran = std::panic::AssertUnwindSafe(async { loop {
         driver.pump().await;
         let deadline = driver.deadline();
@@ -374,7 +376,7 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
             _ = sighup.recv() => daemon.reload(&mut driver, None).await,
             _ = sigusr1.recv() => log_status(&daemon, &driver, "SIGUSR1"),
             _ = sigusr2.recv() => log_status(&daemon, &driver, "SIGUSR2"),
-            () = tokio::time::sleep_until(deadline) => driver.handle_timeout().await,
+            () = timer.sleep_until(deadline) => driver.handle_timeout().await,
             Some(packet) = adverts_rx.recv() => driver.handle(packet, |d| snapshot::build(&daemon, d)).await,
             Some(input) = rx.recv() => {
                 let recreated = daemon.recreated_interface(&input);

@@ -112,11 +112,16 @@ impl BenchOptions {
 pub enum Rep {
     /// A failover.
     Failover {
-        /// Seconds from the fault to the client's first answer.
+        /// Seconds from the fault to the client's first answer: the TCP handshake of the
+        /// first connection through the VIP that is then answered in full, so that the
+        /// figure is the takeover's, not the data plane's (cplbd's proxy adds a hop that
+        /// keepalived alone, without k0s's proxy, does not).
         from_fault_s: f64,
         /// Seconds from the old master's last advert (seen on the LAN) to that answer;
         /// `None` for a first election, which has no old master.
         from_last_advert_s: Option<f64>,
+        /// Seconds from the fault to the end of that connection's HTTPS answer.
+        answered_from_fault_s: f64,
     },
     /// Anything else, in the row's unit.
     Value(f64),
@@ -424,7 +429,11 @@ mod tests {
 
     #[test]
     fn rows_carry_their_statistics_ratio_and_json_shape() {
-        let f = |s| Rep::Failover { from_fault_s: s, from_last_advert_s: Some(s + 0.5) };
+        let f = |s| Rep::Failover {
+            from_fault_s: s,
+            from_last_advert_s: Some(s + 0.5),
+            answered_from_fault_s: s + 0.001,
+        };
         let rows = vec![
             Row::new("crash_k0s", "cplbd", "s", vec![f(2.0), f(3.0), f(2.5)]).bound(3.219),
             Row::new("crash_k0s", "keepalived", "s", vec![f(2.5), f(5.0), f(3.0)]).bound(3.219),

@@ -4,7 +4,8 @@
 //!
 //! A crash costs Master_Down_Interval less the time since the master's last advert, so
 //! where in the advert cycle it falls decides the figure: every contender gets the same
-//! seeded sequence of phases, and each rep also reports the time from the old master's last
+//! seeded sequence of phases (and of offsets of the client's 10 ms probe grid from the
+//! fault, which otherwise decide up to 10 ms of each figure), and each rep also reports the time from the old master's last
 //! advert, as the client's namespace saw it on the bridge (a raw socket joined to
 //! 224.0.0.18), which does not depend on the phase.
 
@@ -18,11 +19,33 @@ use nix::sys::signal::Signal;
 
 use super::contender::{Timers, Vrrp};
 use super::{BenchOptions, Env, Rep, Row};
-use crate::lab::{API_PORT, Attempt, CLIENT, CONTROLLERS, SplitMix64, VIP, client_loop};
+use crate::lab::{API_PORT, Attempt, CLIENT, CONTROLLERS, SplitMix64, VIP, client_loop_on};
 use crate::topology;
+
+/// How often the client opens a connection to the VIP.
+const PROBE_EVERY: Duration = Duration::from_millis(10);
 
 /// How long the client waits for the VIP to answer after an event.
 const ANSWER_LIMIT: Duration = Duration::from_secs(20);
+
+/// A failover's first answered connection.
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    /// Its TCP handshake done: the VIP answers.
+    connected: Instant,
+    /// Its HTTPS answer received.
+    answered: Instant,
+}
+
+impl Answer {
+    fn rep(self, t0: Instant, last_advert: Option<Instant>) -> Rep {
+        Rep::Failover {
+            from_fault_s: (self.connected - t0).as_secs_f64(),
+            from_last_advert_s: last_advert.map(|l| (self.connected - l).as_secs_f64()),
+            answered_from_fault_s: (self.answered - t0).as_secs_f64(),
+        }
+    }
+}
 
 /// Adverts seen on the LAN: when, from whom, with which priority.
 #[derive(Debug, Default)]
@@ -32,6 +55,8 @@ struct Adverts(Vec<(Instant, Ipv4Addr, u8)>);
 /// VRRP advert on the bridge.
 struct Client {
     stop: Arc<AtomicBool>,
+    /// Where the probes' grid is anchored (see [`Client::align`]).
+    origin: Arc<Mutex<Instant>>,
     attempts: Arc<Mutex<Vec<Attempt>>>,
     adverts: Arc<Mutex<Adverts>>,
     threads: Vec<std::thread::JoinHandle<Option<()>>>,
@@ -44,22 +69,32 @@ impl Client {
         let adverts = Arc::new(Mutex::new(Adverts::default()));
         let ns = env.topo.ns(CLIENT.0);
         let vip: SocketAddr = format!("{VIP}:{API_PORT}").parse().map_err(|_| "VIP")?;
-        let (s, a) = (Arc::clone(&stop), Arc::clone(&attempts));
-        let probe = topology::in_namespace(&ns, move || {
-            client_loop(vip, &s, Duration::from_millis(10), &a)
-        })
-        .map_err(|e| format!("entering the client namespace: {e}"))?;
+        let origin = Arc::new(Mutex::new(Instant::now()));
+        let (s, a, o) = (Arc::clone(&stop), Arc::clone(&attempts), Arc::clone(&origin));
+        let probe =
+            topology::in_namespace(&ns, move || client_loop_on(vip, &s, PROBE_EVERY, &o, &a))
+                .map_err(|e| format!("entering the client namespace: {e}"))?;
         let socket = advert_socket(&ns)?;
         let (s, a) = (Arc::clone(&stop), Arc::clone(&adverts));
         let capture = std::thread::spawn(move || {
             capture(&socket, &s, &a);
             Some(())
         });
-        Ok(Self { stop, attempts, adverts, threads: vec![probe, capture] })
+        Ok(Self { stop, origin, attempts, adverts, threads: vec![probe, capture] })
     }
 
-    /// The first answer from a connection begun at or after `t0`.
-    fn first_answer_after(&self, t0: Instant, limit: Duration) -> Result<Instant, String> {
+    /// Puts a probe `offset` (of [`PROBE_EVERY`]) after `fault`, and the rest 10 ms apart:
+    /// with the same faults and offsets for every contender, the first probe after the
+    /// take-over falls at the same point for each, and only the contenders differ.
+    fn align(&self, fault: Instant, offset: f64) {
+        if let Ok(mut o) = self.origin.lock() {
+            *o = fault + PROBE_EVERY.mul_f64(offset.clamp(0.0, 1.0));
+        }
+    }
+
+    /// The first answered connection begun at or after `t0`: when its TCP handshake ended,
+    /// and when its answer did.
+    fn first_answer_after(&self, t0: Instant, limit: Duration) -> Result<Answer, String> {
         let deadline = t0 + limit;
         loop {
             let first = self
@@ -68,8 +103,8 @@ impl Client {
                 .map_err(|_| "the client thread failed")?
                 .iter()
                 .filter(|a| a.start >= t0 && a.answered)
-                .map(|a| a.end)
-                .min();
+                .filter_map(|a| Some(Answer { connected: a.connected?, answered: a.end }))
+                .min_by_key(|a| a.connected);
             if let Some(t) = first {
                 return Ok(t);
             }
@@ -257,12 +292,12 @@ pub(super) fn run(
             let mut cluster = Cluster::start(env, vrrp, timers)?;
             let mut reps = Vec::new();
             for rep in 0..options.reps.max(1) {
-                let phase = (phases.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-                // A new client each rep: where its 10 ms probes fall against the adverts'
-                // grid is drawn anew, not fixed for a contender's whole run (which alone
-                // made a 6 ms difference between two runs of the same contender).
+                let phase = unit(phases.next_u64());
+                // Where the 10 ms probes fall after the fault is drawn too: left to chance,
+                // it alone made a 6 ms difference between two runs of the same contender.
+                let offset = unit(phases.next_u64());
                 let client = Client::start(env)?;
-                let r = crash(env, &mut cluster, &client, phase)?;
+                let r = crash(env, &mut cluster, &client, phase, offset)?;
                 progress(&format!(
                     "{measure} {name} rep {}: phase {phase:.2}, {}",
                     rep + 1,
@@ -280,11 +315,12 @@ pub(super) fn run(
             bench.rows.push(Row::new(measure, name, "s", reps).bound(timers.master_down()));
         }
         if wanted("graceful") {
+            let mut offsets = SplitMix64(options.seed);
             let mut cluster = Cluster::start(env, vrrp, Timers::K0s)?;
             let mut reps = Vec::new();
             for rep in 0..options.reps.max(1) {
                 let client = Client::start(env)?;
-                let r = graceful(env, &mut cluster, &client)?;
+                let r = graceful(env, &mut cluster, &client, unit(offsets.next_u64()))?;
                 progress(&format!("graceful {name} rep {}: {}", rep + 1, show(&r)));
                 reps.push(r);
             }
@@ -296,6 +332,7 @@ pub(super) fn run(
             let mut rss = Vec::new();
             let mut idle = Vec::new();
             let n = if wanted("first_election") { options.reps.max(1) } else { 1 };
+            let mut offsets = SplitMix64(options.seed);
             for rep in 0..n {
                 // A fresh client: with an ARP entry left from the last run, k0s's redirect
                 // on every controller would answer the VIP before anyone is elected.
@@ -303,12 +340,9 @@ pub(super) fn run(
                 let client = Client::start(env)?;
                 std::thread::sleep(Duration::from_millis(200));
                 let t0 = Instant::now();
+                client.align(t0, unit(offsets.next_u64()));
                 let cluster = Cluster::start(env, vrrp, Timers::K0s)?;
-                let answered = client.first_answer_after(t0, ANSWER_LIMIT)?;
-                let r = Rep::Failover {
-                    from_fault_s: (answered - t0).as_secs_f64(),
-                    from_last_advert_s: None,
-                };
+                let r = client.first_answer_after(t0, ANSWER_LIMIT)?.rep(t0, None);
                 progress(&format!("first_election {name} rep {}: {}", rep + 1, show(&r)));
                 reps.push(r);
                 drop(client);
@@ -356,36 +390,49 @@ pub(super) fn run(
 
 fn show(r: &Rep) -> String {
     match r {
-        Rep::Failover { from_fault_s, from_last_advert_s: Some(a) } => {
-            format!("answered {from_fault_s:.3} s after the fault, {a:.3} s after the last advert")
+        Rep::Failover { from_fault_s, from_last_advert_s: Some(a), answered_from_fault_s } => {
+            format!(
+                "connected {from_fault_s:.3} s after the fault, {a:.3} s after the last advert (answered after {answered_from_fault_s:.3} s)"
+            )
         }
-        Rep::Failover { from_fault_s, from_last_advert_s: None } => {
-            format!("answered after {from_fault_s:.3} s")
+        Rep::Failover { from_fault_s, from_last_advert_s: None, answered_from_fault_s } => {
+            format!(
+                "connected after {from_fault_s:.3} s (answered after {answered_from_fault_s:.3} s)"
+            )
         }
         Rep::Value(v) => format!("{v:.3}"),
     }
 }
 
+/// A draw of [`SplitMix64`] as a fraction in [0, 1).
+fn unit(draw: u64) -> f64 {
+    (draw >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// One crash of the master `phase` of an advert interval after one of its adverts: its link
 /// down, then every process of the host killed (a power loss); then the host back.
-fn crash(env: &Env, cluster: &mut Cluster<'_>, client: &Client, phase: f64) -> Result<Rep, String> {
+fn crash(
+    env: &Env,
+    cluster: &mut Cluster<'_>,
+    client: &Client,
+    phase: f64,
+    offset: f64,
+) -> Result<Rep, String> {
     let master = env.wait_holder(Duration::from_secs(20), Duration::from_secs(1))?;
     let ip = address_of(master);
     client.forget();
     let advert = client.next_advert(ip, Duration::from_secs(5))?;
     let at = advert + cluster.timers.advert().mul_f64(phase);
+    client.align(at, offset);
     if let Some(wait) = at.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
     }
     env.topo.set_link(master, false).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
     env.topo.kill_all(master, Signal::SIGKILL);
-    let answered = client.first_answer_after(t0, ANSWER_LIMIT)?;
+    let answer = client.first_answer_after(t0, ANSWER_LIMIT)?;
     let last = client.last_advert(ip, t0).unwrap_or(advert);
-    let rep = Rep::Failover {
-        from_fault_s: (answered - t0).as_secs_f64(),
-        from_last_advert_s: Some((answered - last).as_secs_f64()),
-    };
+    let rep = answer.rep(t0, Some(last));
     cluster.restart(master, true)?;
     // The old master back as a backup, its API server healthy again, before the next rep.
     std::thread::sleep(Duration::from_secs(2));
@@ -393,13 +440,19 @@ fn crash(env: &Env, cluster: &mut Cluster<'_>, client: &Client, phase: f64) -> R
 }
 
 /// SIGTERM to the master's daemon (its API server keeps running): it resigns.
-fn graceful(env: &Env, cluster: &mut Cluster<'_>, client: &Client) -> Result<Rep, String> {
+fn graceful(
+    env: &Env,
+    cluster: &mut Cluster<'_>,
+    client: &Client,
+    offset: f64,
+) -> Result<Rep, String> {
     let master = env.wait_holder(Duration::from_secs(20), Duration::from_secs(1))?;
     let ip = address_of(master);
     client.forget();
     // Mid-cycle, so that the resignation, not a regular advert, is what the backups act on.
     let advert = client.next_advert(ip, Duration::from_secs(5))?;
     let at = advert + cluster.timers.advert() / 2;
+    client.align(at, offset);
     if let Some(wait) = at.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
     }
@@ -410,14 +463,11 @@ fn graceful(env: &Env, cluster: &mut Cluster<'_>, client: &Client) -> Result<Rep
         nix::sys::signal::kill(pid, Signal::SIGTERM)
             .map_err(|e| format!("SIGTERM to {master}: {e}"))?;
     }
-    let answered = client.first_answer_after(t0, ANSWER_LIMIT)?;
+    let answer = client.first_answer_after(t0, ANSWER_LIMIT)?;
     // The resignation (priority 0) is the old master's last advert.
     std::thread::sleep(Duration::from_millis(300));
-    let last = client.last_advert(ip, answered).unwrap_or(t0);
-    let rep = Rep::Failover {
-        from_fault_s: (answered - t0).as_secs_f64(),
-        from_last_advert_s: Some((answered - last).as_secs_f64()),
-    };
+    let last = client.last_advert(ip, answer.connected).unwrap_or(t0);
+    let rep = answer.rep(t0, Some(last));
     if let Some(mut d) = cluster.daemons[i].take() {
         Env::stop(&mut d, Signal::SIGTERM);
     }

@@ -1,0 +1,185 @@
+//! What `cplb lab failover --out` draws: each controller's VRRP state as its cplbd reports
+//! it (polled every 25 ms over its status socket; no answer is "down"), who holds the VIP
+//! on eth0 (every 100 ms), the power-offs, and the client's every connection, as the
+//! reports' [`Run`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cplb_reports::{
+    Attempt, Client, Failover as Figure, FaultSpan, Instance, Run, Span, StateChange,
+};
+
+use super::{API_PORT, Attempt as Connection, CLIENT, CONTROLLERS, Failover, VIP};
+use crate::status;
+
+/// How often each cplbd's state is asked for.
+const STATE_EVERY: Duration = Duration::from_millis(25);
+/// Every how many state polls the VIP's holder is looked up (an `ip addr` per controller).
+const HOLDER_EVERY: u32 = 4;
+
+/// The observer thread.
+pub(super) struct Recorder {
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Observed>>,
+}
+
+#[derive(Debug, Default)]
+struct Observed {
+    states: Vec<StateChange>,
+    holders: Vec<Span>,
+}
+
+/// One power-off as the run shows it.
+#[derive(Debug)]
+pub(super) struct Rep {
+    pub(super) result: Failover,
+    /// The power-off.
+    pub(super) fault_at: Instant,
+    /// The old master back (its link up and cplbd started).
+    pub(super) restored_at: Option<Instant>,
+    pub(super) attempts: Vec<Connection>,
+}
+
+impl Recorder {
+    pub(super) fn start() -> Self {
+        let start = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || observe(start, &s));
+        Self { start, stop, thread: Some(thread) }
+    }
+
+    /// Stops observing; the run from the start to now.
+    pub(super) fn finish(mut self, reps: &[Rep], views_before: String, views_after: String) -> Run {
+        self.stop.store(true, Ordering::Relaxed);
+        let observed = self.thread.take().and_then(|t| t.join().ok()).unwrap_or_default();
+        let s = |t: Instant| t.saturating_duration_since(self.start).as_secs_f64();
+        let duration_s = self.start.elapsed().as_secs_f64();
+        let attempts: Vec<Attempt> = reps
+            .iter()
+            .flat_map(|r| &r.attempts)
+            .map(|a| Attempt { at_s: s(a.start), source: 0, ok: a.answered })
+            .collect();
+        let mut run = Run {
+            driver: "lab".into(),
+            title: format!("cplb lab failover: {} power-off(s) of the master", reps.len()),
+            description: "The seed's cluster in network namespaces: three controllers running cplbd and a stand-in API server, a client connecting to VIP:6443 every 10 ms. States as each cplbd's status socket reported them (every 25 ms), the VIP's holder as eth0 showed it (every 100 ms).".into(),
+            seed: None,
+            duration_s,
+            ok: true,
+            hosts: CONTROLLERS.iter().map(|(n, _)| (*n).to_owned()).chain([CLIENT.0.to_owned()]).collect(),
+            instances: vec![Instance { name: "k0s-vip-0".into(), vips: vec![VIP.to_owned()] }],
+            states: observed.states,
+            vip_holders: observed.holders,
+            faults: reps
+                .iter()
+                .map(|r| FaultSpan {
+                    at_s: s(r.fault_at),
+                    until_s: r.restored_at.map(s),
+                    label: format!("poweroff {}", r.result.old_master),
+                    hosts: vec![r.result.old_master.clone()],
+                })
+                .collect(),
+            attempts,
+            failovers: reps
+                .iter()
+                .map(|r| Figure {
+                    instance: 0,
+                    from: r.result.old_master.clone(),
+                    to: r.result.new_master.clone(),
+                    fault_at_s: Some(s(r.fault_at)),
+                    new_master_at_s: s(r.fault_at) + r.result.new_master_s,
+                    vip_answering_at_s: Some(s(r.fault_at) + r.result.failover_s),
+                    failover_s: Some(r.result.failover_s),
+                })
+                .collect(),
+            clients: Vec::new(),
+            violations: Vec::new(),
+            views_before,
+            views_after,
+            timeline: Vec::new(),
+        };
+        let longest = run.outages().iter().map(|o| o.until_s - o.from_s).fold(0.0, f64::max);
+        run.clients = vec![Client {
+            name: format!("{} → {VIP}:{API_PORT}", CLIENT.0),
+            attempts: run.attempts.len() as u64,
+            failed: run.attempts.iter().filter(|a| !a.ok).count() as u64,
+            longest_outage_s: longest,
+        }];
+        run
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn observe(start: Instant, stop: &AtomicBool) -> Observed {
+    let topo = super::topo_handle();
+    let mut seen = Observed::default();
+    let mut last: Vec<Vec<String>> = vec![Vec::new(); CONTROLLERS.len()];
+    let mut holding: Vec<Option<f64>> = vec![None; CONTROLLERS.len()];
+    let mut poll = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let at_s = start.elapsed().as_secs_f64();
+        for (c, (name, _)) in CONTROLLERS.iter().enumerate() {
+            let states: Vec<String> =
+                match status::query(&super::socket(name), Duration::from_millis(100)) {
+                    Ok(s) => s.instances.iter().map(|i| i.state.clone()).collect(),
+                    Err(_) => vec!["down".to_owned()],
+                };
+            for (instance, state) in states.iter().enumerate() {
+                if last[c].get(instance) != Some(state) {
+                    seen.states.push(StateChange {
+                        at_s,
+                        host: (*name).to_owned(),
+                        instance,
+                        state: state.clone(),
+                    });
+                }
+            }
+            last[c] = states;
+        }
+        if poll.is_multiple_of(HOLDER_EVERY) {
+            let holders = super::vip_holders(&topo);
+            for (c, (name, _)) in CONTROLLERS.iter().enumerate() {
+                let holds = holders.iter().any(|h| h == name);
+                match (holds, holding[c]) {
+                    (true, None) => holding[c] = Some(at_s),
+                    (false, Some(from_s)) => {
+                        seen.holders.push(Span {
+                            instance: 0,
+                            host: (*name).to_owned(),
+                            from_s,
+                            until_s: Some(at_s),
+                        });
+                        holding[c] = None;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        poll += 1;
+        std::thread::sleep(STATE_EVERY);
+    }
+    for (c, (name, _)) in CONTROLLERS.iter().enumerate() {
+        if let Some(from_s) = holding[c] {
+            seen.holders.push(Span {
+                instance: 0,
+                host: (*name).to_owned(),
+                from_s,
+                until_s: None,
+            });
+        }
+    }
+    seen.holders.sort_by(|a, b| a.from_s.total_cmp(&b.from_s));
+    seen
+}

@@ -1,0 +1,98 @@
+//! `report.html`: one self-contained page (inline CSS and SVG, no script, nothing fetched)
+//! with the timeline, the tables of the Markdown report and the views before and after.
+
+use std::fmt::Write as _;
+
+use crate::axis;
+use crate::markdown::{instance_name, summary_line};
+use crate::run::Run;
+use crate::svg::{self, esc};
+
+/// The page's style: readable printed or on a screen, nothing loaded.
+pub(crate) const STYLE: &str = "body{font-family:'DejaVu Sans',Verdana,sans-serif;margin:16px;color:#222;max-width:1140px}\
+h1{font-size:20px;margin:0 0 6px}h2{font-size:15px;margin:18px 0 6px}\
+table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}\
+th{background:#f2f2f2}pre{background:#f7f7f7;border:1px solid #ddd;padding:8px;font-size:11px;overflow-x:auto}\
+.ok{color:#2d7d27;font-weight:bold}.failed{color:#c0262d;font-weight:bold}\
+.views{display:flex;gap:12px}.views>div{flex:1;min-width:0}svg{display:block}";
+
+/// The HTML report of a run.
+pub fn html(run: &Run) -> String {
+    let mut s = page_head(&run.title);
+    let _ = writeln!(s, "<h1>{}</h1>", esc(&run.title));
+    if !run.description.is_empty() {
+        let _ = writeln!(s, "<p>{}</p>", esc(&run.description));
+    }
+    let summary = summary_line(run).replace("**", "");
+    let class = if run.ok { "ok" } else { "failed" };
+    let _ = writeln!(s, "<p class=\"{class}\">{}</p>", esc(&summary));
+    s.push_str(&svg::timeline(run));
+    s.push_str("<h2>Failovers</h2>\n");
+    if run.failovers.is_empty() {
+        s.push_str("<p>No change of master.</p>\n");
+    } else {
+        s.push_str("<table><tr><th>#</th><th>instance</th><th>from</th><th>to</th><th>fault at</th><th>new master at</th><th>VIP answering at</th><th>failover</th></tr>\n");
+        for (n, f) in run.failovers.iter().enumerate() {
+            let t = |x: Option<f64>| x.map_or_else(|| "–".to_owned(), |v| format!("{v:.3} s"));
+            let _ = writeln!(
+                s,
+                "<tr><td>F{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3} s</td><td>{}</td><td>{}</td></tr>",
+                n + 1,
+                esc(&instance_name(run, f.instance)),
+                esc(&f.from),
+                esc(&f.to),
+                t(f.fault_at_s),
+                f.new_master_at_s,
+                t(f.vip_answering_at_s),
+                f.failover_s.map_or_else(|| "–".to_owned(), axis::duration)
+            );
+        }
+        s.push_str("</table>\n");
+    }
+    s.push_str("<h2>Clients</h2>\n<table><tr><th>source</th><th>connections</th><th>failed</th><th>longest outage</th></tr>\n");
+    for c in &run.clients {
+        let _ = writeln!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&c.name),
+            c.attempts,
+            c.failed,
+            axis::duration(c.longest_outage_s)
+        );
+    }
+    s.push_str("</table>\n");
+    if !run.violations.is_empty() {
+        s.push_str("<h2>What did not hold</h2>\n<ul>\n");
+        for v in &run.violations {
+            let at = v.at_s.map_or_else(String::new, |t| format!(" at {t:.3} s"));
+            let _ = writeln!(s, "<li><b>{}</b>{at}: {}</li>", esc(&v.name), esc(&v.detail));
+        }
+        s.push_str("</ul>\n");
+    }
+    s.push_str("<div class=\"views\">");
+    for (title, view) in
+        [("Before the first fault", &run.views_before), ("After", &run.views_after)]
+    {
+        let _ = write!(s, "<div><h2>{title}</h2><pre>{}</pre></div>", esc(view.trim_end()));
+    }
+    s.push_str("</div>\n");
+    if !run.timeline.is_empty() {
+        // Closed by default; <details> opens without a script.
+        let _ = writeln!(
+            s,
+            "<details><summary>The trace ({} lines)</summary><pre>{}</pre></details>",
+            run.timeline.len(),
+            esc(&run.timeline.join("\n"))
+        );
+    }
+    s.push_str("</body></html>\n");
+    s
+}
+
+/// `<!doctype>` to `<body>`.
+pub(crate) fn page_head(title: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n",
+        esc(title)
+    )
+}
