@@ -79,6 +79,12 @@ pub struct Options {
     /// this long (600s: ten minutes); 0 never does.
     #[arg(long, value_name = "DURATION", default_value = "600s", value_parser = parse_duration)]
     pub proxy_idle_timeout: Duration,
+    /// Threads that carry the userspace proxy's connections (default: one per CPU, at most
+    /// 8, as HAProxy's `nbthread`); 0 runs them on the daemon's own thread. VRRP, health
+    /// checks and the reconcile keep their one thread either way, so a loaded proxy never
+    /// delays an advertisement.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub proxy_threads: Option<u16>,
     /// The group the status socket (mode 0660) is given to; its members, root and cplbd's
     /// own user may query it, anyone else is refused.
     #[arg(long, value_name = "NAME")]

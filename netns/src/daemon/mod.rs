@@ -308,15 +308,41 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
     let mut driver = Driver::new(node, kernel, prober, probe_timeout, inputs.clone());
     driver.started = started;
     driver.last_verify = started;
+    // The proxy's own runtime: its threads start here, after the capabilities were dropped,
+    // so they hold no more than this thread does.
+    let mut proxy_runtime = None;
     if let Some(listener) = proxy_listener {
         let config = proxy::ProxyConfig::from_options(&daemon.options);
-        tracing::info!(max_connections = config.max_connections, idle_timeout = ?config.idle_timeout, "proxy");
-        daemon.tasks.spawn(proxy::serve::<crate::net::Os>(
-            listener,
-            inputs.clone(),
-            config,
-            proxy_stats,
-        ));
+        let threads = daemon.options.proxy_threads.map_or_else(default_proxy_threads, usize::from);
+        tracing::info!(max_connections = config.max_connections, idle_timeout = ?config.idle_timeout, threads, "proxy");
+        let serve = |listener| {
+            proxy::serve::<crate::net::Os>(listener, inputs.clone(), config, proxy_stats)
+        };
+        if threads == 0 {
+            daemon.tasks.spawn(serve(listener));
+        } else {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("cplbd-proxy")
+                .enable_all()
+                .build()
+                .context("starting the proxy's threads")?;
+            // Registered again with the proxy runtime's reactor.
+            let std_listener = listener.into_std().context("moving the proxy's listener")?;
+            let listener = {
+                let _inside = rt.enter();
+                TcpListener::from_std(std_listener).context("moving the proxy's listener")?
+            };
+            let task = rt.spawn(serve(listener));
+            daemon.tasks.spawn(async move {
+                if let Err(e) = task.await
+                    && e.is_panic()
+                {
+                    tracing::error!("the proxy panicked");
+                }
+            });
+            proxy_runtime = Some(rt);
+        }
     }
     let endpoints = Arc::new(serve::EndpointStats::default());
     daemon.tasks.spawn(serve::status(
@@ -403,6 +429,10 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
         restore_host(&driver.kernel.netlink, &mut driver.kernel.owned).await;
     }
     daemon.tasks.shutdown().await;
+    if let Some(rt) = proxy_runtime {
+        // Its connections end with the daemon, as they would with the process.
+        rt.shutdown_background();
+    }
     let _ = std::fs::remove_file(&daemon.options.status_socket);
     if panicked {
         tracing::error!("stopped after a panic: aborting");
@@ -410,6 +440,11 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// One proxy thread per CPU, at most 8.
+fn default_proxy_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from).min(8)
 }
 
 impl Daemon {
