@@ -5,9 +5,9 @@
 //! A crash costs Master_Down_Interval less the time since the master's last advert, so
 //! where in the advert cycle it falls decides the figure: every contender gets the same
 //! seeded sequence of phases (and of offsets of the client's 10 ms probe grid from the
-//! fault, which otherwise decide up to 10 ms of each figure), and each rep also reports the time from the old master's last
-//! advert, as the client's namespace saw it on the bridge (a raw socket joined to
-//! 224.0.0.18), which does not depend on the phase.
+//! fault, which otherwise decide up to 10 ms of each figure), and each rep also reports
+//! the time from the old master's last advert, as the client's namespace saw it on the
+//! bridge (a raw socket joined to 224.0.0.18), which does not depend on the phase.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Child;
