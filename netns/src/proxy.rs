@@ -25,6 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
+mod copy;
+
 use crate::daemon::Input;
 use crate::limits::RateLog;
 use crate::net::Net;
@@ -251,11 +253,6 @@ enum End {
 
 /// Copies both ways until both sides are done; half-closes are passed on. Without a byte
 /// read from either side for `idle`, both legs are closed.
-/// Each direction's copy buffer. tokio's default (8 KiB) costs a read and a write per
-/// 8 KiB and halved bulk throughput next to HAProxy (`cplb lab bench --only bulk`); 64 KiB
-/// matches the loopback and veth segment sizes. A held connection costs 128 KiB of buffers.
-const COPY_BUFFER: usize = 64 * 1024;
-
 async fn splice<N: Net>(client: N::Stream, upstream: N::Stream, idle: Option<Duration>) -> End {
     for leg in [&client, &upstream] {
         N::tune(leg);
@@ -263,12 +260,7 @@ async fn splice<N: Net>(client: N::Stream, upstream: N::Stream, idle: Option<Dur
     let activity = Arc::new(Activity::new());
     let mut client = Watched { inner: client, activity: Arc::clone(&activity) };
     let mut upstream = Watched { inner: upstream, activity: Arc::clone(&activity) };
-    let copy = tokio::io::copy_bidirectional_with_sizes(
-        &mut client,
-        &mut upstream,
-        COPY_BUFFER,
-        COPY_BUFFER,
-    );
+    let copy = copy::bidirectional(&mut client, &mut upstream);
     let Some(idle) = idle else {
         log_end(copy.await);
         return End::Closed;
