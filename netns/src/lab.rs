@@ -455,25 +455,29 @@ fn lab_namespace_inodes() -> Vec<u64> {
 /// so no goodbye leaves it) while the client connects to VIP:6443 every 10 ms; `reps` times,
 /// restoring the old master as a backup in between.
 pub fn failover(programs: &Programs, reps: u32) -> Result<Vec<Failover>, String> {
-    failover_run(programs, reps).map(|(results, _)| results)
+    failover_run(programs, reps, false).map(|(results, _)| results)
 }
 
-/// [`failover`], and the run as the reports draw it (`cplb lab failover --out`): each
-/// controller's state and the VIP's holder as observed, the power-offs, every connection.
+/// [`failover`], and with `draw` the run as the reports draw it (`cplb lab failover
+/// --out`): each controller's state and the VIP's holder as observed, the power-offs,
+/// every connection. Without it nothing polls the daemons while they are measured.
 pub fn failover_run(
     programs: &Programs,
     reps: u32,
-) -> Result<(Vec<Failover>, cplb_reports::Run), String> {
+    draw: bool,
+) -> Result<(Vec<Failover>, Option<cplb_reports::Run>), String> {
     if !Path::new(STATE_DIR).join("k0s.yaml").exists() {
         return Err("the lab is not up: run `cplb lab up` first".into());
     }
     let topo = topo_handle();
-    let recorder = record::Recorder::start();
+    let recorder = draw.then(record::Recorder::start);
     let mut out: Vec<record::Rep> = Vec::new();
     let mut views_before = None;
     for rep in 0..reps.max(1) {
         let master = wait_for_single_master(Duration::from_secs(15))?;
-        views_before.get_or_insert_with(|| views(&topo, &master));
+        if draw && views_before.is_none() {
+            views_before = Some(views(&topo, &master));
+        }
         let (result, fault_at, attempts) = power_off(&topo, &master)?;
         eprintln!(
             "rep {}: {} powered off, {} answered after {:.3} s ({} of {} connections failed)",
@@ -501,9 +505,11 @@ pub fn failover_run(
         // Let health checks see its API server again before the next power-off.
         std::thread::sleep(Duration::from_secs(3));
     }
-    let after = masters();
-    let views_after = views(&topo, after.first().map_or("controller-0", String::as_str));
-    let run = recorder.finish(&out, views_before.unwrap_or_default(), views_after);
+    let run = recorder.map(|r| {
+        let after = masters();
+        let views_after = views(&topo, after.first().map_or("controller-0", String::as_str));
+        r.finish(&out, views_before.unwrap_or_default(), views_after)
+    });
     Ok((out.into_iter().map(|r| r.result).collect(), run))
 }
 

@@ -3,10 +3,10 @@
 
 use std::fmt::Write as _;
 
-use crate::axis;
-use crate::markdown::{instance_name, summary_line};
+use crate::markdown::summary_line;
 use crate::run::Run;
 use crate::svg::{self, esc};
+use crate::table::Table;
 
 /// The page's style: readable printed or on a screen, nothing loaded.
 pub(crate) const STYLE: &str = "body{font-family:'DejaVu Sans',Verdana,sans-serif;margin:16px;color:#222;max-width:1140px}\
@@ -31,36 +31,10 @@ pub fn html(run: &Run) -> String {
     if run.failovers.is_empty() {
         s.push_str("<p>No change of master.</p>\n");
     } else {
-        s.push_str("<table><tr><th>#</th><th>instance</th><th>from</th><th>to</th><th>fault at</th><th>new master at</th><th>VIP answering at</th><th>failover</th></tr>\n");
-        for (n, f) in run.failovers.iter().enumerate() {
-            let t = |x: Option<f64>| x.map_or_else(|| "–".to_owned(), |v| format!("{v:.3} s"));
-            let _ = writeln!(
-                s,
-                "<tr><td>F{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3} s</td><td>{}</td><td>{}</td></tr>",
-                n + 1,
-                esc(&instance_name(run, f.instance)),
-                esc(&f.from),
-                esc(&f.to),
-                t(f.fault_at_s),
-                f.new_master_at_s,
-                t(f.vip_answering_at_s),
-                f.failover_s.map_or_else(|| "–".to_owned(), axis::duration)
-            );
-        }
-        s.push_str("</table>\n");
+        s.push_str(&Table::failovers(run).html());
     }
-    s.push_str("<h2>Clients</h2>\n<table><tr><th>source</th><th>connections</th><th>failed</th><th>longest outage</th></tr>\n");
-    for c in &run.clients {
-        let _ = writeln!(
-            s,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&c.name),
-            c.attempts,
-            c.failed,
-            axis::duration(c.longest_outage_s)
-        );
-    }
-    s.push_str("</table>\n");
+    s.push_str("<h2>Clients</h2>\n");
+    s.push_str(&Table::clients(run).html());
     if !run.violations.is_empty() {
         s.push_str("<h2>What did not hold</h2>\n<ul>\n");
         for v in &run.violations {

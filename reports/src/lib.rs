@@ -13,6 +13,7 @@ mod html;
 mod markdown;
 mod run;
 mod svg;
+mod table;
 
 use std::path::{Path, PathBuf};
 

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::axis;
 use crate::run::Run;
+use crate::table::Table;
 
 /// The Markdown report of a run.
 pub fn markdown(run: &Run) -> String {
@@ -19,37 +20,11 @@ pub fn markdown(run: &Run) -> String {
     if run.failovers.is_empty() {
         s.push_str("No change of master.\n\n");
     } else {
-        s.push_str("| # | instance | from | to | fault at | new master at | VIP answering at | failover |\n");
-        s.push_str("|---|---|---|---|---|---|---|---|\n");
-        for (n, f) in run.failovers.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "| F{} | {} | {} | {} | {} | {:.3} s | {} | {} |",
-                n + 1,
-                instance_name(run, f.instance),
-                f.from,
-                f.to,
-                seconds(f.fault_at_s),
-                f.new_master_at_s,
-                seconds(f.vip_answering_at_s),
-                f.failover_s.map_or_else(|| "–".to_owned(), axis::duration),
-            );
-        }
+        s.push_str(&Table::failovers(run).markdown());
         s.push('\n');
     }
-    s.push_str(
-        "## Clients\n\n| source | connections | failed | longest outage |\n|---|---|---|---|\n",
-    );
-    for c in &run.clients {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} |",
-            c.name,
-            c.attempts,
-            c.failed,
-            axis::duration(c.longest_outage_s)
-        );
-    }
+    s.push_str("## Clients\n\n");
+    s.push_str(&Table::clients(run).markdown());
     s.push('\n');
     if !run.faults.is_empty() {
         s.push_str("## Faults\n\n| at | until | fault |\n|---|---|---|\n");
@@ -93,12 +68,4 @@ pub(crate) fn summary_line(run: &Run) -> String {
         axis::duration(run.duration_s),
         run.failovers.len(),
     )
-}
-
-pub(crate) fn instance_name(run: &Run, i: usize) -> String {
-    run.instances.get(i).map_or_else(|| format!("k0s-vip-{i}"), |x| x.name.clone())
-}
-
-fn seconds(t: Option<f64>) -> String {
-    t.map_or_else(|| "–".to_owned(), |t| format!("{t:.3} s"))
 }

@@ -564,9 +564,10 @@ fn lab(cmd: LabCommand) -> Result<Done, String> {
         }
         LabCommand::Failover(args) => {
             let programs = lab::Programs::beside_current_exe()?;
-            let results = match lab::failover_run(&programs, args.reps.unwrap_or(1)) {
+            let draw = args.out.is_some();
+            let results = match lab::failover_run(&programs, args.reps.unwrap_or(1), draw) {
                 Ok((r, run)) => {
-                    if let Some(dir) = &args.out {
+                    if let (Some(dir), Some(run)) = (&args.out, run) {
                         let html = cplb_reports::write_run(dir, &run)?;
                         eprintln!("report: {}", html.display());
                     }

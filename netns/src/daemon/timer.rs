@@ -18,6 +18,9 @@ use tokio::io::unix::AsyncFd;
 pub(crate) struct Timer {
     /// `None` when no timerfd could be made: tokio's timer serves, a millisecond coarser.
     fd: Option<AsyncFd<Fd>>,
+    /// The deadline the timerfd is armed for (`None` once it fired): the loop asks for the
+    /// same deadline after every packet, and a flood must not cost a syscall each.
+    armed: Option<tokio::time::Instant>,
 }
 
 /// tokio's `AsyncFd` wants `AsRawFd`, which nix's `TimerFd` does not implement.
@@ -42,33 +45,39 @@ impl Timer {
         .map_err(std::io::Error::from)
         .and_then(|fd| AsyncFd::new(Fd(fd)));
         match made {
-            Ok(fd) => Self { fd: Some(fd) },
+            Ok(fd) => Self { fd: Some(fd), armed: None },
             Err(e) => {
                 tracing::warn!("no timerfd ({e}): timers use tokio's, which wake up to 1 ms late");
-                Self { fd: None }
+                Self { fd: None, armed: None }
             }
         }
     }
 
     /// Resolves at `deadline` (at once when it is past). Cancel-safe: dropping the future
-    /// leaves the timer armed, and the next call re-arms it.
+    /// leaves the timer armed, and the next call re-arms it for another deadline or keeps
+    /// it (an expiry nobody read yet is read then).
     pub(crate) async fn sleep_until(&mut self, deadline: tokio::time::Instant) {
         let Some(fd) = &self.fd else {
             return tokio::time::sleep_until(deadline).await;
         };
-        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
-        // A zero expiration disarms a timerfd: a deadline already past fires in 1 ns.
-        let wait = wait.max(Duration::from_nanos(1));
-        let armed = fd
-            .get_ref()
-            .0
-            .set(Expiration::OneShot(TimeSpec::from_duration(wait)), TimerSetTimeFlags::empty());
-        if let Err(e) = armed {
-            tracing::warn!("arming the timerfd: {e}; this wake-up uses tokio's timer");
-            return tokio::time::sleep_until(deadline).await;
+        if self.armed != Some(deadline) {
+            let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+            // A zero expiration disarms a timerfd: a deadline already past fires in 1 ns.
+            let wait = wait.max(Duration::from_nanos(1));
+            let set = fd.get_ref().0.set(
+                Expiration::OneShot(TimeSpec::from_duration(wait)),
+                TimerSetTimeFlags::empty(),
+            );
+            if let Err(e) = set {
+                self.armed = None;
+                tracing::warn!("arming the timerfd: {e}; this wake-up uses tokio's timer");
+                return tokio::time::sleep_until(deadline).await;
+            }
+            self.armed = Some(deadline);
         }
         loop {
             let Ok(mut ready) = fd.readable().await else {
+                self.armed = None;
                 return tokio::time::sleep_until(deadline).await;
             };
             // Readiness can be left over from an expiry before the re-arm, whose count the
@@ -77,8 +86,12 @@ impl Timer {
                 nix::unistd::read(&fd.get_ref().0, &mut [0u8; 8]).map_err(std::io::Error::from)
             });
             match read {
-                Ok(Ok(_)) => return,
+                Ok(Ok(_)) => {
+                    self.armed = None;
+                    return;
+                }
                 Ok(Err(e)) => {
+                    self.armed = None;
                     tracing::warn!("reading the timerfd: {e}; this wake-up uses tokio's timer");
                     return tokio::time::sleep_until(deadline).await;
                 }
@@ -109,6 +122,14 @@ mod tests {
             () = timer.sleep_until(soon + Duration::from_secs(60)) => panic!("fired early"),
             () = tokio::time::sleep_until(soon) => {}
         }
+        // The same deadline asked again after a cancelled wait is not re-armed, and fires.
+        let same = tokio::time::Instant::now() + Duration::from_millis(5);
+        tokio::select! {
+            () = timer.sleep_until(same) => panic!("fired early"),
+            () = tokio::time::sleep(Duration::from_millis(1)) => {}
+        }
+        timer.sleep_until(same).await;
+        assert!(tokio::time::Instant::now() >= same);
         let again = tokio::time::Instant::now();
         timer.sleep_until(again + Duration::from_millis(10)).await;
         assert!(again.elapsed() >= Duration::from_millis(10));
