@@ -1,30 +1,23 @@
-//! The Linux backend of cplb and the daemon `cplbd`.
+//! The Linux side of cplb: the kernel seam and the daemon `cplbd` built on it.
 //!
-//! The core (`cplb-core`) decides; this crate carries its decisions out on a real kernel:
-//! - [`kernel`]: the kernel seam, everything cplbd asks of Linux: raw VRRP sockets
-//!   ([`kernel::vrrp_socket`]), interfaces and VIPs over rtnetlink ([`kernel::link`]) and
-//!   their change notifications ([`kernel::watch`]), GARP/NA ([`kernel::announce`]),
-//!   nftables ([`kernel::nft`]) and IPVS ([`kernel::ipvs`]);
-//! - [`plan`]: from the k0s configuration and the interfaces to what this node runs;
+//! The core (`cplb-core`) decides; this crate carries its decisions out on a Linux kernel,
+//! and nothing else (the harness that builds hosts, runs scenarios and benches lives in
+//! `cplb-scenarios` and `cplb-lab`):
+//! - [`kernel`]: the seam, everything cplbd asks of Linux, with typed errors: raw VRRP
+//!   sockets and their filters, interfaces and VIPs over rtnetlink and their notifications,
+//!   GARP/NA, nftables, IPVS, and the record of what cplbd created;
+//! - [`daemon`]: `cplbd` itself: options, the plan, the driver loop that feeds the node,
+//!   receive, timers, status and metrics endpoints, start-up, reload and shutdown;
 //! - [`proxy`]: the userspace TCP proxy; [`probe`]: API server health checks; [`net`]: the
-//!   TCP network both use (the host's, or turmoil's in simulation);
-//! - [`daemon`]: start-up, the async driver, shutdown; [`status`]: `cplb status` and metrics;
-//! - [`lab`]: the namespace lab of `cplb lab`; [`apiserver`]: the lab's stand-in API server;
-//!   [`vm`]: a qemu guest with Debian's cloud kernel, for IPVS and dummy interfaces;
-//! - [`simulated`]: the daemon's code on turmoil's hosts, with a simulated kernel.
+//!   TCP network both use (the host's here; a simulated one can take its place);
+//! - [`status`]: what `cplb status` and the metrics show, and the client that asks for it.
 #![deny(missing_docs)]
 
-pub mod apiserver;
 pub mod daemon;
-pub use daemon::{plan, status};
 pub mod kernel;
-pub mod lab;
 pub mod limits;
 pub mod net;
-pub mod options;
 pub mod privileges;
 pub mod probe;
 pub mod proxy;
-pub mod simulated;
-pub mod topology;
-pub mod vm;
+pub mod status;

@@ -1,11 +1,11 @@
-//! The TCP network the proxy and the health prober use: the host's (tokio's sockets) or
-//! turmoil's simulated one, so that the same proxy and prober code runs in `cplbd` and in
-//! simulation.
+//! The TCP network the proxy and the health prober use: the host's (tokio's sockets, [`Os`])
+//! here, or a simulated one the harness provides (turmoil's), so that the same proxy and
+//! prober code runs in `cplbd` and in simulation.
 //!
 //! A trait, not a cfg switch of type aliases: Cargo unifies features across a workspace
-//! build, so a `turmoil` feature enabled for the simulator would also swap the sockets
-//! of the `cplbd` built beside it. With the trait both exist side by side and the choice
-//! is a type parameter ([`Os`] in the daemon, [`Sim`] under turmoil).
+//! build, so a simulation feature enabled for the harness would also swap the sockets of
+//! the `cplbd` built beside it. With the trait both exist side by side and the choice is a
+//! type parameter.
 
 use std::future::Future;
 use std::io;
@@ -69,29 +69,6 @@ impl Net for Os {
 
     fn reset(stream: Self::Stream) {
         let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-        drop(stream);
-    }
-}
-
-/// turmoil's simulated network (inside a turmoil host).
-#[derive(Debug, Clone, Copy)]
-pub struct Sim;
-
-impl Net for Sim {
-    type Stream = turmoil::net::TcpStream;
-    type Listener = turmoil::net::TcpListener;
-
-    async fn connect(addr: SocketAddr) -> io::Result<Self::Stream> {
-        turmoil::net::TcpStream::connect(addr).await
-    }
-
-    async fn accept(listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
-        listener.accept().await
-    }
-
-    fn tune(_: &Self::Stream) {}
-
-    fn reset(stream: Self::Stream) {
         drop(stream);
     }
 }

@@ -11,8 +11,8 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use cplb_lab::topology::{self, in_namespace};
 use cplb_netns::kernel::announce::{Announcer, gratuitous_arp, neighbour_advertisement};
-use cplb_netns::topology::{self, in_namespace};
 use socket2::{Domain, Protocol, Socket, Type};
 
 const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0x77, 0x01];

@@ -15,8 +15,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{Cluster, can_run};
+use cplb_lab::topology;
 use cplb_netns::status::{self, Snapshot};
-use cplb_netns::topology;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 /// Connections held through the proxy (VIP:6443, redirected to :6444 on the master).

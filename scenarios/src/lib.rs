@@ -5,7 +5,6 @@
 
 pub mod catalog;
 pub mod compare;
-mod daemon_checks;
 pub mod daemon_driver;
 pub mod fuzz;
 pub mod hex_input;

@@ -532,7 +532,7 @@ fn status(args: &StatusArgs) -> Result<Done, String> {
 }
 
 fn lab(cmd: LabCommand) -> Result<Done, String> {
-    use cplb_netns::lab;
+    use cplb_lab::cluster as lab;
     match cmd {
         LabCommand::Up(args) => {
             let programs = lab::Programs::beside_current_exe()?;
@@ -598,7 +598,7 @@ fn lab(cmd: LabCommand) -> Result<Done, String> {
                 let listener = tokio::net::TcpListener::bind(args.listen)
                     .await
                     .map_err(|e| format!("binding {}: {e}", args.listen))?;
-                lab::bench::serve_backend(listener).await.map_err(|e| e.to_string())
+                cplb_lab::bench::serve_backend(listener).await.map_err(|e| e.to_string())
             })?;
             Ok(Done::ok(String::new()))
         }
@@ -611,7 +611,7 @@ fn lab(cmd: LabCommand) -> Result<Done, String> {
             for _ in 0..args.count {
                 let timeout = std::time::Duration::from_secs(2);
                 let answer =
-                    rt.block_on(cplb_netns::apiserver::fetch(args.addr, &args.path, true, timeout));
+                    rt.block_on(cplb_lab::apiserver::fetch(args.addr, &args.path, true, timeout));
                 out.push(match answer {
                     Ok(body) => body.trim_end().to_owned(),
                     Err(e) => format!("error: {e}"),
@@ -628,12 +628,12 @@ fn lab(cmd: LabCommand) -> Result<Done, String> {
                 let listener = tokio::net::TcpListener::bind(args.listen)
                     .await
                     .map_err(|e| format!("binding {}: {e}", args.listen))?;
-                let options = cplb_netns::apiserver::ApiServerOptions {
+                let options = cplb_lab::apiserver::ApiServerOptions {
                     name: args.name,
                     tls: !args.plain,
                     client_ca: None,
                 };
-                cplb_netns::apiserver::serve(listener, options).await.map_err(|e| e.to_string())
+                cplb_lab::apiserver::serve(listener, options).await.map_err(|e| e.to_string())
             })?;
             Ok(Done::ok(String::new()))
         }
@@ -642,7 +642,7 @@ fn lab(cmd: LabCommand) -> Result<Done, String> {
 
 /// `cplb lab bench`: the table (or JSON) on stdout, a line per rep on stderr.
 fn lab_bench(args: &LabBenchArgs) -> Result<Done, String> {
-    use cplb_netns::lab::{self, bench};
+    use cplb_lab::{bench, cluster as lab};
     let options = bench::BenchOptions {
         reps: args.reps,
         only: args.only.clone(),
@@ -663,7 +663,7 @@ fn lab_bench(args: &LabBenchArgs) -> Result<Done, String> {
 /// `cplb lab soak`: exit 0 when every cycle passed, 1 when one failed, 2 when it could not
 /// run (not root, the lab not up, `--kernel vm`).
 fn lab_soak(args: &LabSoakArgs) -> Result<Done, String> {
-    use cplb_netns::lab;
+    use cplb_lab::cluster as lab;
     if matches!(args.kernel.kernel, LabKernel::Vm) {
         return Err("cplb lab soak runs in namespaces on this kernel only (--kernel host); in the guest, `cplb lab failover --kernel vm --reps N` repeats power-offs".into());
     }

@@ -15,7 +15,7 @@ fn cplb() -> PathBuf {
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn lab_bench_runs_every_failover_measure_for_cplbd_and_keepalived() {
-    assert!(cplb_netns::topology::is_root(), "needs root");
+    assert!(cplb_lab::topology::is_root(), "needs root");
     let cplbd = Path::new(env!("CARGO_BIN_EXE_cplb")).with_file_name("cplbd");
     assert!(cplbd.exists(), "{} is built (cargo test --workspace builds it)", cplbd.display());
     let out_dir = std::env::temp_dir().join(format!("cplb-bench-test-{}", std::process::id()));

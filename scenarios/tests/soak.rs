@@ -35,7 +35,7 @@ impl Drop for LabDown {
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn soak_three_cycles_of_crashes_and_power_offs_leave_one_master_and_nothing_stale() {
-    assert!(cplb_netns::topology::is_root(), "needs root");
+    assert!(cplb_lab::topology::is_root(), "needs root");
     let cplbd = Path::new(env!("CARGO_BIN_EXE_cplb")).with_file_name("cplbd");
     assert!(
         cplbd.exists(),

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cplb_netns::vm::{Guest, image};
+use cplb_lab::vm::{Guest, image};
 
 const VIP: &str = "192.168.122.200";
 /// The second VIP of k0s issue 5178's set-up.
@@ -82,7 +82,7 @@ impl Drop for Booted {
 #[test]
 #[ignore = "needs root: boots a qemu guest"]
 fn the_seeds_ipvs_direct_routing_set_up_runs_in_a_guest() {
-    assert!(cplb_netns::topology::is_root(), "needs root");
+    assert!(cplb_lab::topology::is_root(), "needs root");
     let cplb = PathBuf::from(env!("CARGO_BIN_EXE_cplb"));
     let dir = cplb.parent().unwrap();
     let cplbd = dir.join("cplbd");
@@ -103,7 +103,7 @@ fn the_seeds_ipvs_direct_routing_set_up_runs_in_a_guest() {
         "image ready after {:.1} s, guest booted in {:.1} s ({})",
         started.elapsed().as_secs_f64(),
         guest.boot_time.as_secs_f64(),
-        cplb_netns::vm::accelerator()
+        cplb_lab::vm::accelerator()
     );
     let mut g = Booted { guest: Some(guest) };
     let t = std::time::Instant::now();

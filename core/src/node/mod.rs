@@ -27,7 +27,9 @@ use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 use std::collections::{BTreeMap, VecDeque};
 
-pub use k0s::{ANNOUNCE_REFRESH, API_TRACK_WEIGHT, K0S_PRIORITY, vrrp_instances};
+pub use k0s::{
+    ANNOUNCE_REFRESH, API_TRACK_WEIGHT, K0S_PRIORITY, VrrpTuning, instance_name, vrrp_instances,
+};
 pub use kernel::{FIRST_BACKOFF, MAX_BACKOFF, Refusal};
 pub use output::{Command, CommandError, CommandId, Event, Object};
 

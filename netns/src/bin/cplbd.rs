@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use cplb_netns::options::{LogFormat, Options};
+use cplb_netns::daemon::options::{LogFormat, Options};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {

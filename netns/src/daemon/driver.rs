@@ -49,6 +49,23 @@ pub enum Input {
     Snapshot(oneshot::Sender<Snapshot>),
 }
 
+/// The userspace proxy's director in `cplbd`: its questions are inputs of the driver,
+/// answered by the node's scheduler.
+#[derive(Debug, Clone)]
+pub struct ProxyDirector(pub mpsc::Sender<Input>);
+
+impl crate::proxy::Director for ProxyDirector {
+    async fn backends_for(&self, client: IpAddr) -> Option<Vec<SocketAddr>> {
+        let (tx, rx) = oneshot::channel();
+        self.0.send(Input::ProxyPick(client, tx)).await.ok()?;
+        Some(rx.await.unwrap_or_default())
+    }
+
+    fn dial_failed(&self, server: SocketAddr) {
+        let _ = self.0.try_send(Input::DialFailed(server));
+    }
+}
+
 /// What the driver carries besides the node: the kernel, the prober, and counters the
 /// status shows.
 #[derive(Debug)]

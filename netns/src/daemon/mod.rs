@@ -6,12 +6,12 @@
 
 mod driver;
 pub mod lock;
+pub mod options;
 mod panic;
 pub mod plan;
 mod receive;
 mod serve;
 mod snapshot;
-pub mod status;
 mod timer;
 pub mod vipclock;
 
@@ -31,7 +31,8 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-pub use self::driver::{Driver, DropLog, Input};
+pub use self::driver::{Driver, DropLog, Input, ProxyDirector};
+use self::options::{HealthCheck, Options};
 use self::plan::Plan;
 use crate::kernel::ipvs::Ipvs;
 use crate::kernel::link::Netlink;
@@ -40,7 +41,6 @@ pub use crate::kernel::linux::NFT_TABLE;
 use crate::kernel::nft::Nft;
 use crate::kernel::owned::Owned;
 use crate::kernel::watch::{KernelEvent, Watcher};
-use crate::options::{HealthCheck, Options};
 use crate::probe::{ClientCert, HttpsProbe, ProbeKind, Prober};
 use crate::proxy::{self, ProxyStats};
 /// The dummy interface k0s uses for direct routing.
@@ -227,7 +227,9 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
     // without IPVS the master balances by DNAT and nothing is routed directly, so neither
     // the local VIPs nor the ARP sysctls are touched (and what a killed predecessor
     // changed for direct routing is put back).
-    let mut owned = Owned::load(&options.state_dir);
+    let mut owned = Owned::load(
+        lock::lock_path(&options.state_dir).ok().map(|p| p.with_extension("owned.json")),
+    );
     let local_vips = if mode == LoadBalancerMode::Ipvs
         && ipvs.is_some()
         && keepalived.virtual_servers.iter().any(|v| v.lb_kind == config::LbKind::Dr)
@@ -312,11 +314,16 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
     // so they hold no more than this thread does.
     let mut proxy_runtime = None;
     if let Some(listener) = proxy_listener {
-        let config = proxy::ProxyConfig::from_options(&daemon.options);
+        let config = proxy_config(&daemon.options);
         let threads = daemon.options.proxy_threads.map_or_else(default_proxy_threads, usize::from);
         tracing::info!(max_connections = config.max_connections, idle_timeout = ?config.idle_timeout, threads, "proxy");
         let serve = |listener| {
-            proxy::serve::<crate::net::Os>(listener, inputs.clone(), config, proxy_stats)
+            proxy::serve::<crate::net::Os, _>(
+                listener,
+                ProxyDirector(inputs.clone()),
+                config,
+                proxy_stats,
+            )
         };
         if threads == 0 {
             daemon.tasks.spawn(serve(listener));
@@ -440,6 +447,22 @@ async fn main(options: Options, keepalived: Keepalived, api_port: u16) -> Result
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The proxy's configuration the options ask for; without `--proxy-max-connections` the
+/// cap is sized to RLIMIT_NOFILE as it is now (raised at start).
+fn proxy_config(options: &Options) -> proxy::ProxyConfig {
+    let max_connections = match options.proxy_max_connections {
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        None => {
+            crate::limits::default_proxy_connections(crate::limits::nofile_soft().unwrap_or(1024))
+        }
+    };
+    proxy::ProxyConfig {
+        dial_timeout: options.dial_timeout,
+        max_connections,
+        idle_timeout: Some(options.proxy_idle_timeout).filter(|d| !d.is_zero()),
+    }
 }
 
 /// One proxy thread per CPU, at most 8.
@@ -618,7 +641,7 @@ fn log_status(daemon: &Daemon, driver: &Driver<LinuxKernel>, signal: &str) {
     let snapshot = snapshot::build(daemon, driver);
     let json = serde_json::to_string(&snapshot).unwrap_or_default();
     tracing::info!(status = %json, "{signal}: status");
-    for line in status::render(&snapshot).lines() {
+    for line in crate::status::render(&snapshot).lines() {
         tracing::info!("{line}");
     }
 }

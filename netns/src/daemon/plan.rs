@@ -4,11 +4,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use cplb_core::config::Keepalived;
-use cplb_core::node::{Balancing, NodeConfig};
-use cplb_core::vrrp::{IfIndex, InstanceConfig, TrackerId, V3Ipv4Checksum, Version};
+use cplb_core::node::{Balancing, NodeConfig, VrrpTuning};
+use cplb_core::vrrp::{IfIndex, InstanceConfig, TrackerId};
 
 use crate::kernel::link::{Address, Interface, LinkError, Netlink, ResolveError};
-use crate::options::ServerArg;
 
 /// The instances of one interface and address family.
 #[derive(Debug, Clone)]
@@ -190,86 +189,11 @@ pub fn node_config(
     }
 }
 
-/// What cplbd's command line changes in the instances k0s's file describes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VrrpTuning {
-    /// Adverts are accepted only from these sources (empty: from any).
-    pub accept_from: Vec<IpAddr>,
-    /// The version of IPv4 instances (IPv6 ones are always VRRPv3).
-    pub ipv4_version: Version,
-    /// Every instance's advertisement interval, instead of advertIntervalSeconds.
-    pub advert_interval: Option<std::time::Duration>,
-    /// How VRRPv3 over IPv4 is checksummed when sent.
-    pub v3_ipv4_checksum: V3Ipv4Checksum,
-}
-
-impl Default for VrrpTuning {
-    /// k0s's instances as its keepalived runs them.
-    fn default() -> Self {
-        Self {
-            accept_from: Vec::new(),
-            ipv4_version: Version::V2,
-            advert_interval: None,
-            v3_ipv4_checksum: V3Ipv4Checksum::PseudoHeader,
-        }
-    }
-}
-
-impl VrrpTuning {
-    /// Applies the tuning to one instance; the node's configuration check then refuses
-    /// what the version cannot carry (a sub-second VRRPv2 interval).
-    fn apply(&self, c: &mut InstanceConfig) {
-        let v4 = c.primary_address.is_ipv4();
-        c.accept_from = self.accept_from.iter().copied().filter(|a| a.is_ipv4() == v4).collect();
-        if v4 && self.ipv4_version == Version::V3 {
-            c.version = Version::V3;
-            // VRRPv3 has no authentication (RFC 9568 §9): k0s's authPass is not sent.
-            c.auth = cplb_core::vrrp::Authentication::None;
-        }
-        c.v3_ipv4_checksum = self.v3_ipv4_checksum;
-        if let Some(every) = self.advert_interval {
-            c.advert_interval_cs = u16::try_from(every.as_millis() / 10).unwrap_or(u16::MAX);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use cplb_core::vrrp::{AuthPass, Authentication, VirtualIp, Vrid};
-
-    use super::*;
-
-    fn k0s_instance() -> InstanceConfig {
-        let addr: IpAddr = "10.200.0.10".parse().unwrap();
-        let vip = VirtualIp { addr: "10.200.0.200".parse().unwrap(), prefix_len: 24 };
-        let mut c =
-            InstanceConfig::new("k0s-vip-0", IfIndex(2), Vrid::new(51).unwrap(), addr, vec![vip]);
-        c.version = Version::V2;
-        c.auth = Authentication::SimpleText(AuthPass::new(b"Example").unwrap());
-        c
-    }
-
-    #[test]
-    fn vrrp3_at_100_ms_drops_the_password_and_vrrp2_refuses_it() {
-        let fast = VrrpTuning {
-            ipv4_version: Version::V3,
-            advert_interval: Some(std::time::Duration::from_millis(100)),
-            ..VrrpTuning::default()
-        };
-        let mut c = k0s_instance();
-        fast.apply(&mut c);
-        assert_eq!(
-            (c.version, c.advert_interval_cs, c.auth),
-            (Version::V3, 10, Authentication::None)
-        );
-        assert_eq!(c.v3_ipv4_checksum, V3Ipv4Checksum::PseudoHeader, "keepalived's default");
-        c.validate().expect("VRRPv3 carries 100 ms");
-
-        let mut v2 = k0s_instance();
-        VrrpTuning { ipv4_version: Version::V2, ..fast }.apply(&mut v2);
-        let e = v2.validate().expect_err("VRRPv2 has whole seconds only");
-        assert!(e.to_string().contains("VRRPv2 interval 10 cs"), "{e}");
-    }
+/// An API server given on the command line (`--real-servers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerArg {
+    /// Address.
+    pub ip: IpAddr,
+    /// Port, when given.
+    pub port: Option<u16>,
 }

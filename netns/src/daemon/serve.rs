@@ -33,8 +33,8 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::driver::Input;
-use super::status::{self, EndpointStatus, ProcessStatus, Snapshot};
 use crate::limits::{self, RateLog};
+use crate::status::{self, EndpointStatus, ProcessStatus, Snapshot};
 
 /// Connections each endpoint serves at once.
 pub(super) const MAX_CONNECTIONS: usize = 64;

@@ -6,11 +6,11 @@ use std::sync::atomic::Ordering;
 use cplb_core::config::LoadBalancerMode;
 use cplb_core::vrrp::State;
 
-use super::status::{
-    DataplaneStatus, InstanceStatus, RefusalStatus, ServerStatus, ServiceStatus, Snapshot,
-};
 use super::{Daemon, Driver};
 use crate::kernel::linux::LinuxKernel;
+use crate::status::{
+    DataplaneStatus, InstanceStatus, RefusalStatus, ServerStatus, ServiceStatus, Snapshot,
+};
 
 /// The daemon now.
 pub(super) fn build(daemon: &Daemon, driver: &Driver<LinuxKernel>) -> Snapshot {

@@ -25,7 +25,7 @@ use cplb_core::node::Node;
 use cplb_core::time::Instant;
 use cplb_core::vrrp::{InstanceId, State};
 
-use super::status::HistogramStatus;
+use crate::status::HistogramStatus;
 
 /// Upper bounds of the takeover histogram in seconds. A backup takes over Skew_Time
 /// (under 1 s) after a resignation and Master_Down_Interval (3 to 4 advertisement

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -43,10 +43,9 @@ struct State {
 }
 
 impl Owned {
-    /// The record of this network namespace under `dir`, as a predecessor left it (empty
-    /// when there is none or it does not parse: then only the tag tells).
-    pub fn load(dir: &Path) -> Self {
-        let path = crate::daemon::lock::lock_path(dir).map(|p| p.with_extension("owned.json")).ok();
+    /// The record kept at `path` (`None`: kept in memory only), as a predecessor left it
+    /// (empty when there is none or it does not parse: then only the tag tells).
+    pub fn load(path: Option<PathBuf>) -> Self {
         let state = path
             .as_ref()
             .and_then(|p| std::fs::read_to_string(p).ok())

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use cplb_lab::topology::{self, HostSpec, Topology};
 use cplb_netns::status::{self, Snapshot};
-use cplb_netns::topology::{self, HostSpec, Topology};
 
 /// Master_Down_Interval at k0s's defaults: 3 × 1 s + (256 − 200)/256 s.
 pub const MASTER_DOWN: Duration = Duration::from_nanos(3_218_750_000);
@@ -141,9 +141,9 @@ impl Cluster {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
                 let options =
-                    cplb_netns::apiserver::ApiServerOptions { name, tls: true, client_ca: None };
+                    cplb_lab::apiserver::ApiServerOptions { name, tls: true, client_ca: None };
                 tokio::select! {
-                    _ = cplb_netns::apiserver::serve(listener, options) => {}
+                    _ = cplb_lab::apiserver::serve(listener, options) => {}
                     () = async { while !flag.load(Ordering::Relaxed) { tokio::time::sleep(Duration::from_millis(20)).await } } => {}
                 }
             });
@@ -255,7 +255,7 @@ impl Cluster {
         let vip = Self::socket_addr(&self.vip, 6443);
         topology::in_namespace(&self.topo.ns("client"), move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(cplb_netns::apiserver::fetch(vip, "/", true, Duration::from_secs(2)))
+            rt.block_on(cplb_lab::apiserver::fetch(vip, "/", true, Duration::from_secs(2)))
                 .map_err(|e| e.to_string())
         })
         .map_err(|e| e.to_string())?

@@ -13,8 +13,9 @@
 //! within about a minute), and a connection on which no byte moved either way for
 //! [`ProxyConfig::idle_timeout`] is closed on both legs.
 
+use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,18 +23,29 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 mod copy;
 
-use crate::daemon::Input;
 use crate::limits::RateLog;
 use crate::net::Net;
 
 pub use crate::net::{KEEPALIVE_INTERVAL, KEEPALIVE_RETRIES, KEEPALIVE_TIME};
 /// The default of `--proxy-idle-timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Who decides where the proxy's connections go: in `cplbd`, the driver, which asks the
+/// node's scheduler (round robin over the healthy API servers).
+pub trait Director: Clone + Send + Sync + 'static {
+    /// The API servers a new connection from `client` goes to, in the order to dial them;
+    /// `None` when nobody answers any more (the daemon is stopping).
+    fn backends_for(&self, client: IpAddr) -> impl Future<Output = Option<Vec<SocketAddr>>> + Send;
+    /// `server` could not be reached (refused, or slower than another): the director tries
+    /// it last for the next clients. Never waits; a notice lost to a full queue only costs
+    /// one more dial.
+    fn dial_failed(&self, server: SocketAddr);
+}
 
 /// How the proxy runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,24 +57,6 @@ pub struct ProxyConfig {
     /// Both legs are closed after this long without a byte in either direction; `None`:
     /// never. Long watches carry events and bookmarks, so they are not idle.
     pub idle_timeout: Option<Duration>,
-}
-
-impl ProxyConfig {
-    /// The configuration `cplbd`'s options ask for; without `--proxy-max-connections` the
-    /// cap is sized to RLIMIT_NOFILE as it is now (raised at start).
-    pub fn from_options(options: &crate::options::Options) -> Self {
-        let max_connections = match options.proxy_max_connections {
-            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-            None => crate::limits::default_proxy_connections(
-                crate::limits::nofile_soft().unwrap_or(1024),
-            ),
-        };
-        Self {
-            dial_timeout: options.dial_timeout,
-            max_connections,
-            idle_timeout: Some(options.proxy_idle_timeout).filter(|d| !d.is_zero()),
-        }
-    }
 }
 
 /// Counters the status and metrics endpoints show.
@@ -86,12 +80,12 @@ pub struct ProxyStats {
     pub max_connections: AtomicU64,
 }
 
-/// Runs the proxy until the task is dropped. For each connection the driver is asked
+/// Runs the proxy until the task is dropped. For each connection the director is asked
 /// where it goes (the node's scheduler: round robin over the healthy API servers, the
 /// others after it in order for a failed dial).
-pub async fn serve<N: Net>(
+pub async fn serve<N: Net, D: Director>(
     listener: N::Listener,
-    driver: mpsc::Sender<Input>,
+    director: D,
     config: ProxyConfig,
     stats: Arc<ProxyStats>,
 ) {
@@ -126,16 +120,12 @@ pub async fn serve<N: Net>(
         };
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         let slot = Slot::new(permit, Arc::clone(&stats));
-        let driver = driver.clone();
+        let director = director.clone();
         connections.spawn(async move {
             let stats = &slot.stats;
-            let (tx, rx) = oneshot::channel();
-            if driver.send(Input::ProxyPick(peer.ip(), tx)).await.is_err() {
-                return;
-            }
-            let servers = rx.await.unwrap_or_default();
+            let Some(servers) = director.backends_for(peer.ip()).await else { return };
             let Some((server, upstream)) =
-                dial_in_order::<N>(&servers, config.dial_timeout, stats, &driver).await
+                dial_in_order::<N>(&servers, config.dial_timeout, stats, &director).await
             else {
                 stats.unserved.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, servers = servers.len(), "proxy: no API server reachable, closing the client connection");
@@ -178,14 +168,14 @@ impl Drop for Slot {
 pub const DIAL_STAGGER: Duration = Duration::from_millis(50);
 
 /// Dials the servers in the order given, each once, a new one whenever the last failed or
-/// has not connected within [`DIAL_STAGGER`], until one connects. The driver hears of each
+/// has not connected within [`DIAL_STAGGER`], until one connects. The director hears of each
 /// that failed or was still connecting when another won (the node tries those last for the
 /// next clients, until their next successful probe).
 async fn dial_in_order<N: Net>(
     servers: &[SocketAddr],
     timeout: Duration,
     stats: &ProxyStats,
-    driver: &mpsc::Sender<Input>,
+    director: &impl Director,
 ) -> Option<(SocketAddr, N::Stream)> {
     use futures::StreamExt;
     use futures::stream::FuturesUnordered;
@@ -194,11 +184,7 @@ async fn dial_in_order<N: Net>(
     let dial = |server: SocketAddr| async move {
         (server, tokio::time::timeout(timeout, N::connect(server)).await)
     };
-    // The node orders a reported server last for the next clients; a notice lost to a full
-    // queue only costs one more dial.
-    let report = |server: SocketAddr| {
-        let _ = driver.try_send(Input::DialFailed(server));
-    };
+    let report = |server: SocketAddr| director.dial_failed(server);
     let mut rest = servers.iter().copied();
     let mut pending = FuturesUnordered::new();
     // The servers being dialled, and those of them that have been slow.
@@ -409,7 +395,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
         let stats = Arc::new(ProxyStats::default());
-        tokio::spawn(serve::<Os>(listener, tx, config, Arc::clone(&stats)));
+        tokio::spawn(serve::<Os, _>(listener, tx, config, Arc::clone(&stats)));
         (proxy, stats)
     }
 
@@ -437,30 +423,36 @@ mod tests {
     type Shared = Arc<std::sync::Mutex<Vec<SocketAddr>>>;
 
     /// Stands in for the driver: answers each pick with the servers rotated by one more,
-    /// as the node's round robin does; the list can be replaced. The second list: the
-    /// failed dials the proxy reported.
-    fn picker(servers: Vec<SocketAddr>) -> (mpsc::Sender<Input>, Shared, Shared) {
-        let (tx, mut rx) = mpsc::channel::<Input>(16);
+    /// as the node's round robin does; the list can be replaced.
+    #[derive(Clone)]
+    struct Picker {
+        list: Shared,
+        /// The failed dials the proxy reported.
+        failed: Shared,
+        turn: Arc<AtomicU64>,
+    }
+
+    impl Director for Picker {
+        async fn backends_for(&self, _client: IpAddr) -> Option<Vec<SocketAddr>> {
+            let mut l = self.list.lock().unwrap().clone();
+            let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+            let n = l.len().max(1);
+            l.rotate_left(usize::try_from(turn).unwrap() % n);
+            Some(l)
+        }
+
+        fn dial_failed(&self, server: SocketAddr) {
+            self.failed.lock().unwrap().push(server);
+        }
+    }
+
+    /// The picker, its list and its failed dials.
+    fn picker(servers: Vec<SocketAddr>) -> (Picker, Shared, Shared) {
         let list = Arc::new(std::sync::Mutex::new(servers));
         let failed = Shared::default();
-        let (shared, failures) = (Arc::clone(&list), Arc::clone(&failed));
-        tokio::spawn(async move {
-            let mut turn = 0;
-            while let Some(input) = rx.recv().await {
-                match input {
-                    Input::ProxyPick(_, reply) => {
-                        let mut l = shared.lock().unwrap().clone();
-                        let n = l.len().max(1);
-                        l.rotate_left(turn % n);
-                        turn += 1;
-                        let _ = reply.send(l);
-                    }
-                    Input::DialFailed(server) => failures.lock().unwrap().push(server),
-                    _ => {}
-                }
-            }
-        });
-        (tx, list, failed)
+        let p =
+            Picker { list: Arc::clone(&list), failed: Arc::clone(&failed), turn: Arc::default() };
+        (p, list, failed)
     }
 
     #[tokio::test]
@@ -472,7 +464,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
         let stats = Arc::new(ProxyStats::default());
-        tokio::spawn(serve::<Os>(listener, tx, config(1000, None), Arc::clone(&stats)));
+        tokio::spawn(serve::<Os, _>(listener, tx, config(1000, None), Arc::clone(&stats)));
         let mut seen = Vec::new();
         for _ in 0..6 {
             seen.push(ask(proxy).await);
@@ -515,7 +507,7 @@ mod tests {
         let proxy = listener.local_addr().unwrap();
         let stats = Arc::new(ProxyStats::default());
         let config = ProxyConfig { dial_timeout: Duration::from_secs(30), ..config(1000, None) };
-        tokio::spawn(serve::<Os>(listener, tx, config, Arc::clone(&stats)));
+        tokio::spawn(serve::<Os, _>(listener, tx, config, Arc::clone(&stats)));
         // Answered by b while the dial to the first is still pending: no dial failed (it
         // would take 30 s to), and the slow one is reported so the next clients avoid it.
         assert_eq!(ask(proxy).await, "b");
@@ -529,7 +521,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = listener.local_addr().unwrap();
         let stats = Arc::new(ProxyStats::default());
-        tokio::spawn(serve::<Os>(listener, tx, config(1000, None), Arc::clone(&stats)));
+        tokio::spawn(serve::<Os, _>(listener, tx, config(1000, None), Arc::clone(&stats)));
         assert_eq!(ask(proxy).await, "");
         assert_eq!(stats.unserved.load(Ordering::Relaxed), 1);
     }

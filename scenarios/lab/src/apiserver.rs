@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::probe::{self, HttpsProbe, ProbeError, ProbeKind, Prober};
+use cplb_netns::probe::{self, HttpsProbe, ProbeError, ProbeKind, Prober};
 
 /// How long one connection may take from accept to the end of the answer; a client that is
 /// slower (or sends nothing) is dropped, so it holds a task only that long.

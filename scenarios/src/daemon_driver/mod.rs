@@ -1,23 +1,28 @@
 //! `--driver daemon`: a scenario run with cplbd's own async code on turmoil's hosts.
 //!
 //! Each controller is a turmoil host running the stand-in API server and cplbd's driver,
-//! health prober and userspace proxy ([`cplb_netns::simulated`]); each host that sends API
+//! health prober and userspace proxy ([`controller`]); each host that sends API
 //! traffic runs clients that connect to the VIP through the segment's model of who answers
 //! for it. Faults are turmoil's (power, partitions, cuts, loss, delay) or told to the
 //! simulated kernels and daemons (stop, crash, API server, link, VIP removed, refusals,
 //! reload, clock drift). The run gives the engine's [`Outcome`], so reports, expectations and
 //! `--compare` read both drivers alike.
 
+mod checks;
+pub mod controller;
+pub mod kernel;
+pub mod net;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use self::controller::{ApiMode, Change, Changes, Control, ControllerSpec};
+use self::kernel::{ETH0, Fabric, HostKernel, SharedFabric};
 use cplb_core::config::Keepalived;
 use cplb_core::time::Instant;
 use cplb_core::vrrp::State;
-use cplb_netns::simulated::controller::{self, ApiMode, Change, Changes, Control, ControllerSpec};
-use cplb_netns::simulated::kernel::{ETH0, Fabric, HostKernel, SharedFabric};
 use cplb_sim::{
     AttemptRecord, ClientStats, Failovers, Fault, Outcome, ReloadConfig, Role, Sample, SimSpec,
     Transition,
@@ -218,7 +223,7 @@ pub fn run(spec: &SimSpec, seed: u64, sample_at: &[Duration]) -> Result<Outcome,
     let mut links_down: Vec<usize> = Vec::new();
     let mut partitions: Vec<(usize, usize)> = Vec::new();
     let mut events = 0u64;
-    let mut checks = crate::daemon_checks::Checks::new(spec);
+    let mut checks = checks::Checks::new(spec);
     let mut checked_at = Duration::ZERO;
     let mut degraded = false;
     let mut next = due.into_iter().peekable();
@@ -255,11 +260,7 @@ pub fn run(spec: &SimSpec, seed: u64, sample_at: &[Duration]) -> Result<Outcome,
         events += 1;
         if sim.elapsed() >= checked_at + CHECK_EVERY {
             checked_at = sim.elapsed();
-            let net = crate::daemon_checks::Network {
-                links_down: &links_down,
-                cuts: &partitions,
-                degraded,
-            };
+            let net = checks::Network { links_down: &links_down, cuts: &partitions, degraded };
             let changes = lock(&world.changes);
             checks.check(checked_at, &changes, &lock(&world.fabric), &net);
         }
@@ -759,7 +760,7 @@ fn outcome(
     views_after: String,
     last_fault_at: Option<Duration>,
     events: u64,
-    checks: crate::daemon_checks::Checks,
+    checks: checks::Checks,
 ) -> Outcome {
     let names: Vec<String> = spec.hosts.iter().map(|h| h.name.clone()).collect();
     let name = |ip: IpAddr| {

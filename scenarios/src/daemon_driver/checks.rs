@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::controller::Change;
+use super::kernel::{ETH0, Fabric};
 use cplb_core::time::Instant;
 use cplb_core::vrrp::State;
-use cplb_netns::simulated::controller::Change;
-use cplb_netns::simulated::kernel::{ETH0, Fabric};
 use cplb_sim::{InstanceInfo, SimSpec, Violation};
 
 /// How long a state the invariants forbid may last before it counts: turmoil's latency
@@ -163,7 +163,7 @@ impl Checks {
         if fabric.loops > 0 && self.forwarding_loops == 0 {
             let service =
                 fabric.last_loop.map_or_else(String::new, |k| format!("{}:{}", k.vip, k.port));
-            let hops = cplb_netns::simulated::kernel::MAX_HOPS;
+            let hops = super::kernel::MAX_HOPS;
             self.violate(
                 now,
                 changes,
@@ -263,8 +263,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use crate::daemon_driver::kernel::HostKernel;
     use cplb_core::vrrp::Cause;
-    use cplb_netns::simulated::kernel::HostKernel;
 
     fn spec() -> SimSpec {
         let text = crate::catalog::get("seed-poweroff").expect("in the catalog");

@@ -20,9 +20,9 @@ use cplb_core::time::Instant;
 use cplb_core::vrrp::{self, IpHeader, IpParams, Transmit, VirtualIp};
 use tokio::sync::mpsc;
 
-use crate::daemon::Input;
-use crate::kernel::Kernel;
-use crate::kernel::vrrp_socket::{Datagram, Packet, Received};
+use cplb_netns::daemon::Input;
+use cplb_netns::kernel::Kernel;
+use cplb_netns::kernel::vrrp_socket::{Datagram, Packet, Received};
 
 /// The UDP port VRRP travels on between simulated hosts.
 pub const VRRP_PORT: u16 = 112;

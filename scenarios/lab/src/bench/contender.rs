@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::Env;
-use crate::lab::{API_PORT, CONFIG, CONFIG_IPVS, CONTROLLERS, VIP, write_private};
+use crate::cluster::{API_PORT, CONFIG, CONFIG_IPVS, CONTROLLERS, VIP, write_private};
 
 /// The port HAProxy's frontend listens on (kubeadm's guide: `APISERVER_DEST_PORT`; the
 /// API servers hold 6443 on every address of the controller).

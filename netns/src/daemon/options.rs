@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use cplb_core::node::VrrpTuning;
+
+use super::plan::ServerArg;
 
 /// cplbd: control-plane load balancing for Kubernetes controllers (VRRP VIPs plus a load
 /// balancer over the API servers), configured by the same k0s.yaml as `cplb validate`.
@@ -124,9 +127,9 @@ fn parse_vrrp_version(text: &str) -> Result<u8, String> {
 
 impl Options {
     /// What the command line changes in every VRRP instance.
-    pub fn vrrp_tuning(&self) -> crate::daemon::plan::VrrpTuning {
+    pub fn vrrp_tuning(&self) -> VrrpTuning {
         use cplb_core::vrrp::{V3Ipv4Checksum, Version};
-        crate::daemon::plan::VrrpTuning {
+        VrrpTuning {
             accept_from: self.accept_adverts_from.clone(),
             ipv4_version: if self.vrrp_version == 3 { Version::V3 } else { Version::V2 },
             advert_interval: self.advert_interval,
@@ -136,15 +139,6 @@ impl Options {
             },
         }
     }
-}
-
-/// An API server given on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerArg {
-    /// Address.
-    pub ip: IpAddr,
-    /// Port, when given.
-    pub port: Option<u16>,
 }
 
 /// Log output format.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{CLIENT, CONTROLLERS, GATEWAY, Programs, median_min_max, private_dir};
+use crate::cluster::{CLIENT, CONTROLLERS, GATEWAY, Programs, median_min_max, private_dir};
 use crate::topology::{self, HostSpec, Topology};
 
 mod contender;
@@ -397,8 +397,9 @@ impl Env {
         std::thread::sleep(Duration::from_millis(200));
         for (name, _) in CONTROLLERS {
             let _ = self.topo.set_link(name, true);
-            let _ =
-                self.topo.ip(name, &["addr", "del", &format!("{}/24", super::VIP), "dev", "eth0"]);
+            let _ = self
+                .topo
+                .ip(name, &["addr", "del", &format!("{}/24", crate::cluster::VIP), "dev", "eth0"]);
             let _ = self.topo.exec(name, "nft", &["delete", "table", "ip", "cplb"]);
         }
     }

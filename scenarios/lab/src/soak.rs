@@ -2,8 +2,18 @@
 //! cycle, checking after each that the lab is whole again (one master, nothing stale, the
 //! client answered).
 
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cplb_netns::status;
+use serde::Serialize;
+
+use crate::client::{Attempt, client_loop};
 #[allow(clippy::wildcard_imports)]
-use super::*;
+use crate::cluster::*;
+use crate::topology::{self, Topology};
 
 /// A small deterministic generator (SplitMix64): `cplb lab soak` draws its victims and
 /// restart delays from the seed, so that a run can be replayed.

@@ -20,15 +20,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::status;
 use crate::topology::{self, HostSpec, Topology};
+use cplb_netns::status;
 
-pub mod bench;
-mod client;
-mod record;
-mod soak;
-use self::client::{Attempt, client_loop, client_loop_on};
-pub use self::soak::*;
+use crate::client::{Attempt, client_loop};
+pub use crate::soak::*;
 
 /// Namespace prefix of the lab.
 pub const PREFIX: &str = "cplb-lab-";
@@ -36,25 +32,25 @@ pub const PREFIX: &str = "cplb-lab-";
 pub const STATE_DIR: &str = "/run/cplb-lab";
 /// cplbd's default `--state-dir`, where the lab's cplbds keep their lock and record, in
 /// files named after their network namespace (`cplbd-netns-<inode>.*`).
-const CPLBD_STATE_DIR: &str = "/run/cplb";
+pub(crate) const CPLBD_STATE_DIR: &str = "/run/cplb";
 /// The userspace proxy's port (k0s's default), the target of the VIP's redirect.
-const PROXY_PORT: u16 = 6444;
+pub(crate) const PROXY_PORT: u16 = 6444;
 /// The hosts' default gateway (absent: only the route matters, for interface discovery).
-const GATEWAY: &str = "192.168.122.1";
+pub(crate) const GATEWAY: &str = "192.168.122.1";
 /// The seed's VIP.
 pub const VIP: &str = "192.168.122.200";
-const API_PORT: u16 = 6443;
-const CONTROLLERS: [(&str, &str); 3] = [
+pub(crate) const API_PORT: u16 = 6443;
+pub(crate) const CONTROLLERS: [(&str, &str); 3] = [
     ("controller-0", "192.168.122.37"),
     ("controller-1", "192.168.122.185"),
     ("controller-2", "192.168.122.87"),
 ];
-const WORKERS: [(&str, &str); 3] = [
+pub(crate) const WORKERS: [(&str, &str); 3] = [
     ("worker-0", "192.168.122.219"),
     ("worker-1", "192.168.122.81"),
     ("worker-2", "192.168.122.210"),
 ];
-const CLIENT: (&str, &str) = ("client", "192.168.122.100");
+pub(crate) const CLIENT: (&str, &str) = ("client", "192.168.122.100");
 /// Master_Down_Interval at k0s's defaults (advert 1 s, priority 200): 3 + 56/256 s.
 pub const MASTER_DOWN_S: f64 = 3.0 + 56.0 / 256.0;
 
@@ -106,7 +102,7 @@ impl Mode {
     }
 
     /// The mode `lab up` built the running lab with.
-    fn running() -> Self {
+    pub(crate) fn running() -> Self {
         let config = std::fs::read_to_string(Path::new(STATE_DIR).join("k0s.yaml"));
         if config.is_ok_and(|c| c == CONFIG_IPVS) { Self::Ipvs } else { Self::Proxy }
     }
@@ -154,7 +150,7 @@ impl Programs {
     }
 }
 
-fn hosts() -> Vec<HostSpec> {
+pub(crate) fn hosts() -> Vec<HostSpec> {
     CONTROLLERS
         .iter()
         .chain(WORKERS.iter())
@@ -163,11 +159,11 @@ fn hosts() -> Vec<HostSpec> {
         .collect()
 }
 
-fn topo_handle() -> Topology {
+pub(crate) fn topo_handle() -> Topology {
     Topology::attach(PREFIX, hosts(), Some(GATEWAY))
 }
 
-fn socket(name: &str) -> PathBuf {
+pub(crate) fn socket(name: &str) -> PathBuf {
     Path::new(STATE_DIR).join(format!("{name}.sock"))
 }
 
@@ -203,7 +199,7 @@ pub fn up(programs: &Programs, mode: Mode) -> Result<String, String> {
 }
 
 /// Starts a controller's API server and cplbd (a boot); the processes.
-fn start_controller(
+pub(crate) fn start_controller(
     topo: &Topology,
     programs: &Programs,
     name: &str,
@@ -214,7 +210,7 @@ fn start_controller(
 }
 
 /// The controller's log, created root-only if missing (`spawn` appends to it).
-fn log_file(name: &str) -> Result<PathBuf, String> {
+pub(crate) fn log_file(name: &str) -> Result<PathBuf, String> {
     let log = Path::new(STATE_DIR).join(format!("{name}.log"));
     std::fs::OpenOptions::new()
         .create(true)
@@ -226,7 +222,11 @@ fn log_file(name: &str) -> Result<PathBuf, String> {
     Ok(log)
 }
 
-fn start_apiserver(topo: &Topology, programs: &Programs, name: &str) -> Result<Child, String> {
+pub(crate) fn start_apiserver(
+    topo: &Topology,
+    programs: &Programs,
+    name: &str,
+) -> Result<Child, String> {
     let log = log_file(name)?;
     // Every address, as kube-apiserver binds: with direct routing the director forwards
     // packets for VIP:6443 unchanged, so the VIP on dummyvip0 must be served too.
@@ -240,7 +240,11 @@ fn start_apiserver(topo: &Topology, programs: &Programs, name: &str) -> Result<C
     .map_err(|e| format!("starting the API server of {name}: {e}"))
 }
 
-fn start_cplbd(topo: &Topology, programs: &Programs, name: &str) -> Result<Child, String> {
+pub(crate) fn start_cplbd(
+    topo: &Topology,
+    programs: &Programs,
+    name: &str,
+) -> Result<Child, String> {
     let log = log_file(name)?;
     let servers: Vec<String> = CONTROLLERS.iter().map(|(_, a)| (*a).to_owned()).collect();
     let config = Path::new(STATE_DIR).join("k0s.yaml");
@@ -263,7 +267,7 @@ fn start_cplbd(topo: &Topology, programs: &Programs, name: &str) -> Result<Child
 }
 
 /// The controller whose cplbd says master, if exactly one does.
-fn masters() -> Vec<String> {
+pub(crate) fn masters() -> Vec<String> {
     CONTROLLERS
         .iter()
         .filter(|(name, _)| {
@@ -274,7 +278,7 @@ fn masters() -> Vec<String> {
         .collect()
 }
 
-fn vip_holders(topo: &Topology) -> Vec<String> {
+pub(crate) fn vip_holders(topo: &Topology) -> Vec<String> {
     CONTROLLERS
         .iter()
         .filter(|(name, _)| {
@@ -284,7 +288,7 @@ fn vip_holders(topo: &Topology) -> Vec<String> {
         .collect()
 }
 
-fn wait_for_single_master(limit: Duration) -> Result<String, String> {
+pub(crate) fn wait_for_single_master(limit: Duration) -> Result<String, String> {
     let start = Instant::now();
     let topo = topo_handle();
     loop {
@@ -303,7 +307,7 @@ fn wait_for_single_master(limit: Duration) -> Result<String, String> {
 }
 
 /// The seed's views: each controller's addresses, and the master's data plane.
-fn views(topo: &Topology, master: &str) -> String {
+pub(crate) fn views(topo: &Topology, master: &str) -> String {
     let mut out = String::new();
     let mode = Mode::running();
     for (name, _) in CONTROLLERS {
@@ -386,13 +390,13 @@ pub fn save_logs_dir() -> Result<PathBuf, String> {
 }
 
 /// Creates `dir` (and missing parents) and makes it mode 0700.
-fn private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Writes `path` anew, mode 0600.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     let _ = std::fs::remove_file(path);
     let mut file =
@@ -416,7 +420,7 @@ pub fn down() -> String {
 /// Removes the files cplbd keeps in `dir` for the network namespace with inode `ino`
 /// (`cplbd-netns-<ino>.lock`, `.owned.json`, ...), unless a cplbd holds that lock: a new
 /// namespace may already have taken the inode number over.
-fn remove_cplbd_files(dir: &Path, ino: u64) {
+pub(crate) fn remove_cplbd_files(dir: &Path, ino: u64) {
     use nix::fcntl::{Flock, FlockArg};
     let stem = format!("cplbd-netns-{ino}.");
     let lock = dir.join(format!("{stem}lock"));
@@ -438,7 +442,7 @@ fn remove_cplbd_files(dir: &Path, ino: u64) {
 }
 
 /// The inode numbers of the lab's network namespaces (as cplbd names its files).
-fn lab_namespace_inodes() -> Vec<u64> {
+pub(crate) fn lab_namespace_inodes() -> Vec<u64> {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::read_dir("/run/netns")
         .map(|dir| {
@@ -470,8 +474,8 @@ pub fn failover_run(
         return Err("the lab is not up: run `cplb lab up` first".into());
     }
     let topo = topo_handle();
-    let recorder = draw.then(record::Recorder::start);
-    let mut out: Vec<record::Rep> = Vec::new();
+    let recorder = draw.then(crate::record::Recorder::start);
+    let mut out: Vec<crate::record::Rep> = Vec::new();
     let mut views_before = None;
     for rep in 0..reps.max(1) {
         let master = wait_for_single_master(Duration::from_secs(15))?;
@@ -492,7 +496,12 @@ pub fn failover_run(
         // fresh cplbd back, which must not take the VIP.
         topo.set_link(&master, true).map_err(|e| e.to_string())?;
         start_controller(&topo, programs, &master)?;
-        out.push(record::Rep { result, fault_at, restored_at: Some(Instant::now()), attempts });
+        out.push(crate::record::Rep {
+            result,
+            fault_at,
+            restored_at: Some(Instant::now()),
+            attempts,
+        });
         let back = Instant::now();
         while status::query(&socket(&master), Duration::from_millis(300))
             .map_or(true, |s| s.instances.iter().all(|i| i.state != "backup"))
@@ -514,7 +523,10 @@ pub fn failover_run(
 }
 
 /// One power-off of `master`: its figures, when it happened, and the client's connections.
-fn power_off(topo: &Topology, master: &str) -> Result<(Failover, Instant, Vec<Attempt>), String> {
+pub(crate) fn power_off(
+    topo: &Topology,
+    master: &str,
+) -> Result<(Failover, Instant, Vec<Attempt>), String> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_client = Arc::clone(&stop);
     let vip: std::net::SocketAddr = format!("{VIP}:{API_PORT}").parse().map_err(|_| "VIP")?;
@@ -598,7 +610,7 @@ pub fn summary(results: &[Failover]) -> Option<(f64, f64, f64)> {
 }
 
 /// Median, min and max of `values` (`None` when empty).
-fn median_min_max(values: &[f64]) -> Option<(f64, f64, f64)> {
+pub(crate) fn median_min_max(values: &[f64]) -> Option<(f64, f64, f64)> {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();

@@ -11,8 +11,9 @@ use cplb_reports::{
     Attempt, Client, Failover as Figure, FaultSpan, Instance, Run, Span, StateChange,
 };
 
-use super::{API_PORT, Attempt as Connection, CLIENT, CONTROLLERS, Failover, VIP};
-use crate::status;
+use crate::client::Attempt as Connection;
+use crate::cluster::{API_PORT, CLIENT, CONTROLLERS, Failover, VIP};
+use cplb_netns::status;
 
 /// How often each cplbd's state is asked for.
 const STATE_EVERY: Duration = Duration::from_millis(25);
@@ -123,7 +124,7 @@ impl Drop for Recorder {
 }
 
 fn observe(start: Instant, stop: &AtomicBool) -> Observed {
-    let topo = super::topo_handle();
+    let topo = crate::cluster::topo_handle();
     let mut seen = Observed::default();
     let mut last: Vec<Vec<String>> = vec![Vec::new(); CONTROLLERS.len()];
     let mut holding: Vec<Option<f64>> = vec![None; CONTROLLERS.len()];
@@ -132,7 +133,7 @@ fn observe(start: Instant, stop: &AtomicBool) -> Observed {
         let at_s = start.elapsed().as_secs_f64();
         for (c, (name, _)) in CONTROLLERS.iter().enumerate() {
             let states: Vec<String> =
-                match status::query(&super::socket(name), Duration::from_millis(100)) {
+                match status::query(&crate::cluster::socket(name), Duration::from_millis(100)) {
                     Ok(s) => s.instances.iter().map(|i| i.state.clone()).collect(),
                     Err(_) => vec!["down".to_owned()],
                 };
@@ -149,7 +150,7 @@ fn observe(start: Instant, stop: &AtomicBool) -> Observed {
             last[c] = states;
         }
         if poll.is_multiple_of(HOLDER_EVERY) {
-            let holders = super::vip_holders(&topo);
+            let holders = crate::cluster::vip_holders(&topo);
             for (c, (name, _)) in CONTROLLERS.iter().enumerate() {
                 let holds = holders.iter().any(|h| h == name);
                 match (holds, holding[c]) {

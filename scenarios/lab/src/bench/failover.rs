@@ -19,7 +19,8 @@ use nix::sys::signal::Signal;
 
 use super::contender::{Timers, Vrrp};
 use super::{BenchOptions, Env, Rep, Row};
-use crate::lab::{API_PORT, Attempt, CLIENT, CONTROLLERS, SplitMix64, VIP, client_loop_on};
+use crate::client::{Attempt, client_loop_on};
+use crate::cluster::{API_PORT, CLIENT, CONTROLLERS, SplitMix64, VIP};
 use crate::topology;
 
 /// How often the client opens a connection to the VIP.

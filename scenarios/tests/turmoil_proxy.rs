@@ -1,17 +1,17 @@
-//! cplbd's userspace proxy under turmoil (the same `proxy::serve`, over `net::Sim`): an API
+//! cplbd's userspace proxy under turmoil (the same `proxy::serve`, over turmoil's network):
+//! an API
 //! server dying in the middle of proxied connections, half-close, the retry on the next
 //! server. Deterministic and quick, unlike the namespace tests of the same behaviour.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
-use cplb_netns::daemon::Input;
-use cplb_netns::net::Sim;
-use cplb_netns::proxy::{self, ProxyConfig, ProxyStats};
+use cplb_netns::proxy::{self, Director, ProxyConfig, ProxyStats};
+use cplb_scenarios::daemon_driver::net::Turmoil;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 const API: u16 = 6443;
 const PROXY: u16 = 6444;
@@ -46,6 +46,24 @@ async fn server(name: &'static str, mut dead: watch::Receiver<bool>) -> turmoil:
     }
 }
 
+/// Stands in for the driver: always the same order, as `proxy_backends_for` answers when
+/// the first is the round robin's pick; the failed dials reported are kept.
+#[derive(Clone)]
+struct Fixed {
+    servers: Vec<SocketAddr>,
+    reported: Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+}
+
+impl Director for Fixed {
+    async fn backends_for(&self, _client: IpAddr) -> Option<Vec<SocketAddr>> {
+        Some(self.servers.clone())
+    }
+
+    fn dial_failed(&self, server: SocketAddr) {
+        self.reported.lock().expect("list").push(server);
+    }
+}
+
 /// Until `dead` turns true.
 async fn died(dead: &mut watch::Receiver<bool>) {
     let _ = dead.wait_for(|d| *d).await;
@@ -73,31 +91,18 @@ fn an_api_server_dying_mid_connection_ends_its_connections_cleanly_and_new_ones_
         let reported = Arc::clone(&failed_dials);
         async move {
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PROXY)).await?;
-            let (tx, mut rx) = mpsc::channel::<Input>(16);
-            // The node's order: api0 first, then api1 (what `proxy_backends_for` answers
-            // when api0 is the round robin's pick).
+            // The node's order: api0 first, then api1.
             let servers: Vec<SocketAddr> = vec![
                 SocketAddr::new(turmoil::lookup("api0"), API),
                 SocketAddr::new(turmoil::lookup("api1"), API),
             ];
-            let reported = Arc::clone(&reported);
-            tokio::spawn(async move {
-                while let Some(input) = rx.recv().await {
-                    match input {
-                        Input::ProxyPick(_, reply) => {
-                            let _ = reply.send(servers.clone());
-                        }
-                        Input::DialFailed(s) => reported.lock().expect("list").push(s),
-                        _ => {}
-                    }
-                }
-            });
+            let director = Fixed { servers, reported: Arc::clone(&reported) };
             let config = ProxyConfig {
                 dial_timeout: Duration::from_millis(250),
                 max_connections: 100,
                 idle_timeout: Some(proxy::DEFAULT_IDLE_TIMEOUT),
             };
-            proxy::serve::<Sim>(listener, tx, config, stats).await;
+            proxy::serve::<Turmoil, _>(listener, director, config, stats).await;
             Ok(())
         }
     });

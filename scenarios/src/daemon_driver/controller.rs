@@ -12,16 +12,16 @@ use cplb_core::lb;
 use cplb_core::node::{self, Balancing, Node};
 use cplb_core::time::Instant;
 use cplb_core::vrrp::{Cause, InstanceId, State};
+use cplb_netns::daemon::plan::{self, Interfaces, ServerArg};
+use cplb_netns::daemon::{Driver, Input, ProxyDirector};
+use cplb_netns::kernel::link::{Address, Interface, LinkError, ResolveError};
+use cplb_netns::probe::{ProbeKind, Prober};
+use cplb_netns::proxy::{self, ProxyConfig, ProxyStats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::kernel::{ETH0, SharedFabric, SimKernel, VRRP_PORT, decode, link_local_of};
-use crate::daemon::plan::{self, Interfaces};
-use crate::daemon::{Driver, Input};
-use crate::kernel::link::{Address, Interface, LinkError, ResolveError};
-use crate::net::Sim;
-use crate::probe::{ProbeKind, Prober};
-use crate::proxy::{self, ProxyConfig, ProxyStats};
+use super::net::Turmoil;
 
 /// What the runner tells a controller's daemon.
 #[derive(Debug)]
@@ -209,7 +209,7 @@ pub async fn daemon(
     let kernel =
         SimKernel { me: spec.addr, fabric: Arc::clone(&fabric), socket: Arc::clone(&socket) };
     let probe_timeout = lb::k0s_health_config(&keepalived).timeout;
-    let mut driver: Driver<SimKernel, Sim> =
+    let mut driver: Driver<SimKernel, Turmoil> =
         Driver::new(node, kernel, prober, probe_timeout, inputs.clone());
     driver.drift_ppm = drift_ppm;
     fabric.lock().expect("fabric").notify.insert(spec.addr, inputs.clone());
@@ -224,9 +224,9 @@ pub async fn daemon(
             max_connections: 10_000,
             idle_timeout: Some(proxy::DEFAULT_IDLE_TIMEOUT),
         };
-        tasks.spawn(proxy::serve::<Sim>(
+        tasks.spawn(proxy::serve::<Turmoil, _>(
             listener,
-            inputs.clone(),
+            ProxyDirector(inputs.clone()),
             config,
             Arc::new(ProxyStats::default()),
         ));
@@ -296,19 +296,19 @@ pub async fn daemon(
 fn node_config(keepalived: &Keepalived, port: u16, made: &plan::Plan) -> node::NodeConfig {
     let dr = keepalived.virtual_servers.iter().any(|v| v.lb_kind == cplb_core::config::LbKind::Dr);
     let dummy = (DUMMY, "dummyvip0".to_owned());
-    let tuning = plan::VrrpTuning::default();
+    let tuning = node::VrrpTuning::default();
     plan::node_config(keepalived, port, made, dr.then_some(&dummy), Balancing::Ipvs, &tuning)
 }
 
-fn server_args(spec: &ControllerSpec) -> Vec<crate::options::ServerArg> {
-    spec.real_servers.iter().map(|&ip| crate::options::ServerArg { ip, port: None }).collect()
+fn server_args(spec: &ControllerSpec) -> Vec<ServerArg> {
+    spec.real_servers.iter().map(|&ip| ServerArg { ip, port: None }).collect()
 }
 
 /// The index of the simulated `dummyvip0`.
 pub const DUMMY: u32 = 3;
 
 /// A new rate for the driver's clock, continuous at this instant.
-fn set_drift(driver: &mut Driver<SimKernel, Sim>, ppm: f64) {
+fn set_drift(driver: &mut Driver<SimKernel, Turmoil>, ppm: f64) {
     let now = tokio::time::Instant::now();
     let node_elapsed = Duration::from_nanos(driver.now().as_nanos());
     let rate = 1.0 + ppm * 1e-6;
@@ -320,7 +320,7 @@ fn set_drift(driver: &mut Driver<SimKernel, Sim>, ppm: f64) {
 
 /// SIGHUP: the plan made again for the file's configuration, the node told.
 async fn reload(
-    driver: &mut Driver<SimKernel, Sim>,
+    driver: &mut Driver<SimKernel, Turmoil>,
     spec: &ControllerSpec,
     fabric: &SharedFabric,
     keepalived: &Keepalived,
@@ -341,12 +341,16 @@ async fn reload(
 
 /// Tells a running daemon that its link went down or up, as rtnetlink would.
 pub fn link_event(up: bool) -> Input {
-    Input::Kernel(crate::kernel::watch::KernelEvent::Link { index: ETH0, name: "eth0".into(), up })
+    Input::Kernel(cplb_netns::kernel::watch::KernelEvent::Link {
+        index: ETH0,
+        name: "eth0".into(),
+        up,
+    })
 }
 
 /// Tells a running daemon that an address went, as rtnetlink would.
 pub fn address_removed(addr: IpAddr, prefix_len: u8) -> Input {
-    Input::Kernel(crate::kernel::watch::KernelEvent::Address {
+    Input::Kernel(cplb_netns::kernel::watch::KernelEvent::Address {
         index: ETH0,
         addr,
         prefix_len,
