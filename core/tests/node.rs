@@ -859,6 +859,43 @@ fn a_lone_node_whose_kernel_keeps_refusing_doubles_its_hold_and_reports_once() {
     assert_eq!(w.h(a).count_events(mark, refused), 1);
 }
 
+/// A kernel that refuses everything (not only this address) and then mends: the node
+/// notices at its next retry, and the Fault hold, there to keep a node from flapping on an
+/// address its kernel will not take, ends then rather than keep a healthy node away from
+/// the VIP for the rest of a long hold.
+#[test]
+fn a_hold_ends_when_a_kernel_that_refused_everything_accepts_again() {
+    let mut w = World::new();
+    let a = w.add(proxy_config(0, 1));
+    let id = w.h(a).first();
+    w.hm(a).refuse.extend([Refuse::Add(VIP), Refuse::Remove(VIP), Refuse::Rules]);
+    // Refusals pile up: the holds grow (1, 2, 4, 8 s ...) and the retries slow down. Wait
+    // for a hold that outlasts the slowest retry by a second.
+    let (faulted, scheduled) = loop {
+        w.run_for(Duration::from_millis(100));
+        let changes = w.h(a).state_changes(0);
+        let holds = changes.iter().filter(|c| c.3 == State::Fault).count();
+        let last = changes.last().expect("state changes");
+        if last.3 == State::Fault && holds >= 4 {
+            let hold = REFUSAL_HOLD * 2u32.pow(u32::try_from(holds - 1).expect("a few"));
+            break (last.0, last.0 + hold.min(MAX_REFUSAL_HOLD));
+        }
+        assert!(w.now < ms(120_000), "no long hold: {changes:?}");
+    };
+    let mended = w.now;
+    assert!(scheduled > mended + MAX_BACKOFF + Duration::from_secs(1), "{faulted} {scheduled}");
+    let mark = w.h(a).mark();
+    w.hm(a).refuse.clear();
+    w.run_for(MAX_BACKOFF);
+    let changes = w.h(a).state_changes(mark);
+    let back = changes.iter().find(|c| c.3 == State::Backup).map(|c| c.0);
+    let back = back.unwrap_or_else(|| panic!("not eligible again within a retry: {changes:?}"));
+    assert!(back > mended && back <= mended + MAX_BACKOFF, "back at {back}, mended at {mended}");
+    w.run_for(MASTER_DOWN);
+    assert_eq!(w.h(a).state(id), Some(State::Master));
+    assert!(w.h(a).node.holds_address(IF, VIP));
+}
+
 #[test]
 fn a_refused_command_is_retried_with_doubling_backoff_up_to_the_cap() {
     let mut w = World::new();

@@ -42,9 +42,7 @@ pub fn compare(scenario: &Scenario, seed: u64) -> Result<Comparison, String> {
     let sequences = |r: &RunReport| {
         let mut by: BTreeMap<(usize, usize), Vec<(f64, State)>> = BTreeMap::new();
         for t in run::transitions(&r.outcome) {
-            if let Some(i) = t.instance {
-                by.entry((t.host, i)).or_default().push((t.at_s, t.to));
-            }
+            by.entry((t.host, t.instance)).or_default().push((t.at_s, t.to));
         }
         by
     };
@@ -60,7 +58,8 @@ pub fn compare(scenario: &Scenario, seed: u64) -> Result<Comparison, String> {
     for key in keys {
         let (x, y) =
             (a.get(&key).cloned().unwrap_or_default(), b.get(&key).cloned().unwrap_or_default());
-        let name = format!("{} k0s-vip-{}", names.get(key.0).map_or("?", String::as_str), key.1);
+        let instance = engine.outcome.instance_names.get(key.1).map_or("?", String::as_str);
+        let name = format!("{} {instance}", names.get(key.0).map_or("?", String::as_str));
         let same = x.iter().map(|s| s.1).eq(y.iter().map(|s| s.1));
         let _ = writeln!(text, "{name}{}", if same { "" } else { "   DIFFERENT" });
         let _ = writeln!(text, "  engine: {}", show(&x));

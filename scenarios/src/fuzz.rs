@@ -18,7 +18,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
-use crate::run::{refusal_slack, run};
+use crate::run::run;
 use crate::scenario::parse;
 
 /// Fault kinds as generated; host numbers are reduced modulo the host count.
@@ -307,9 +307,8 @@ impl GenCase {
             .faults
             .iter()
             .filter_map(|(_, f)| match f {
-                GenFault::KernelRefuses(_, s) => {
-                    let slack = refusal_slack(Duration::from_secs(u64::from(*s)));
-                    u32::try_from(slack.as_millis()).ok()
+                GenFault::KernelRefuses(_, _) => {
+                    u32::try_from(cplb_sim::Bounds::kernel_noticed().as_millis()).ok()
                 }
                 _ => None,
             })
@@ -739,8 +738,8 @@ pub fn default_shape() -> Shape {
 }
 
 /// How long a generated case simulates at most (for documentation and tests): faults in the
-/// first 40 s, a kernel refusal of up to 20 s, the repair 2 s later, 45 s of quiet and what
-/// a node may wait out after the refusal.
+/// first 40 s, a kernel refusal of up to 20 s, the repair 2 s later, 45 s of quiet and how
+/// long a node may take to notice the refusal is over.
 pub fn max_duration() -> Duration {
-    Duration::from_secs(40 + 20 + 2 + 45) + refusal_slack(Duration::from_secs(20))
+    Duration::from_secs(40 + 20 + 2 + 45) + cplb_sim::Bounds::kernel_noticed()
 }

@@ -23,43 +23,22 @@ pub fn run_of(scenario: &Scenario, report: &RunReport) -> Run {
         .iter()
         .enumerate()
         .map(|(i, x)| Instance {
-            name: format!("k0s-vip-{i}"),
+            name: o.instance_names.get(i).cloned().unwrap_or_default(),
             vips: x.vips.iter().map(IpAddr::to_string).collect(),
         })
         .collect();
-    let mut states: Vec<StateChange> = o
+    // A daemon gone (crashed, powered off, stopped) leaves its lanes "down" until its next
+    // state change.
+    let states: Vec<StateChange> = o
         .transitions
         .iter()
         .map(|t| StateChange {
             at_s: secs(t.at),
             host: name(t.host),
             instance: t.instance,
-            state: t.to.as_str().to_ascii_lowercase(),
+            state: if t.gone { "down".into() } else { t.to.as_str().to_ascii_lowercase() },
         })
         .collect();
-    // A daemon that died without a word (a power-off, a crash) leaves no state change: its
-    // lanes go "down" until its next one.
-    for f in &spec.faults {
-        if let Fault::PowerOff(h) | Fault::Crash(h) = f.fault {
-            let at_s = f.at.as_secs_f64();
-            let mine: Vec<usize> = {
-                let mut v: Vec<usize> = o
-                    .transitions
-                    .iter()
-                    .filter(|t| t.host == h && secs(t.at) <= at_s)
-                    .map(|t| t.instance)
-                    .collect();
-                v.sort_unstable();
-                v.dedup();
-                v
-            };
-            for instance in mine {
-                states.push(StateChange { at_s, host: name(h), instance, state: "down".into() });
-            }
-        }
-    }
-    // Stable: at one instant, the daemon's own changes first, then "down".
-    states.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     let clients: Vec<Client> = spec
         .traffic
         .iter()

@@ -4,9 +4,10 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use cplb_core::node;
 use cplb_core::time::Instant;
 use cplb_core::vrrp::State;
-use cplb_sim::{Fault, Outcome, Sim, SimSpec};
+use cplb_sim::{Outcome, Sim};
 use serde_json::json;
 
 use crate::scenario::{Expectation, Scenario};
@@ -39,10 +40,7 @@ pub struct RunReport {
 
 /// Runs a scenario with a seed on the engine.
 pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
-    let mut sim = Sim::new(scenario.spec.clone(), seed);
-    for t in sample_times(scenario) {
-        sim.run_until(Instant::ZERO + t);
-    }
+    let sim = Sim::with_samples(scenario.spec.clone(), seed, &sample_times(scenario));
     report(scenario, sim.run(), "engine")
 }
 
@@ -84,7 +82,7 @@ fn sample_times(scenario: &Scenario) -> Vec<Duration> {
 
 fn report(scenario: &Scenario, outcome: Outcome, driver: &'static str) -> RunReport {
     let verdicts: Vec<Verdict> =
-        scenario.expect.iter().map(|e| verdict(e, &outcome, &scenario.spec)).collect();
+        scenario.expect.iter().map(|e| verdict(e, &outcome)).collect();
     let ok = outcome.violations.is_empty() && verdicts.iter().all(|v| v.ok);
     RunReport { outcome, verdicts, ok, description: scenario.description.clone(), driver }
 }
@@ -93,70 +91,36 @@ fn secs(d: Duration) -> String {
     format!("{:.3}s", d.as_secs_f64())
 }
 
-/// How long after a kernel refusal of `refusal` ends a node may still be held back by it:
-/// the Fault hold it entered at its last refused address (`REFUSAL_HOLD`, doubling with
-/// each refusal in a row, at most `MAX_REFUSAL_HOLD`: so at most the refusal plus one first
-/// hold) and its longest retry backoff (`MAX_BACKOFF`).
-pub fn refusal_slack(refusal: Duration) -> Duration {
-    use cplb_core::node::{MAX_BACKOFF, MAX_REFUSAL_HOLD, REFUSAL_HOLD};
-    (refusal + REFUSAL_HOLD).min(MAX_REFUSAL_HOLD) + MAX_BACKOFF
-}
-
-/// When the schedule's faults are over, for `clients_recover`: its last fault, or the end
-/// of a kernel refusal (which ends by itself, `for` after its time) plus
-/// [`refusal_slack`], if that is later.
-fn faults_over(o: &Outcome, spec: &SimSpec) -> Instant {
-    let refusals = spec.faults.iter().filter_map(|f| match f.fault {
-        Fault::KernelRefuses(_, d) => Some(Instant::ZERO + f.at + d + refusal_slack(d)),
-        _ => None,
-    });
-    o.last_fault_at.into_iter().chain(refusals).max().unwrap_or(Instant::ZERO)
-}
-
-/// A router state change, read back from the trace (`NAME k0s-vip-N FROM -> TO (CAUSE)`).
-/// The trace names no state for a daemon that dies without a word (poweroff, crash):
-/// its instances count as `Initialize` from the fault on.
+/// A router's state change, as the expectations read it: every one the daemons reported,
+/// and `Initialize` for each instance of a daemon that died without a word (power-off,
+/// crash).
 #[derive(Debug, Clone)]
 pub(crate) struct Transition {
     pub(crate) at_s: f64,
     pub(crate) host: usize,
-    /// `None`: every instance of the host (its daemon is gone).
-    pub(crate) instance: Option<usize>,
+    pub(crate) instance: usize,
     pub(crate) to: State,
-    pub(crate) line: String,
+}
+
+impl Transition {
+    /// In the trace's words.
+    fn line(&self, o: &Outcome) -> String {
+        let host = o.host_names.get(self.host).map_or("?", String::as_str);
+        let instance = o.instance_names.get(self.instance).map_or("?", String::as_str);
+        format!("{:.6} {host} {instance} -> {}", self.at_s, self.to)
+    }
 }
 
 pub(crate) fn transitions(o: &Outcome) -> Vec<Transition> {
-    let host = |name: &str| o.host_names.iter().position(|n| n == name);
-    let state = |s: &str| {
-        [State::Initialize, State::Backup, State::Master, State::Fault]
-            .into_iter()
-            .find(|x| x.as_str() == s)
-    };
-    let mut out = Vec::new();
-    for line in &o.timeline {
-        let mut words = line.split_whitespace();
-        let Some(at_s) = words.next().and_then(|t| t.parse::<f64>().ok()) else {
-            continue;
-        };
-        let words: Vec<&str> = words.collect();
-        let parsed = match words.as_slice() {
-            ["FAULT", "poweroff" | "crash", name] => {
-                host(name).map(|h| (h, None, State::Initialize))
-            }
-            [name, inst, _from, "->", to, ..] => inst
-                .strip_prefix("k0s-vip-")
-                .and_then(|i| i.parse::<usize>().ok())
-                .zip(host(name))
-                .zip(state(to))
-                .map(|((i, h), to)| (h, Some(i), to)),
-            _ => None,
-        };
-        if let Some((host, instance, to)) = parsed {
-            out.push(Transition { at_s, host, instance, to, line: line.trim().to_owned() });
-        }
-    }
-    out
+    o.transitions
+        .iter()
+        .map(|t| Transition {
+            at_s: t.at.as_nanos() as f64 / 1e9,
+            host: t.host,
+            instance: t.instance,
+            to: t.to,
+        })
+        .collect()
 }
 
 /// Trace times are rounded to microseconds: compared with half a microsecond of slack.
@@ -195,8 +159,9 @@ fn vip_holders(view: &str, host_names: &[String], vip: IpAddr) -> Vec<usize> {
     out
 }
 
-fn verdict(e: &Expectation, o: &Outcome, spec: &SimSpec) -> Verdict {
+fn verdict(e: &Expectation, o: &Outcome) -> Verdict {
     let name_of = |h: usize| o.host_names.get(h).cloned().unwrap_or_default();
+    let inst_of = |i: usize| o.instance_names.get(i).cloned().unwrap_or_else(|| node::instance_name(i));
     let sample = |at: Duration| o.samples.iter().find(|s| s.at == Instant::ZERO + at);
     let v = |name: String, ok: bool, detail: String| Verdict { name, ok, detail };
     match e {
@@ -228,7 +193,7 @@ fn verdict(e: &Expectation, o: &Outcome, spec: &SimSpec) -> Verdict {
             )
         }
         Expectation::ClientsRecover => {
-            let since = faults_over(o, spec);
+            let since = o.faults_over.unwrap_or(Instant::ZERO);
             let deadline = since + o.recovery_bound;
             let late =
                 o.clients.iter().filter_map(|c| c.last_failure).filter(|t| *t > deadline).max();
@@ -290,16 +255,12 @@ fn verdict(e: &Expectation, o: &Outcome, spec: &SimSpec) -> Verdict {
             let got = transitions(o)
                 .into_iter()
                 .rev()
-                .find(|t| {
-                    t.host == *host
-                        && t.instance.is_none_or(|i| i == *instance)
-                        && at_or_before(t.at_s, *at)
-                })
+                .find(|t| t.host == *host && t.instance == *instance && at_or_before(t.at_s, *at))
                 .map_or(State::Initialize, |t| t.to);
             v(
-                format!("state_at {} {} k0s-vip-{instance} {state}", secs(*at), name_of(*host)),
+                format!("state_at {} {} {} {state}", secs(*at), name_of(*host), inst_of(*instance)),
                 got == *state,
-                format!("{} k0s-vip-{instance} is {got} at {}", name_of(*host), secs(*at)),
+                format!("{} {} is {got} at {}", name_of(*host), inst_of(*instance), secs(*at)),
             )
         }
         Expectation::FinalVipHolders { vip, hosts } => {
@@ -315,9 +276,8 @@ fn verdict(e: &Expectation, o: &Outcome, spec: &SimSpec) -> Verdict {
             let seen: Vec<Transition> = transitions(o)
                 .into_iter()
                 .filter(|t| {
-                    t.instance.is_some()
-                        && host.is_none_or(|h| t.host == h)
-                        && instance.is_none_or(|i| t.instance == Some(i))
+                    host.is_none_or(|h| t.host == h)
+                        && instance.is_none_or(|i| t.instance == i)
                         && !before(t.at_s, *since)
                         && until.is_none_or(|u| before(t.at_s, u))
                 })
@@ -331,11 +291,13 @@ fn verdict(e: &Expectation, o: &Outcome, spec: &SimSpec) -> Verdict {
                 let _ = write!(name, " {}", name_of(*h));
             }
             if let Some(i) = instance {
-                let _ = write!(name, " k0s-vip-{i}");
+                let _ = write!(name, " {}", inst_of(*i));
             }
             let detail = match seen.first() {
                 None => format!("no state change {window}"),
-                Some(first) => format!("{} state change(s), the first: {}", seen.len(), first.line),
+                Some(first) => {
+                    format!("{} state change(s), the first: {}", seen.len(), first.line(o))
+                }
             };
             v(name, seen.is_empty(), detail)
         }
@@ -356,7 +318,7 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
                 [] => json!(null),
                 many => json!(many),
             };
-            (format!("k0s-vip-{i}"), value)
+            (o.instance_names.get(i).cloned().unwrap_or_else(|| node::instance_name(i)), value)
         })
         .collect();
     json!({
@@ -371,7 +333,7 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
             "recent": v.recent,
         })).collect::<Vec<_>>(),
         "failovers": o.failovers.iter().map(|f| json!({
-            "instance": format!("k0s-vip-{}", f.instance),
+            "instance": o.instance_names.get(f.instance).cloned().unwrap_or_else(|| node::instance_name(f.instance)),
             "from": f.from,
             "to": f.to,
             "fault_at_s": f.fault_at_s,
@@ -422,8 +384,8 @@ pub fn story(r: &RunReport) -> String {
         let fmt = |x: Option<f64>| x.map_or("-".to_owned(), |v| format!("{v:.3}s"));
         let _ = writeln!(
             s,
-            "failover k0s-vip-{}: {} -> {}: fault at {}, new master at {:.3}s, VIP answering at {}, failover {}",
-            f.instance,
+            "failover {}: {} -> {}: fault at {}, new master at {:.3}s, VIP answering at {}, failover {}",
+            o.instance_names.get(f.instance).map_or("?", String::as_str),
             f.from,
             f.to,
             fmt(f.fault_at_s),

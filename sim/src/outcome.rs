@@ -63,6 +63,9 @@ pub struct Transition {
     pub instance: usize,
     /// The state entered.
     pub to: State,
+    /// The daemon is gone (crashed, powered off, stopped): `to` is `Initialize`, and the
+    /// instance is down rather than starting.
+    pub gone: bool,
 }
 
 /// One client connection attempt, for the reports' ticks.
@@ -152,13 +155,19 @@ pub struct Outcome {
     pub served: Vec<bool>,
     /// When the last scheduled fault happened.
     pub last_fault_at: Option<Instant>,
+    /// When the faults were over: the last fault, or a kernel refusal's end once the node
+    /// noticed it (see `Bounds::faults_over`); what `clients_recover` counts from.
+    pub faults_over: Option<Instant>,
     /// How long after the last fault clients may still fail, from the configuration: the
     /// slowest takeover plus an advertisement interval, the announcement refresh, and the
     /// health checker's bound, plus a second.
     pub recovery_bound: Duration,
     /// Host names by index.
     pub host_names: Vec<String>,
-    /// Every VRRP state change, in time order.
+    /// Instance names by index (`k0s-vip-N`).
+    pub instance_names: Vec<String>,
+    /// Every VRRP state change, in time order (a daemon gone without a word leaves its
+    /// instances in `Initialize`).
     pub transitions: Vec<Transition>,
     /// Every client connection attempt, in time order.
     pub attempts: Vec<AttemptRecord>,

@@ -4,6 +4,8 @@ use core::net::IpAddr;
 use core::time::Duration;
 
 use cplb_core::config::ClusterConfig;
+use cplb_core::node;
+use cplb_core::vrrp::{MAX_V3_INTERVAL_CS, Version};
 
 /// What a host is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -172,6 +174,31 @@ pub struct VrrpTuning {
     pub v3: bool,
     /// Advertisement interval in centiseconds, instead of `advertIntervalSeconds`.
     pub advert_interval_cs: Option<u16>,
+}
+
+impl VrrpTuning {
+    /// The interval an instance of `version` runs, in centiseconds: whole seconds (at least
+    /// one) with VRRPv2, the field's range with VRRPv3; `None`: the configuration's.
+    pub fn advert_interval_cs(self, version: Version) -> Option<u16> {
+        self.advert_interval_cs.map(|cs| match version {
+            Version::V2 => (cs / 100).clamp(1, 255) * 100,
+            Version::V3 => cs.clamp(1, MAX_V3_INTERVAL_CS),
+        })
+    }
+
+    /// The same settings as cplbd takes them on its command line (`--vrrp-version`,
+    /// `--advert-interval`), for a controller whose instances are of `v4`'s family: what
+    /// both drivers run.
+    pub fn for_node(self, v4: bool) -> node::VrrpTuning {
+        let version = if self.v3 || !v4 { Version::V3 } else { Version::V2 };
+        node::VrrpTuning {
+            ipv4_version: if self.v3 { Version::V3 } else { Version::V2 },
+            advert_interval: self
+                .advert_interval_cs(version)
+                .map(|cs| Duration::from_millis(u64::from(cs) * 10)),
+            ..node::VrrpTuning::default()
+        }
+    }
 }
 
 /// Per-host VRRP settings beyond k0s's configuration.

@@ -5,10 +5,7 @@ use core::fmt::Write as _;
 use core::net::{IpAddr, SocketAddr};
 
 use cplb_core::config::LbKind;
-use cplb_core::lb::ServiceSpec;
-
-use crate::engine::Sim;
-use crate::spec::{Fault, ReloadConfig};
+use cplb_core::lb::{LoopGuard, ServiceSpec};
 
 /// What the seed's views show of one controller, whichever driver ran it.
 #[derive(Debug, Clone)]
@@ -27,6 +24,8 @@ pub struct HostView {
     pub local_vips: Vec<(IpAddr, u8)>,
     /// The IPVS services it holds.
     pub services: Vec<ServiceSpec>,
+    /// The loop guards its nftables table holds (direct routing).
+    pub loop_guards: Vec<LoopGuard>,
     /// The userspace proxy's port and backends, when it runs one.
     pub proxy: Option<(u16, Vec<SocketAddr>)>,
 }
@@ -42,41 +41,10 @@ impl HostView {
             eth0_vips: Vec::new(),
             local_vips: Vec::new(),
             services: Vec::new(),
+            loop_guards: Vec::new(),
             proxy: None,
         }
     }
-}
-
-/// The engine's controllers as the views show them.
-pub(crate) fn render(sim: &Sim) -> String {
-    let prefix_of = |vip: &IpAddr| {
-        sim.keepalived()
-            .and_then(|k| {
-                k.vrrp_instances.iter().flat_map(|i| &i.virtual_ips).find(|c| c.addr == *vip)
-            })
-            .map_or(32, |c| c.prefix_len)
-    };
-    let hosts: Vec<HostView> = sim
-        .hosts()
-        .iter()
-        .filter(|h| h.is_controller())
-        .map(|h| HostView {
-            name: h.spec.name.clone(),
-            powered: h.powered,
-            address: h.spec.address,
-            prefix_len: h.spec.prefix_len,
-            eth0_vips: h.vips_on_eth0.iter().map(|v| (*v, prefix_of(v))).collect(),
-            local_vips: h
-                .dataplane
-                .local_vips
-                .iter()
-                .map(|v| (*v, if v.is_ipv6() { 128 } else { 32 }))
-                .collect(),
-            services: h.dataplane.services.clone(),
-            proxy: h.dataplane.proxy_port.map(|p| (p, h.dataplane.proxy_backends.clone())),
-        })
-        .collect();
-    render_views(&hosts)
 }
 
 /// `ip -4 --oneline addr` of every controller, `ipvsadm -L -n` and `ipvsadm --save -n` of
@@ -116,6 +84,9 @@ pub fn render_views(hosts: &[HostView]) -> String {
     for h in hosts.iter().filter(|h| h.powered && !h.services.is_empty()) {
         ipvs_views(&mut out, &h.name, &h.services);
     }
+    for h in hosts.iter().filter(|h| h.powered) {
+        guard_views(&mut out, &h.name, &h.loop_guards);
+    }
     if let Some((h, (port, backends))) = hosts
         .iter()
         .filter(|h| h.powered && !h.eth0_vips.is_empty())
@@ -127,7 +98,10 @@ pub fn render_views(hosts: &[HostView]) -> String {
     out
 }
 
-/// One host's IPVS table as `ipvsadm -L -n` and `ipvsadm --save -n` print it.
+/// One host's IPVS table as `ipvsadm -L -n` and `ipvsadm --save -n` print it. cplbd
+/// programs a virtual server as a firewall-mark service (`FWM 100`, `-A -f 100`): the loop
+/// guard marks what reaches VIP:port, unless a director forwarded it, and IPVS takes only
+/// marked packets; a service without a mark is shown as the address it listens on.
 fn ipvs_views(out: &mut String, name: &str, services: &[ServiceSpec]) {
     let _ = writeln!(out, "{name}: ipvsadm -L -n");
     let _ = writeln!(
@@ -140,7 +114,12 @@ fn ipvs_views(out: &mut String, name: &str, services: &[ServiceSpec]) {
         } else {
             String::new()
         };
-        let _ = writeln!(out, "TCP  {}:{} {}{persistent}", s.key.vip, s.key.port, s.algo.as_str());
+        let service = if s.fwmark != 0 {
+            format!("FWM  {}", s.fwmark)
+        } else {
+            format!("TCP  {}", SocketAddr::new(s.key.vip, s.key.port))
+        };
+        let _ = writeln!(out, "{service} {}{persistent}", s.algo.as_str());
         let forward = match s.forwarding {
             LbKind::Dr => "Route",
             LbKind::Nat => "Masq",
@@ -158,56 +137,38 @@ fn ipvs_views(out: &mut String, name: &str, services: &[ServiceSpec]) {
     // The same table as `ipvsadm --save -n` prints it (the form the seed's command uses).
     let _ = writeln!(out, "{name}: ipvsadm --save -n");
     for s in services {
-        let service = SocketAddr::new(s.key.vip, s.key.port);
+        let service = if s.fwmark != 0 {
+            format!("-f {}", s.fwmark)
+        } else {
+            format!("-t {}", SocketAddr::new(s.key.vip, s.key.port))
+        };
         let persistent = if s.persistence_secs > 0 {
             format!(" -p {}", s.persistence_secs)
         } else {
             String::new()
         };
-        let _ = writeln!(out, "-A -t {service} -s {}{persistent}", s.algo.as_str());
+        let _ = writeln!(out, "-A {service} -s {}{persistent}", s.algo.as_str());
         let flag = match s.forwarding {
             LbKind::Dr => "-g",
             LbKind::Nat => "-m",
             LbKind::Tun => "-i",
         };
         for r in &s.real_servers {
-            let _ = writeln!(out, "-a -t {service} -r {} {flag} -w {}", r.addr, r.weight);
+            let _ = writeln!(out, "-a {service} -r {} {flag} -w {}", r.addr, r.weight);
         }
     }
 }
 
-/// A fault in words, as the trace's `FAULT` lines give it (hosts by name).
-pub fn fault_text(fault: &Fault, names: &[String]) -> String {
-    let n = |i: &usize| names.get(*i).cloned().unwrap_or_else(|| "?".to_owned());
-    match fault {
-        Fault::PowerOff(h) => format!("poweroff {}", n(h)),
-        Fault::PowerOn(h) => format!("poweron {}", n(h)),
-        Fault::Stop(h) => format!("stop {}", n(h)),
-        Fault::Start(h) => format!("start {}", n(h)),
-        Fault::Crash(h) => format!("crash {}", n(h)),
-        Fault::Restart(h) => format!("restart {}", n(h)),
-        Fault::Partition(groups) => {
-            let gs: Vec<String> =
-                groups.iter().map(|g| g.iter().map(n).collect::<Vec<_>>().join(",")).collect();
-            format!("partition {}", gs.join(" | "))
-        }
-        Fault::Cut { from, to } => format!("cut {} -> {}", n(from), n(to)),
-        Fault::Heal => "heal".into(),
-        Fault::Loss(r) => format!("loss {r}"),
-        Fault::Delay(a, b) => format!("delay {:?}..{:?}", a, b),
-        Fault::Duplicate(r) => format!("duplicate {r}"),
-        Fault::LinkDown(h) => format!("link_down {}", n(h)),
-        Fault::LinkUp(h) => format!("link_up {}", n(h)),
-        Fault::ApiserverDown(h) => format!("apiserver_down {}", n(h)),
-        Fault::ApiserverUp(h) => format!("apiserver_up {}", n(h)),
-        Fault::ApiserverHang(h) => format!("apiserver_hang {}", n(h)),
-        Fault::ClockDrift(h, ppm) => format!("clock_drift {} {ppm} ppm", n(h)),
-        Fault::VipRemoved(h) => format!("vip_removed {}", n(h)),
-        Fault::KernelRefuses(h, d) => format!("kernel_refuses {} for {d:?}", n(h)),
-        Fault::Reload(h, ReloadConfig::Same) => format!("reload {}", n(h)),
-        Fault::Reload(h, ReloadConfig::New(_)) => format!("reload {} with a new config", n(h)),
-        Fault::Reload(h, ReloadConfig::Invalid { error, .. }) => {
-            format!("reload {} with an invalid config ({error})", n(h))
-        }
+/// One host's loop guards, as its nftables table holds them.
+fn guard_views(out: &mut String, name: &str, guards: &[LoopGuard]) {
+    for g in guards {
+        let from: Vec<String> = g.real_servers.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            out,
+            "{name}: nft: tcp {} gets mark {} unless it comes from {} (loop guard)",
+            SocketAddr::new(g.service.vip, g.service.port),
+            g.fwmark,
+            from.join(", ")
+        );
     }
 }

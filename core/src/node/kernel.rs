@@ -78,8 +78,12 @@ pub(crate) enum Outcome {
     AddressAdded(IfIndex, VirtualIp),
     /// The kernel refused to add an address (`attempts` in a row).
     AddressRefused(IfIndex, VirtualIp, u32),
-    /// Anything else.
-    Other,
+    /// The kernel carried out another command (a removal, the rules, the services).
+    Settled,
+    /// The kernel refused another command.
+    Refused,
+    /// A result for no command in flight (late, or for one withdrawn).
+    Ignored,
 }
 
 /// The slot a command in flight settles. An address's key has its prefix: two slots may
@@ -258,14 +262,15 @@ impl Kernel {
         events: &mut std::collections::VecDeque<Event>,
     ) -> Outcome {
         let Some(key) = self.in_flight.remove(&id) else {
-            return Outcome::Other;
+            return Outcome::Ignored;
         };
+        let other = if result.is_ok() { Outcome::Settled } else { Outcome::Refused };
         match key {
             Key::Address(ifindex, vip) => {
                 let Some(slot) = self.addresses.get_mut(&(ifindex, vip)) else {
-                    return Outcome::Other;
+                    return Outcome::Ignored;
                 };
-                let Some((_, value)) = slot.pending.take() else { return Outcome::Other };
+                let Some((_, value)) = slot.pending.take() else { return Outcome::Ignored };
                 let object = Object::Address { ifindex, addr: vip.addr };
                 // A refused add is not undone by a removal that works: the condition
                 // lasts until an add does (else every VRRP cycle of a node whose kernel
@@ -274,25 +279,20 @@ impl Kernel {
                 match settle(slot, now, object, value, result, survives, events) {
                     Ok(()) if value => Outcome::AddressAdded(ifindex, vip),
                     Err(attempts) if value => Outcome::AddressRefused(ifindex, vip, attempts),
-                    _ => Outcome::Other,
+                    _ => other,
                 }
             }
             Key::Rules => {
-                if let Some(slot) = self.rules.as_mut()
-                    && let Some((_, value)) = slot.pending.take()
-                {
-                    let _ = settle(slot, now, Object::Rules, value, result, |_, _| false, events);
-                }
-                Outcome::Other
+                let Some(slot) = self.rules.as_mut() else { return Outcome::Ignored };
+                let Some((_, value)) = slot.pending.take() else { return Outcome::Ignored };
+                let _ = settle(slot, now, Object::Rules, value, result, |_, _| false, events);
+                other
             }
             Key::Services => {
-                if let Some(slot) = self.services.as_mut()
-                    && let Some((_, value)) = slot.pending.take()
-                {
-                    let object = Object::Services;
-                    let _ = settle(slot, now, object, value, result, |_, _| false, events);
-                }
-                Outcome::Other
+                let Some(slot) = self.services.as_mut() else { return Outcome::Ignored };
+                let Some((_, value)) = slot.pending.take() else { return Outcome::Ignored };
+                let _ = settle(slot, now, Object::Services, value, result, |_, _| false, events);
+                other
             }
         }
     }

@@ -48,7 +48,11 @@ use kernel::{Kernel, Outcome};
 pub const API_TRACKER: TrackerId = TrackerId(0);
 
 /// How long an instance whose addresses the kernel refused stays in Fault the first
-/// time; each refusal in a row doubles it, up to [`MAX_REFUSAL_HOLD`].
+/// time; each refusal in a row doubles it, up to [`MAX_REFUSAL_HOLD`]. The hold keeps a
+/// node whose kernel refuses this one address from flapping master every
+/// Master_Down_Interval; it ends early when the kernel as a whole was failing (it refused
+/// other commands too: removals, rules, services) and carries one out again: holding a
+/// healthy kernel away from the VIP serves nobody.
 pub const REFUSAL_HOLD: Duration = Duration::from_secs(1);
 /// The longest such hold.
 pub const MAX_REFUSAL_HOLD: Duration = Duration::from_secs(30);
@@ -106,6 +110,9 @@ pub struct Node {
     last_probe: u64,
     /// Instances by id, with their configuration.
     instances: BTreeMap<InstanceId, InstanceConfig>,
+    /// Instances a reload removed, kept so that their last events (the resignation comes
+    /// after the removal) can still be named. Ids are never reused.
+    retired: BTreeMap<InstanceId, InstanceConfig>,
     /// The data plane wanted now.
     desired: DataPlane,
     /// The direct-routing local VIPs wanted now, with their interface.
@@ -115,6 +122,9 @@ pub struct Node {
     /// Proxy backends a dial to failed since, not yet cleared by a probe asked for after.
     dial_failed: BTreeMap<SocketAddr, Instant>,
     kernel: Kernel,
+    /// The last result of a command other than an address's add was a refusal: the
+    /// kernel fails as a whole, not only for one address (see [`REFUSAL_HOLD`]).
+    kernel_failing: bool,
     /// Announcements waiting for their address to be acknowledged.
     announce_after_add: Vec<(IfIndex, IpAddr)>,
     /// Instances whose addresses the kernel refused since they last held them.
@@ -145,11 +155,13 @@ impl Node {
             dial_failed: BTreeMap::new(),
             last_probe: 0,
             instances: BTreeMap::new(),
+            retired: BTreeMap::new(),
             desired: DataPlane::default(),
             local_addresses: Vec::new(),
             proxy: None,
             kernel: Kernel::default(),
             announce_after_add: Vec::new(),
+            kernel_failing: false,
             refused: BTreeMap::new(),
             dirty: true,
             last_now: now,
@@ -271,6 +283,7 @@ impl Node {
                 {
                     self.refused.remove(&id);
                 }
+                self.kernel_recovered(now);
                 let before = self.announce_after_add.len();
                 self.announce_after_add.retain(|a| *a != (ifindex, vip.addr));
                 if self.announce_after_add.len() != before
@@ -291,7 +304,9 @@ impl Node {
                     self.router.handle_addresses_held(now, id, false);
                 }
             }
-            Outcome::Other => {}
+            Outcome::Settled => self.kernel_recovered(now),
+            Outcome::Refused => self.kernel_failing = true,
+            Outcome::Ignored => {}
         }
         self.step(now);
     }
@@ -330,7 +345,9 @@ impl Node {
                 }
                 None => {
                     self.router.remove_instance(now, id);
-                    self.instances.remove(&id);
+                    if let Some(cfg) = self.instances.remove(&id) {
+                        self.retired.insert(id, cfg);
+                    }
                     self.refused.remove(&id);
                     self.events.push_back(Event::InstanceRemoved(id));
                     reload.removed.push(id);
@@ -459,6 +476,12 @@ impl Node {
         &self.config
     }
 
+    /// An instance's configuration by id, also after a reload removed it (its last events,
+    /// the resignation among them, come after the removal).
+    pub fn instance(&self, id: InstanceId) -> Option<&InstanceConfig> {
+        self.instances.get(&id).or_else(|| self.retired.get(&id))
+    }
+
     /// Instance ids with their configuration.
     pub fn instances(&self) -> impl Iterator<Item = (InstanceId, &InstanceConfig)> + '_ {
         self.instances.iter().map(|(id, c)| (*id, c))
@@ -557,6 +580,23 @@ impl Node {
         });
         for _ in 0..own_failed {
             self.router.handle_health(now, API_TRACKER, false);
+        }
+    }
+
+    /// The kernel carried out a command. If it had been refusing more than an address's
+    /// add (it failed as a whole), the Fault holds end now: their instances are eligible
+    /// again, as Backup.
+    fn kernel_recovered(&mut self, now: Instant) {
+        if !std::mem::take(&mut self.kernel_failing) {
+            return;
+        }
+        let held: Vec<InstanceId> = self
+            .refused
+            .iter_mut()
+            .filter_map(|(id, r)| r.fault_until.take().map(|_| *id))
+            .collect();
+        for id in held {
+            self.router.handle_addresses_held(now, id, true);
         }
     }
 

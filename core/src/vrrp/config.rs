@@ -10,6 +10,12 @@ use super::checksum::{ChecksumPolicy, V3Ipv4Checksum};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IfIndex(pub u32);
 
+impl core::fmt::Display for IfIndex {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// A tracked input (for example "the local API server answers"), registered on the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TrackerId(pub u32);

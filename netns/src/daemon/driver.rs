@@ -10,12 +10,13 @@ use std::time::Duration;
 use cplb_core::lb::ProbeId;
 use cplb_core::node::{Command, CommandError, Event, Node, Object};
 use cplb_core::time::Instant;
-use cplb_core::vrrp::{self, IfIndex, Incoming, InstanceId, State};
+use cplb_core::vrrp::{self, IfIndex, Incoming, InstanceId};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::kernel::Kernel;
 use crate::kernel::vrrp_socket::{Datagram, Received};
 use crate::kernel::watch::KernelEvent;
+use super::clock::{Clock, Monotonic};
+use crate::kernel::{Kernel, KernelError};
 use crate::net::{Net, Os};
 use crate::probe::Prober;
 use crate::status::Snapshot;
@@ -30,8 +31,8 @@ pub enum Input {
     /// A VRRP packet received on an interface, and how many were lost on the way before it
     /// (the kernel's full queue, or the daemon's).
     Packet {
-        /// Interface index.
-        ifindex: u32,
+        /// The interface.
+        ifindex: IfIndex,
         /// What was read.
         datagram: Datagram,
         /// Packets lost since the previous one.
@@ -66,12 +67,14 @@ impl crate::proxy::Director for ProxyDirector {
     }
 }
 
-/// What the driver carries besides the node: the kernel, the prober, and counters the
-/// status shows.
+/// What the driver carries besides the node: the kernel, the prober, the clock, and
+/// counters the status shows.
 #[derive(Debug)]
-pub struct Driver<K, N = Os> {
-    /// Where time 0 of the node's clock is.
+pub struct Driver<K, N = Os, C = Monotonic> {
+    /// When the driver started (the status's uptime).
     pub started: tokio::time::Instant,
+    /// The node's time.
+    pub clock: C,
     /// The controller.
     pub node: Node,
     /// The kernel seam.
@@ -84,8 +87,6 @@ pub struct Driver<K, N = Os> {
     pub inputs: mpsc::Sender<Input>,
     /// State changes per instance since start.
     pub transitions: BTreeMap<InstanceId, u64>,
-    /// Instance names for logs.
-    pub names: BTreeMap<InstanceId, String>,
     /// Kernel objects refused now (for one log line per change of condition).
     pub refused: BTreeMap<Object, String>,
     /// When the kernel was last checked for rules and services someone else changed.
@@ -96,13 +97,10 @@ pub struct Driver<K, N = Os> {
     pub drops: DropLog,
     /// Takeover times and time the VIP was held by nobody (status and metrics).
     pub vip_clock: super::vipclock::VipClock,
-    /// How far the node's clock runs fast (positive) or slow, in parts per million: 0 on
-    /// a host, whose clock is what it is; a simulated drift under turmoil.
-    pub drift_ppm: f64,
     /// The network the probes go over.
     pub net: PhantomData<N>,
-    /// Where each state change is also sent (a simulation's trace), if anywhere.
-    pub state_changes: Option<mpsc::UnboundedSender<(InstanceId, State, State, vrrp::Cause)>>,
+    /// Where every event of the node is also sent (a simulation's record), if anywhere.
+    pub tap: Option<mpsc::UnboundedSender<Event>>,
 }
 
 /// How often at most a drop reason gets a log line.
@@ -156,11 +154,12 @@ impl DropLog {
     }
 }
 
-impl<K: Kernel, N: Net> Driver<K, N> {
-    /// A driver for `node` from now on (its clock's zero), with nothing seen yet.
+impl<K: Kernel, N: Net, C: Clock> Driver<K, N, C> {
+    /// A driver for `node` on `clock`, with nothing seen yet.
     pub fn new(
         node: Node,
         kernel: K,
+        clock: C,
         prober: Prober,
         probe_timeout: Duration,
         inputs: mpsc::Sender<Input>,
@@ -168,7 +167,7 @@ impl<K: Kernel, N: Net> Driver<K, N> {
         let started = tokio::time::Instant::now();
         Self {
             started,
-            names: node.instances().map(|(id, c)| (id, c.name.clone())).collect(),
+            clock,
             node,
             kernel,
             prober,
@@ -180,39 +179,21 @@ impl<K: Kernel, N: Net> Driver<K, N> {
             send_error: None,
             drops: DropLog::default(),
             vip_clock: super::vipclock::VipClock::default(),
-            drift_ppm: 0.0,
             net: PhantomData,
-            state_changes: None,
+            tap: None,
         }
     }
 
     /// The node's clock now.
     pub fn now(&self) -> Instant {
-        let elapsed = self.started.elapsed();
-        let nanos = if self.drift_ppm == 0.0 {
-            elapsed.as_nanos()
-        } else {
-            Duration::from_secs_f64(elapsed.as_secs_f64() * self.rate()).as_nanos()
-        };
-        Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        self.clock.node_time(tokio::time::Instant::now())
     }
 
     /// When the node next needs `handle_timeout`, or the next verification.
     pub fn deadline(&self) -> tokio::time::Instant {
         let verify = self.last_verify + VERIFY_EVERY;
         let Some(at) = self.node.poll_timeout() else { return verify };
-        let at = Duration::from_nanos(at.as_nanos());
-        let real = if self.drift_ppm == 0.0 {
-            at
-        } else {
-            // Rounded up: woken a little late rather than early and again.
-            Duration::from_secs_f64(at.as_secs_f64() / self.rate()) + Duration::from_micros(1)
-        };
-        verify.min(self.started + real)
-    }
-
-    fn rate(&self) -> f64 {
-        1.0 + self.drift_ppm * 1e-6
+        verify.min(self.clock.runtime_time(at))
     }
 
     /// Feeds one input to the node (snapshots and proxy picks are answered at once).
@@ -225,15 +206,11 @@ impl<K: Kernel, N: Net> Driver<K, N> {
                 }
                 match datagram.received {
                     Received::Ipv4(bytes) => {
-                        self.node.handle_ip_packet(now, IfIndex(ifindex), &bytes);
+                        self.node.handle_ip_packet(now, ifindex, &bytes);
                     }
                     Received::Ipv6(p) => self.node.handle_packet(
                         now,
-                        Incoming {
-                            ifindex: IfIndex(ifindex),
-                            header: p.header,
-                            payload: &p.payload,
-                        },
+                        Incoming { ifindex, header: p.header, payload: &p.payload },
                     ),
                 }
             }
@@ -246,7 +223,8 @@ impl<K: Kernel, N: Net> Driver<K, N> {
             Input::Kernel(KernelEvent::Address { index, addr, present, .. }) => {
                 // Notifications trail the commands that caused them: the node's own add and
                 // remove come back after it moved on. What the kernel holds now is the news.
-                let present = self.kernel.has_address(index, addr).await.unwrap_or(present);
+                let present =
+                    self.kernel.has_address(IfIndex(index), addr).await.unwrap_or(present);
                 let now = self.now();
                 self.node.handle_address(now, IfIndex(index), addr, present);
             }
@@ -277,7 +255,7 @@ impl<K: Kernel, N: Net> Driver<K, N> {
             self.node.handle_kernel_lost(now, Object::Rules);
         }
         if let Some(services) = self.node.held_services().map(<[_]>::to_vec)
-            && let Ok(false) = self.kernel.services_intact(&services)
+            && let Ok(false) = self.kernel.services_intact(&services).await
         {
             self.node.handle_kernel_lost(now, Object::Services);
         }
@@ -308,18 +286,18 @@ impl<K: Kernel, N: Net> Driver<K, N> {
     async fn command(&mut self, command: Command) {
         let result = match &command {
             Command::AddAddress { ifindex, vip, .. } => {
-                self.kernel.add_address(ifindex.0, *vip).await
+                self.kernel.add_address(*ifindex, *vip).await
             }
             Command::RemoveAddress { ifindex, vip, .. } => {
-                self.kernel.remove_address(ifindex.0, *vip).await
+                self.kernel.remove_address(*ifindex, *vip).await
             }
             Command::Announce { ifindex, addresses } => {
-                let result = self.kernel.announce(ifindex.0, addresses);
+                let result = self.kernel.announce(*ifindex, addresses);
                 self.note_send(result, "announcing");
                 return;
             }
             Command::SetRules { rules, .. } => self.kernel.set_rules(rules).await,
-            Command::SetServices { services, .. } => self.kernel.set_services(services),
+            Command::SetServices { services, .. } => self.kernel.set_services(services).await,
             Command::Probe(p) => {
                 let (prober, tx, timeout, probe) =
                     (self.prober.clone(), self.inputs.clone(), self.probe_timeout, *p);
@@ -335,17 +313,18 @@ impl<K: Kernel, N: Net> Driver<K, N> {
         };
         let Some(id) = command.id() else { return };
         let now = self.now();
-        self.node.handle_command_result(now, id, result.map_err(CommandError));
+        let result = result.map_err(|e| CommandError(e.to_string()));
+        self.node.handle_command_result(now, id, result);
     }
 
     /// Logs an event: one line per change of condition, never one per packet at info.
     fn event(&mut self, event: Event) {
+        if let Some(tap) = &self.tap {
+            let _ = tap.send(event.clone());
+        }
         match event {
             Event::Vrrp(vrrp::Event::StateChanged { instance, from, to, cause }) => {
                 *self.transitions.entry(instance).or_default() += 1;
-                if let Some(tx) = &self.state_changes {
-                    let _ = tx.send((instance, from, to, cause));
-                }
                 let name = self.name(instance);
                 tracing::info!(instance = %name, from = from.as_str(), to = to.as_str(), cause = ?cause, "state change");
             }
@@ -356,13 +335,8 @@ impl<K: Kernel, N: Net> Driver<K, N> {
             }
             Event::Vrrp(vrrp::Event::Dropped { instance, reason, from }) => {
                 tracing::trace!(instance = ?instance, reason = reason.as_str(), %from, "VRRP packet dropped");
-                let names = &self.names;
-                let name = || {
-                    instance.map_or_else(
-                        || "-".to_owned(),
-                        |i| names.get(&i).cloned().unwrap_or_else(|| format!("#{}", i.0)),
-                    )
-                };
+                let node = &self.node;
+                let name = || instance.map_or_else(|| "-".to_owned(), |i| name_of(node, i));
                 self.drops.note(reason.as_str(), from, name);
             }
             Event::Vrrp(vrrp::Event::PriorityChanged { instance, priority }) => {
@@ -397,8 +371,8 @@ impl<K: Kernel, N: Net> Driver<K, N> {
     }
 
     /// Logs a failure to send (or its end) once per change of condition, not per packet.
-    fn note_send(&mut self, result: Result<(), String>, what: &str) {
-        match result {
+    fn note_send(&mut self, result: Result<(), KernelError>, what: &str) {
+        match result.map_err(|e| e.to_string()) {
             Err(e) if self.send_error.as_deref() != Some(e.as_str()) => {
                 tracing::warn!(error = %e, "{what} failed (logged again only when this changes)");
                 self.send_error = Some(e);
@@ -412,6 +386,11 @@ impl<K: Kernel, N: Net> Driver<K, N> {
     }
 
     fn name(&self, id: InstanceId) -> String {
-        self.names.get(&id).cloned().unwrap_or_else(|| format!("#{}", id.0))
+        name_of(&self.node, id)
     }
+}
+
+/// An instance's name, also after a reload removed it.
+fn name_of(node: &Node, id: InstanceId) -> String {
+    node.instance(id).map_or_else(|| format!("#{}", id.0), |c| c.name.clone())
 }

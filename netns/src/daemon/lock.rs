@@ -22,6 +22,14 @@ pub struct InstanceLock {
     pub path: PathBuf,
 }
 
+impl InstanceLock {
+    /// Where the record of what this daemon created is kept: beside the lock, named after
+    /// the same network namespace (see [`crate::kernel::owned`]).
+    pub fn record_path(&self) -> PathBuf {
+        self.path.with_extension("owned.json")
+    }
+}
+
 /// Why the lock was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {

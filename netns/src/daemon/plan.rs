@@ -166,7 +166,7 @@ pub fn node_config(
     keepalived: &Keepalived,
     api_port: u16,
     plan: &Plan,
-    local_vips: Option<&(u32, String)>,
+    local_vip_ifindex: Option<IfIndex>,
     balancing: Balancing,
     tuning: &VrrpTuning,
 ) -> NodeConfig {
@@ -184,7 +184,7 @@ pub fn node_config(
                 c
             })
             .collect(),
-        local_vip_ifindex: local_vips.map(|(i, _)| IfIndex(*i)),
+        local_vip_ifindex,
         balancing,
     }
 }

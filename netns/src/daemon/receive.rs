@@ -13,6 +13,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
+use cplb_core::vrrp::IfIndex;
+
 use super::Input;
 use super::plan::Plan;
 use crate::kernel::announce::Announcer;
@@ -39,7 +41,8 @@ pub(super) struct Queues {
 pub(super) fn open_sockets(kernel: &mut LinuxKernel, plan: &Plan) -> Result<()> {
     for group in &plan.groups {
         let v4 = group.address.is_ipv4();
-        let key = (group.iface.index, v4);
+        let ifindex = IfIndex(group.iface.index);
+        let key = (ifindex, v4);
         let expected: Vec<Expected> =
             group.instances.iter().map(|(_, c)| Expected::of(c)).collect();
         let adverts = vrrp_filter::program(v4, &expected, Keep::Expected);
@@ -76,7 +79,7 @@ pub(super) fn open_sockets(kernel: &mut LinuxKernel, plan: &Plan) -> Result<()> 
                 sockets.others.set_filter(&others)?;
             }
         }
-        if let Entry::Vacant(e) = kernel.announcers.entry(group.iface.index) {
+        if let Entry::Vacant(e) = kernel.announcers.entry(ifindex) {
             e.insert(
                 Announcer::open(group.iface.index)
                     .with_context(|| format!("opening the packet socket on {name}"))?,
@@ -88,7 +91,7 @@ pub(super) fn open_sockets(kernel: &mut LinuxKernel, plan: &Plan) -> Result<()> 
 
 /// Receives VRRP packets on one interface's two sockets for the driver, the adverts'
 /// socket first.
-pub(super) async fn receive(ifindex: u32, sockets: VrrpSockets, queues: Queues) {
+pub(super) async fn receive(ifindex: IfIndex, sockets: VrrpSockets, queues: Queues) {
     let mut adverts = Reader::new(ifindex, "adverts");
     let mut others = Reader::new(ifindex, "others");
     loop {
@@ -105,7 +108,7 @@ pub(super) async fn receive(ifindex: u32, sockets: VrrpSockets, queues: Queues) 
 
 /// One socket's reading state.
 struct Reader {
-    ifindex: u32,
+    ifindex: IfIndex,
     socket: &'static str,
     /// The error it fails with, logged once per condition, not at every retry.
     failing: Option<String>,
@@ -116,7 +119,7 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(ifindex: u32, socket: &'static str) -> Self {
+    fn new(ifindex: IfIndex, socket: &'static str) -> Self {
         Self { ifindex, socket, failing: None, kernel_lost: 0, queue_lost: 0 }
     }
 
@@ -130,7 +133,7 @@ impl Reader {
         match read {
             Ok(datagram) => {
                 if self.failing.take().is_some() {
-                    tracing::info!(ifindex, socket, "VRRP receive works again");
+                    tracing::info!(%ifindex, socket, "VRRP receive works again");
                 }
                 let now_lost = datagram.overflows.unwrap_or(self.kernel_lost);
                 let lost = u64::from(now_lost.wrapping_sub(self.kernel_lost)) + self.queue_lost;
@@ -146,7 +149,7 @@ impl Reader {
             Err(e) => {
                 let text = e.to_string();
                 if self.failing.as_deref() != Some(text.as_str()) {
-                    tracing::warn!(ifindex, socket, error = %text, "VRRP receive failed");
+                    tracing::warn!(%ifindex, socket, error = %text, "VRRP receive failed");
                     self.failing = Some(text);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -53,7 +53,7 @@ pub(super) fn build(daemon: &Daemon, driver: &Driver<LinuxKernel>) -> Snapshot {
         })
         .collect();
     let d = node.desired();
-    let mode = daemon.keepalived.mode();
+    let mode = daemon.file.keepalived.mode();
     let kernel = match (mode, driver.kernel.ipvs.is_some()) {
         (LoadBalancerMode::UserspaceProxy, _) => "nftables",
         (LoadBalancerMode::Ipvs, true) => "ipvs",

@@ -9,9 +9,11 @@
 //! - [`nft`]: nftables over netlink (the proxy redirect; kernel NAT balancing without IPVS);
 //! - [`ipvs`]: IPVS over generic netlink;
 //! - [`owned`]: what cplbd created, so that it removes only that;
-//! - [`linux`]: the [`Kernel`] seam carried out with all of the above.
+//! - [`linux`]: the [`Kernel`] seam carried out with all of the above;
+//! - [`KernelError`]: why a call failed, keeping the error of the interface it came from.
 
 pub mod announce;
+mod error;
 pub mod ipvs;
 pub mod link;
 pub mod linux;
@@ -24,31 +26,34 @@ pub mod watch;
 use std::net::IpAddr;
 
 use cplb_core::lb::{NatRules, ServiceSpec};
-use cplb_core::vrrp::{Transmit, VirtualIp};
+use cplb_core::vrrp::{IfIndex, Transmit, VirtualIp};
+
+pub use self::error::{Facility, KernelError, Outgoing};
 
 /// What the driver asks of a kernel: the one seam between cplbd's decisions and Linux
-/// ([`linux::LinuxKernel`]), which a simulated kernel can take the place of. Errors are
-/// the kernel's words, passed back to the node, which retries and reports.
+/// ([`linux::LinuxKernel`]), which a simulated kernel can take the place of. The node
+/// retries what fails and reports it; the error keeps what the kernel said.
 #[allow(async_fn_in_trait)]
 pub trait Kernel {
     /// Adds an address to an interface; already present is done.
-    async fn add_address(&mut self, ifindex: u32, vip: VirtualIp) -> Result<(), String>;
+    async fn add_address(&mut self, ifindex: IfIndex, vip: VirtualIp) -> Result<(), KernelError>;
     /// Removes an address from an interface; already absent is done.
-    async fn remove_address(&mut self, ifindex: u32, vip: VirtualIp) -> Result<(), String>;
+    async fn remove_address(&mut self, ifindex: IfIndex, vip: VirtualIp)
+    -> Result<(), KernelError>;
     /// Whether the interface holds the address now.
-    async fn has_address(&mut self, ifindex: u32, addr: IpAddr) -> Result<bool, String>;
+    async fn has_address(&mut self, ifindex: IfIndex, addr: IpAddr) -> Result<bool, KernelError>;
     /// Sends a gratuitous ARP / unsolicited NA for each address.
-    fn announce(&mut self, ifindex: u32, addresses: &[IpAddr]) -> Result<(), String>;
+    fn announce(&mut self, ifindex: IfIndex, addresses: &[IpAddr]) -> Result<(), KernelError>;
     /// Sends a VRRP message (the IP header with TTL / hop limit 255 around it).
-    fn send(&self, transmit: &Transmit) -> Result<(), String>;
+    fn send(&self, transmit: &Transmit) -> Result<(), KernelError>;
     /// Makes the NAT table hold exactly these rules (none: no table). A loop guard's real
     /// servers are resolved to link-layer addresses here.
-    async fn set_rules(&mut self, rules: &NatRules) -> Result<(), String>;
+    async fn set_rules(&mut self, rules: &NatRules) -> Result<(), KernelError>;
     /// Whether the NAT table still holds exactly these rules (and a loop guard the
     /// link-layer addresses its real servers have now).
-    async fn rules_intact(&mut self, rules: &NatRules) -> Result<bool, String>;
+    async fn rules_intact(&mut self, rules: &NatRules) -> Result<bool, KernelError>;
     /// Makes the virtual services on cplbd's VIPs exactly these.
-    fn set_services(&mut self, services: &[ServiceSpec]) -> Result<(), String>;
+    async fn set_services(&mut self, services: &[ServiceSpec]) -> Result<(), KernelError>;
     /// Whether the virtual services on cplbd's VIPs are still exactly these.
-    fn services_intact(&mut self, services: &[ServiceSpec]) -> Result<bool, String>;
+    async fn services_intact(&mut self, services: &[ServiceSpec]) -> Result<bool, KernelError>;
 }

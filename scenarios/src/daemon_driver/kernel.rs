@@ -1,135 +1,23 @@
-//! The kernel seam under turmoil: each controller's kernel is a record of what it holds
-//! (addresses, the NAT table, the virtual services), which survives its daemon's crash and
-//! is lost when the host is powered off; it can be told to refuse every command for a while.
-//! VRRP goes between hosts as UDP datagrams carrying the bytes the raw socket carries: the
-//! whole IPv4 packet the core encoded (TTL and source inside it), or for IPv6 the header
-//! fields the raw socket hands over beside the message.
-//!
-//! Who answers for a VIP is the [`Fabric`]'s thin model of ARP: the host that announced it
-//! last, while it holds it (a client's ARP cache points there); else any host holding it (an
-//! ARP request finds it); else nobody.
+//! The kernel seam under turmoil: what a controller's kernel holds is a [`HostKernel`] in
+//! the shared [`Fabric`], which a power-off empties and a daemon crash leaves as it is; it
+//! can be told to refuse every command for a while. VRRP goes between hosts as UDP
+//! datagrams carrying the bytes the raw socket carries: the whole IPv4 packet the core
+//! encoded (TTL and source inside it), or for IPv6 the header fields the raw socket hands
+//! over beside the message.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
-
+use std::sync::Arc;
 use std::time::Duration;
 
-use cplb_core::lb::{NatRules, ServiceKey, ServiceSpec, VirtualService};
-use cplb_core::time::Instant;
-use cplb_core::vrrp::{self, IpHeader, IpParams, Transmit, VirtualIp};
-use tokio::sync::mpsc;
-
-use cplb_netns::daemon::Input;
-use cplb_netns::kernel::Kernel;
+use cplb_core::lb::{NatRules, ServiceSpec, VirtualService};
+use cplb_core::vrrp::{self, IfIndex, IpHeader, IpParams, Transmit, VirtualIp};
 use cplb_netns::kernel::vrrp_socket::{Datagram, Packet, Received};
+use cplb_netns::kernel::{Kernel, KernelError, Outgoing};
+
+use super::fabric::{ETH0, HostKernel, Report, SharedFabric, lock, sim_now};
 
 /// The UDP port VRRP travels on between simulated hosts.
 pub const VRRP_PORT: u16 = 112;
-/// The index of every simulated controller's one interface, `eth0`.
-pub const ETH0: u32 = 2;
-
-/// What one controller's kernel holds.
-#[derive(Debug, Clone, Default)]
-pub struct HostKernel {
-    /// (ifindex, address, prefix length).
-    pub addresses: BTreeSet<(u32, IpAddr, u8)>,
-    /// The NAT table (`None`: no table).
-    pub rules: Option<NatRules>,
-    /// The virtual services.
-    pub services: Vec<ServiceSpec>,
-    /// Every command is refused until then (sim time since the start).
-    pub refuse_until: Option<Duration>,
-    /// The link is up.
-    pub link_up: bool,
-}
-
-/// The segment: every controller's kernel and who announced each VIP.
-#[derive(Debug, Default)]
-pub struct Fabric {
-    /// Controllers' kernels by address.
-    pub kernels: BTreeMap<IpAddr, HostKernel>,
-    /// The host whose announcement of a VIP came last.
-    pub announced: BTreeMap<IpAddr, IpAddr>,
-    /// Where the kernel notifications of each running daemon go.
-    pub notify: BTreeMap<IpAddr, mpsc::Sender<Input>>,
-    /// What each running daemon's node wants of the data plane (views and samples).
-    pub dataplane: BTreeMap<IpAddr, cplb_core::lb::DataPlane>,
-    /// The IPVS scheduler state of each host's services (persistence templates, turns).
-    pub ipvs: BTreeMap<(IpAddr, ServiceKey), VirtualService>,
-    /// Connections that went round between directors [`MAX_HOPS`] times.
-    pub loops: u64,
-    /// The service the last forwarding loop happened on.
-    pub last_loop: Option<ServiceKey>,
-}
-
-/// How many times a connection is forwarded between directors before it counts as a loop
-/// (the engine's bound).
-pub const MAX_HOPS: usize = 8;
-
-impl Fabric {
-    /// Where a client's connection to `vip` lands: the host answering for the VIP, and
-    /// there its IPVS service's choice (direct routing: the frame goes to the real server,
-    /// whose own service, if it has one, schedules it again unless its loop guard marks
-    /// frames from real servers), or the NAT table's redirect to a local port, or the port
-    /// itself. Returns the answering host and the address the connection lands on; `None`
-    /// when nobody answers, no real server is left, or the frame loops (counted).
-    pub fn route(
-        &mut self,
-        vip: SocketAddr,
-        client: IpAddr,
-        now: Duration,
-    ) -> Option<(IpAddr, SocketAddr)> {
-        let holds = |k: &HostKernel| {
-            k.link_up && k.addresses.iter().any(|(i, a, _)| *i == ETH0 && *a == vip.ip())
-        };
-        let host = match self.announced.get(&vip.ip()) {
-            Some(h) if self.kernels.get(h).is_some_and(holds) => *h,
-            _ => *self.kernels.iter().find(|(_, k)| holds(k))?.0,
-        };
-        let key = ServiceKey { vip: vip.ip(), port: vip.port() };
-        let mut at = host;
-        for _ in 0..MAX_HOPS {
-            let kernel = self.kernels.get(&at)?;
-            if !kernel.services.iter().any(|s| s.key == key) {
-                if at != host {
-                    // A real server without the service: the VIP is local, its API server
-                    // answers.
-                    return Some((host, SocketAddr::new(at, vip.port())));
-                }
-                let port = kernel
-                    .rules
-                    .as_ref()
-                    .and_then(|r| r.redirects.iter().find(|r| r.vip == vip))
-                    .map_or(vip.port(), |r| r.to_port);
-                return Some((host, SocketAddr::new(host, port)));
-            }
-            let to = self.ipvs.get_mut(&(at, key))?.schedule(Instant::ZERO + now, client)?;
-            let guarded = |k: &HostKernel| {
-                k.rules.as_ref().is_some_and(|r| {
-                    r.loop_guards.iter().any(|g| g.service == key && g.real_servers.contains(&at))
-                })
-            };
-            match self.kernels.get(&to.ip()) {
-                Some(next)
-                    if to.ip() != at
-                        && next.link_up
-                        && next.services.iter().any(|s| s.key == key)
-                        && !guarded(next) =>
-                {
-                    at = to.ip();
-                }
-                _ => return Some((host, to)),
-            }
-        }
-        self.loops += 1;
-        self.last_loop = Some(key);
-        None
-    }
-}
-
-/// The shared segment.
-pub type SharedFabric = Arc<Mutex<Fabric>>;
 
 /// One controller's kernel, as its daemon's driver sees it.
 #[derive(Debug)]
@@ -143,12 +31,18 @@ pub struct SimKernel {
 }
 
 impl SimKernel {
-    fn with<T>(&self, f: impl FnOnce(&mut HostKernel) -> T) -> Result<T, String> {
-        let mut fabric = self.fabric.lock().map_err(|_| "the fabric is poisoned".to_owned())?;
+    fn with<T>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&mut HostKernel) -> T,
+    ) -> Result<T, KernelError> {
+        let mut fabric = lock(&self.fabric);
         let kernel = fabric.kernels.entry(self.me).or_default();
         if let Some(until) = kernel.refuse_until {
-            if turmoil::sim_elapsed().unwrap_or_default() < until {
-                return Err("Operation not permitted (os error 1), simulated refusal".to_owned());
+            if sim_now() < until {
+                // EPERM, as a kernel that will not take the call says.
+                let error = std::io::Error::from_raw_os_error(1);
+                return Err(KernelError::Refused { what, error });
             }
             kernel.refuse_until = None;
         }
@@ -156,36 +50,65 @@ impl SimKernel {
     }
 
     fn peers(&self) -> Vec<IpAddr> {
-        let fabric = self.fabric.lock().expect("fabric");
-        fabric.kernels.keys().copied().filter(|h| *h != self.me).collect()
+        lock(&self.fabric).kernels.keys().copied().filter(|h| *h != self.me).collect()
+    }
+
+    fn link_up(&self) -> bool {
+        lock(&self.fabric).kernels.get(&self.me).is_some_and(|k| k.link_up)
     }
 }
 
+/// ENETDOWN, what sending on a link that is down gives.
+fn network_down() -> std::io::Error {
+    std::io::Error::from_raw_os_error(100)
+}
+
 impl Kernel for SimKernel {
-    async fn add_address(&mut self, ifindex: u32, vip: VirtualIp) -> Result<(), String> {
-        self.with(|k| {
-            if !k.addresses.iter().any(|(i, a, _)| *i == ifindex && *a == vip.addr) {
+    async fn add_address(&mut self, ifindex: IfIndex, vip: VirtualIp) -> Result<(), KernelError> {
+        let added = self.with("adding an address", |k| {
+            let new = !k.addresses.iter().any(|(i, a, _)| *i == ifindex && *a == vip.addr);
+            if new {
                 k.addresses.insert((ifindex, vip.addr, vip.prefix_len));
             }
-        })
+            new
+        })?;
+        if added && ifindex == ETH0 {
+            let (host, vip) = (self.me, vip.addr);
+            lock(&self.fabric).reports.push(Report::Vip { host, vip, present: true });
+        }
+        Ok(())
     }
 
-    async fn remove_address(&mut self, ifindex: u32, vip: VirtualIp) -> Result<(), String> {
-        self.with(|k| k.addresses.retain(|(i, a, _)| !(*i == ifindex && *a == vip.addr)))
+    async fn remove_address(
+        &mut self,
+        ifindex: IfIndex,
+        vip: VirtualIp,
+    ) -> Result<(), KernelError> {
+        let removed = self.with("removing an address", |k| {
+            let before = k.addresses.len();
+            k.addresses.retain(|(i, a, _)| !(*i == ifindex && *a == vip.addr));
+            k.addresses.len() != before
+        })?;
+        if removed && ifindex == ETH0 {
+            let (host, vip) = (self.me, vip.addr);
+            lock(&self.fabric).reports.push(Report::Vip { host, vip, present: false });
+        }
+        Ok(())
     }
 
-    async fn has_address(&mut self, ifindex: u32, addr: IpAddr) -> Result<bool, String> {
-        let fabric = self.fabric.lock().map_err(|_| "poisoned".to_owned())?;
-        Ok(fabric
+    async fn has_address(&mut self, ifindex: IfIndex, addr: IpAddr) -> Result<bool, KernelError> {
+        Ok(lock(&self.fabric)
             .kernels
             .get(&self.me)
             .is_some_and(|k| k.addresses.iter().any(|(i, a, _)| *i == ifindex && *a == addr)))
     }
 
-    fn announce(&mut self, _ifindex: u32, addresses: &[IpAddr]) -> Result<(), String> {
-        let mut fabric = self.fabric.lock().map_err(|_| "poisoned".to_owned())?;
+    fn announce(&mut self, ifindex: IfIndex, addresses: &[IpAddr]) -> Result<(), KernelError> {
+        let mut fabric = lock(&self.fabric);
         if !fabric.kernels.get(&self.me).is_some_and(|k| k.link_up) {
-            return Err("Network is down (os error 100)".to_owned());
+            let addr = addresses.first().copied().unwrap_or(self.me);
+            let what = Outgoing::Announcement;
+            return Err(KernelError::Send { what, ifindex, addr, error: network_down() });
         }
         for a in addresses {
             fabric.announced.insert(*a, self.me);
@@ -193,13 +116,17 @@ impl Kernel for SimKernel {
         Ok(())
     }
 
-    fn send(&self, t: &Transmit) -> Result<(), String> {
-        let link_up =
-            self.fabric.lock().expect("fabric").kernels.get(&self.me).is_some_and(|k| k.link_up);
-        if !link_up {
-            return Err("Network is down (os error 100)".to_owned());
+    fn send(&self, t: &Transmit) -> Result<(), KernelError> {
+        let (what, ifindex, addr) = (Outgoing::Advertisement, t.ifindex, t.dst);
+        if !self.link_up() {
+            return Err(KernelError::Send { what, ifindex, addr, error: network_down() });
         }
-        let datagram = encode(t)?;
+        let datagram = encode(t).map_err(|e| KernelError::Send {
+            what,
+            ifindex,
+            addr,
+            error: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        })?;
         let to: Vec<IpAddr> = self
             .peers()
             .into_iter()
@@ -212,17 +139,19 @@ impl Kernel for SimKernel {
         Ok(())
     }
 
-    async fn set_rules(&mut self, rules: &NatRules) -> Result<(), String> {
-        self.with(|k| k.rules = (!rules.is_empty()).then(|| rules.clone()))
+    async fn set_rules(&mut self, rules: &NatRules) -> Result<(), KernelError> {
+        self.with("setting the NAT table", |k| k.rules = (!rules.is_empty()).then(|| rules.clone()))
     }
 
-    async fn rules_intact(&mut self, rules: &NatRules) -> Result<bool, String> {
-        self.with(|k| k.rules.as_ref() == Some(rules) || (rules.is_empty() && k.rules.is_none()))
+    async fn rules_intact(&mut self, rules: &NatRules) -> Result<bool, KernelError> {
+        self.with("reading the NAT table", |k| {
+            k.rules.as_ref() == Some(rules) || (rules.is_empty() && k.rules.is_none())
+        })
     }
 
-    fn set_services(&mut self, services: &[ServiceSpec]) -> Result<(), String> {
-        self.with(|k| k.services = services.to_vec())?;
-        let mut fabric = self.fabric.lock().map_err(|_| "poisoned".to_owned())?;
+    async fn set_services(&mut self, services: &[ServiceSpec]) -> Result<(), KernelError> {
+        self.with("setting the virtual services", |k| k.services = services.to_vec())?;
+        let mut fabric = lock(&self.fabric);
         let me = self.me;
         fabric.ipvs.retain(|(h, key), _| *h != me || services.iter().any(|s| s.key == *key));
         for s in services {
@@ -237,8 +166,8 @@ impl Kernel for SimKernel {
         Ok(())
     }
 
-    fn services_intact(&mut self, services: &[ServiceSpec]) -> Result<bool, String> {
-        self.with(|k| k.services == services)
+    async fn services_intact(&mut self, services: &[ServiceSpec]) -> Result<bool, KernelError> {
+        self.with("reading the virtual services", |k| k.services == services)
     }
 }
 
@@ -287,72 +216,3 @@ pub fn decode(d: &[u8]) -> Option<Datagram> {
     Some(Datagram { received, overflows: None })
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use super::*;
-    use cplb_core::config::{LbAlgo, LbKind};
-    use cplb_core::lb::{LoopGuard, RealServer};
-
-    const VIP: &str = "10.200.0.200";
-
-    /// Two directors whose (stale) services each send everything to the other: the crashed
-    /// IPVS master of k0s #5178 and the new one.
-    fn crossed(guard: bool) -> Fabric {
-        let vip: IpAddr = VIP.parse().unwrap();
-        let key = ServiceKey { vip, port: 6443 };
-        let a: IpAddr = "10.200.0.10".parse().unwrap();
-        let b: IpAddr = "10.200.0.11".parse().unwrap();
-        let mut f = Fabric::default();
-        for (me, other) in [(a, b), (b, a)] {
-            let real_servers = vec![RealServer { addr: SocketAddr::new(other, 6443), weight: 1 }];
-            let spec = ServiceSpec {
-                key,
-                fwmark: 0,
-                algo: LbAlgo::Rr,
-                forwarding: LbKind::Dr,
-                persistence_secs: 0,
-                real_servers: real_servers.clone(),
-            };
-            let rules = guard.then(|| NatRules {
-                loop_guards: vec![LoopGuard { service: key, fwmark: 1, real_servers: vec![a, b] }],
-                ..NatRules::default()
-            });
-            let mut addresses = BTreeSet::from([(ETH0, me, 24)]);
-            if me == a {
-                addresses.insert((ETH0, vip, 24));
-            }
-            f.kernels.insert(
-                me,
-                HostKernel {
-                    addresses,
-                    rules,
-                    services: vec![spec],
-                    link_up: true,
-                    ..Default::default()
-                },
-            );
-            let mut vs = VirtualService::new(key, LbAlgo::Rr, LbKind::Dr, None);
-            vs.set_real_servers(&real_servers);
-            f.ipvs.insert((me, key), vs);
-        }
-        f
-    }
-
-    #[test]
-    fn directors_forwarding_to_each_other_loop_without_the_guard() {
-        let client = "10.200.0.102".parse().unwrap();
-        let vip = SocketAddr::new(VIP.parse().unwrap(), 6443);
-        let mut bare = crossed(false);
-        assert_eq!(bare.route(vip, client, Duration::ZERO), None);
-        assert_eq!(bare.loops, 1);
-        assert_eq!(bare.last_loop.map(|k| k.port), Some(6443));
-
-        let mut guarded = crossed(true);
-        let landed = guarded.route(vip, client, Duration::ZERO);
-        let b: IpAddr = "10.200.0.11".parse().unwrap();
-        assert_eq!(landed, Some(("10.200.0.10".parse().unwrap(), SocketAddr::new(b, 6443))));
-        assert_eq!(guarded.loops, 0);
-    }
-}
