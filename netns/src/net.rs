@@ -1,6 +1,7 @@
-//! The TCP network the proxy and the health prober use: the host's (tokio's sockets, [`Os`])
-//! here, or a simulated one the harness provides (turmoil's), so that the same proxy and
-//! prober code runs in `cplbd` and in simulation.
+//! The TCP network the proxy and the health prober use (and the harness's stand-in API
+//! server): the host's (tokio's sockets, [`Os`]) here, or a simulated one the harness
+//! provides (turmoil's), so that the same proxy and prober code runs in `cplbd` and in
+//! simulation.
 //!
 //! A trait, not a cfg switch of type aliases: Cargo unifies features across a workspace
 //! build, so a simulation feature enabled for the harness would also swap the sockets of
@@ -35,6 +36,11 @@ pub trait Net: Send + Sync + 'static {
     fn accept(
         listener: &Self::Listener,
     ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+    /// The address a listener is bound to (with port 0 asked, the port it was given).
+    fn listener_addr(listener: &Self::Listener) -> io::Result<SocketAddr>;
+    /// The local end of a connection: for an accepted one, the address the client reached
+    /// (a VIP with direct routing, where the listener is bound to every address).
+    fn local_addr(stream: &Self::Stream) -> io::Result<SocketAddr>;
     /// Small writes go out at once, and a vanished peer is noticed (TCP keepalive) where
     /// the network has such options.
     fn tune(stream: &Self::Stream);
@@ -56,6 +62,14 @@ impl Net for Os {
 
     async fn accept(listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
         listener.accept().await
+    }
+
+    fn listener_addr(listener: &Self::Listener) -> io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    fn local_addr(stream: &Self::Stream) -> io::Result<SocketAddr> {
+        stream.local_addr()
     }
 
     fn tune(stream: &Self::Stream) {

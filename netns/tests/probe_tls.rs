@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use cplb_lab::apiserver::{self, ApiServerOptions};
+use cplb_netns::net::Os;
 use cplb_netns::probe::{ClientCert, HttpsProbe, ProbeError, ProbeKind, Prober};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -36,8 +37,8 @@ async fn api_server(
     client_ca: Option<PathBuf>,
 ) -> (SocketAddr, tokio::task::JoinHandle<io::Result<()>>) {
     let (listener, addr) = listener().await;
-    let options = ApiServerOptions { name: name.into(), tls, client_ca };
-    (addr, tokio::spawn(apiserver::serve(listener, options)))
+    let options = ApiServerOptions { tls, client_ca, ..ApiServerOptions::new(name) };
+    (addr, tokio::spawn(apiserver::serve::<Os>(listener, options)))
 }
 
 /// A directory under the system temp dir, removed on drop (also when a test fails).

@@ -629,11 +629,12 @@ fn lab(cmd: LabCommand) -> Result<Done, String> {
                     .await
                     .map_err(|e| format!("binding {}: {e}", args.listen))?;
                 let options = cplb_lab::apiserver::ApiServerOptions {
-                    name: args.name,
                     tls: !args.plain,
-                    client_ca: None,
+                    ..cplb_lab::apiserver::ApiServerOptions::new(args.name)
                 };
-                cplb_lab::apiserver::serve(listener, options).await.map_err(|e| e.to_string())
+                cplb_lab::apiserver::serve::<cplb_netns::net::Os>(listener, options)
+                    .await
+                    .map_err(|e| e.to_string())
             })?;
             Ok(Done::ok(String::new()))
         }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use cplb_lab::apiserver::{self, ApiServerOptions};
 use cplb_lab::topology::{self, HostSpec, Topology};
+use cplb_netns::net::Os;
 use cplb_netns::status::{self, Snapshot};
 
 /// Master_Down_Interval at k0s's defaults: 3 × 1 s + (256 − 200)/256 s.
@@ -140,10 +142,9 @@ impl Cluster {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
-                let options =
-                    cplb_lab::apiserver::ApiServerOptions { name, tls: true, client_ca: None };
+                let options = ApiServerOptions { tls: true, ..ApiServerOptions::new(name) };
                 tokio::select! {
-                    _ = cplb_lab::apiserver::serve(listener, options) => {}
+                    _ = apiserver::serve::<Os>(listener, options) => {}
                     () = async { while !flag.load(Ordering::Relaxed) { tokio::time::sleep(Duration::from_millis(20)).await } } => {}
                 }
             });
@@ -255,7 +256,7 @@ impl Cluster {
         let vip = Self::socket_addr(&self.vip, 6443);
         topology::in_namespace(&self.topo.ns("client"), move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(cplb_lab::apiserver::fetch(vip, "/", true, Duration::from_secs(2)))
+            rt.block_on(apiserver::fetch(vip, "/", true, Duration::from_secs(2)))
                 .map_err(|e| e.to_string())
         })
         .map_err(|e| e.to_string())?

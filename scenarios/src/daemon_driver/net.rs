@@ -22,6 +22,14 @@ impl Net for Turmoil {
         listener.accept().await
     }
 
+    fn listener_addr(listener: &Self::Listener) -> io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    fn local_addr(stream: &Self::Stream) -> io::Result<SocketAddr> {
+        stream.local_addr()
+    }
+
     fn tune(_: &Self::Stream) {}
 
     fn reset(stream: Self::Stream) {
