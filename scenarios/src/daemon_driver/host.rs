@@ -3,15 +3,17 @@
 //! host is powered off.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use cplb_lab::apiserver::{self, ApiServerOptions, Behaviour};
 use cplb_sim::ApiServer;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::controller::{self, Control, ControllerSpec, Launch};
 use super::fabric::{HostKernel, SharedFabric, lock};
-use super::stand_in::{self, ApiMode};
+use super::net::Turmoil;
 
 /// What the runner shares with the controller hosts.
 #[derive(Debug, Clone, Default)]
@@ -43,7 +45,7 @@ pub(super) enum HostControl {
     Api(ApiServer),
 }
 
-type DaemonTask = (tokio::task::JoinHandle<Result<(), String>>, mpsc::Sender<Control>);
+type DaemonTask = (JoinHandle<Result<(), String>>, mpsc::Sender<Control>);
 
 /// The host, until it is powered off.
 pub(super) async fn controller_host(spec: ControllerSpec, shared: Shared) -> turmoil::Result {
@@ -52,8 +54,8 @@ pub(super) async fn controller_host(spec: ControllerSpec, shared: Shared) -> tur
     held(&shared.controls).insert(ip, tx);
     lock(&shared.fabric).kernels.insert(ip, HostKernel { link_up: true, ..HostKernel::default() });
     let port = held(&shared.launches).get(&ip).map_or(6443, |l| l.api_port);
-    let api = |mode| tokio::spawn(stand_in::api_server(port, ip.is_ipv4(), mode));
-    let mut server = Some(api(ApiMode::Answer));
+    let api = |behaviour| api_server(ip, port, behaviour);
+    let mut server = Some(api(Behaviour::Answer));
     let mut daemon = start(spec, &shared);
     let mut stopping = false;
     while let Some(c) = rx.recv().await {
@@ -89,14 +91,26 @@ pub(super) async fn controller_host(spec: ControllerSpec, shared: Shared) -> tur
                     let _ = task.await;
                 }
                 server = match state {
-                    ApiServer::Up => Some(api(ApiMode::Answer)),
-                    ApiServer::Hung => Some(api(ApiMode::Hang)),
+                    ApiServer::Up => Some(api(Behaviour::Answer)),
+                    ApiServer::Hung => Some(api(Behaviour::Hang)),
                     ApiServer::Down => None,
                 };
             }
         }
     }
     Ok(())
+}
+
+/// The host's API server: the lab's stand-in over turmoil's network, plain HTTP. Its
+/// connections end with its task.
+fn api_server(ip: IpAddr, port: u16, behaviour: Behaviour) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        let any: IpAddr =
+            if ip.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+        let listener = turmoil::net::TcpListener::bind(SocketAddr::new(any, port)).await?;
+        let options = ApiServerOptions { behaviour, ..ApiServerOptions::new(ip.to_string()) };
+        apiserver::serve::<Turmoil>(listener, options).await
+    })
 }
 
 fn start(spec: ControllerSpec, shared: &Shared) -> Option<DaemonTask> {

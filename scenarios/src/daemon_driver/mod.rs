@@ -1,6 +1,6 @@
 //! `--driver daemon`: a scenario run with cplbd's own async code on turmoil's hosts.
 //!
-//! Each controller is a turmoil host running the stand-in API server and cplbd's driver,
+//! Each controller is a turmoil host running the lab's stand-in API server and cplbd's driver,
 //! health prober and userspace proxy ([`controller`]), started with the command line the
 //! scenario's settings give (`--vrrp-version`, `--advert-interval`, `--real-servers`);
 //! each host that sends API traffic runs clients ([`clients`]) that connect to the VIP
@@ -15,7 +15,6 @@ pub mod fabric;
 mod host;
 pub mod kernel;
 pub mod net;
-mod stand_in;
 mod testbed;
 
 use std::collections::BTreeMap;
