@@ -6,14 +6,20 @@
 //! YAML is read with yaml-rust2 (maintained, pure Rust, YAML 1.2 test-suite clean) at the
 //! event level, so every value keeps its line, column and quoting; scalars are then
 //! interpreted as k0s's YAML 1.1 parser does. serde_yaml is unmaintained, and serde-based
-//! readers lose the positions we need for messages.
+//! readers lose the positions we need for messages. [`walk`] is the positioned walk over
+//! such a document, shared with the scenario files; `load` reads k0s's files with it.
 
 mod diagnostic;
 mod duration;
 pub use duration::parse_go_duration;
+mod instance;
+mod k0s_format;
 mod load;
 mod model;
+mod rules;
 pub mod scalar;
+mod virtual_server;
+pub mod walk;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Severity};

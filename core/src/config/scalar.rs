@@ -47,6 +47,16 @@ pub fn resolve(raw: &str) -> Plain {
     Plain::Str
 }
 
+/// The number a plain scalar reads as under YAML 1.1, fractions allowed: an integer, or a
+/// finite float.
+pub fn number(raw: &str) -> Option<f64> {
+    match resolve(raw) {
+        Plain::Int(i) => Some(i as f64),
+        Plain::Float(f) if f.is_finite() => Some(f),
+        _ => None,
+    }
+}
+
 /// YAML 1.1 integers: decimal, `0x` hex, `0b` binary, and a leading 0 for octal;
 /// underscores are separators.
 fn int(raw: &str) -> Option<i128> {
