@@ -4,7 +4,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use cplb_core::config::scalar::{Plain, resolve};
+use cplb_core::config::scalar::{self, Plain, resolve};
+use cplb_core::config::walk::{Expected, Field, Fields, Format, Problem, Scalars, Walker};
 use cplb_core::config::yaml::{self, Document, NodeId};
 use cplb_core::config::{LoadOptions, parse_go_duration};
 use cplb_core::vrrp::State;
@@ -81,11 +82,46 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         .into_iter()
         .find(|d| d.root().is_some())
         .ok_or_else(|| err(1, "empty scenario".into()))?;
-    let mut p = Parser { doc: &doc, file, text, hosts: Vec::new(), first_vip: None };
+    let mut p = Parser {
+        walker: Walker::new(&doc, SCENARIO),
+        doc: &doc,
+        file,
+        text,
+        hosts: Vec::new(),
+        first_vip: None,
+    };
     p.scenario()
 }
 
+/// Scenario files are read as YAML says, and name a value in messages by what it is
+/// ("duration", "a host"): that is the path the parser gives the walker.
+const SCENARIO: Format = Format { scalars: Scalars::Yaml, wording };
+
+fn wording(what: &str, problem: &Problem<'_>) -> String {
+    match *problem {
+        Problem::Value { expected, .. } => {
+            let wanted = match expected {
+                Expected::Mapping => "a mapping",
+                Expected::List => "a list",
+                Expected::Text => "text",
+                Expected::Integer | Expected::Number => "a number",
+                Expected::Boolean => "true or false",
+            };
+            format!("{what} must be {wanted}")
+        }
+        Problem::NotOneOf { text, names, .. } => {
+            format!("{what} {text:?}: expected one of {}", names.join(", "))
+        }
+        Problem::KeyNotAName => "keys must be names".into(),
+        Problem::DuplicateKey { key } => format!("duplicate key {key:?} in {what}"),
+        Problem::UnknownKey { key, known, .. } => {
+            format!("unknown key {key:?} in {what}; expected one of: {}", known.join(", "))
+        }
+    }
+}
+
 struct Parser<'a> {
+    walker: Walker<'a>,
     doc: &'a Document,
     file: &'a str,
     text: &'a str,
@@ -94,69 +130,65 @@ struct Parser<'a> {
     first_vip: Option<IpAddr>,
 }
 
-type Fields = Vec<(String, NodeId, NodeId)>;
-
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn err(&self, id: NodeId, message: String) -> ScenarioError {
         ScenarioError { file: self.file.to_owned(), line: self.doc.mark(id).line, message }
     }
 
-    /// A mapping's fields; unknown keys are errors.
-    fn fields(&self, id: NodeId, what: &str, known: &[&str]) -> Result<Fields, ScenarioError> {
-        let entries = self
-            .doc
-            .entries(id)
-            .ok_or_else(|| self.err(id, format!("{what} must be a mapping")))?;
-        let mut out = Vec::new();
-        for &(k, v) in entries {
-            let key = self
-                .doc
-                .scalar(k)
-                .map(|(s, _)| s.to_owned())
-                .ok_or_else(|| self.err(k, "keys must be names".into()))?;
-            if !known.contains(&key.as_str()) {
-                return Err(self.err(
-                    k,
-                    format!("unknown key {key:?} in {what}; expected one of: {}", known.join(", ")),
-                ));
-            }
-            if out.iter().any(|(seen, _, _): &(String, NodeId, NodeId)| *seen == key) {
-                return Err(self.err(k, format!("duplicate key {key:?} in {what}")));
-            }
-            out.push((key, k, v));
+    /// What the walker read, or the first error it found: the scenario stops there.
+    fn read<T>(
+        &mut self,
+        read: impl FnOnce(&mut Walker<'a>) -> Option<T>,
+    ) -> Result<T, ScenarioError> {
+        let value = read(&mut self.walker);
+        match (value, self.walker.first_error()) {
+            (Some(value), None) => Ok(value),
+            // The walker reports whenever it reads nothing, so there is an error.
+            (_, e) => Err(ScenarioError {
+                file: self.file.to_owned(),
+                line: e.map_or(1, |e| e.mark.line),
+                message: e.map(|e| e.message.clone()).unwrap_or_default(),
+            }),
         }
-        Ok(out)
     }
 
-    fn get(fields: &Fields, key: &str) -> Option<NodeId> {
-        fields.iter().find(|(k, _, _)| k == key).map(|(_, _, v)| *v)
+    /// A mapping's fields; keys it does not take are errors.
+    fn fields(&mut self, id: NodeId, what: &str, known: &[&str]) -> Result<Fields, ScenarioError> {
+        self.read(|w| {
+            let fields = w.mapping(id, what)?;
+            w.unknown_fields(&fields, known);
+            Some(fields)
+        })
     }
 
-    fn string(&self, id: NodeId, what: &str) -> Result<String, ScenarioError> {
-        self.doc
-            .scalar(id)
-            .map(|(s, _)| s.to_owned())
-            .ok_or_else(|| self.err(id, format!("{what} must be text")))
+    fn text(&mut self, id: NodeId, what: &str) -> Result<String, ScenarioError> {
+        self.read(|w| w.text(id, what))
     }
 
-    fn number(&self, id: NodeId, what: &str) -> Result<f64, ScenarioError> {
-        match self.doc.scalar(id).map(|(s, plain)| (resolve(s), plain)) {
-            Some((Plain::Int(i), true)) => Ok(i as f64),
-            Some((Plain::Float(f), true)) if f.is_finite() => Ok(f),
-            _ => Err(self.err(id, format!("{what} must be a number"))),
-        }
+    fn number(&mut self, id: NodeId, what: &str) -> Result<f64, ScenarioError> {
+        self.read(|w| w.number(id, what))
+    }
+
+    fn boolean(&mut self, id: NodeId, what: &str) -> Result<bool, ScenarioError> {
+        self.read(|w| w.boolean(id, what))
+    }
+
+    fn list(&mut self, id: NodeId, what: &str) -> Result<&'a [NodeId], ScenarioError> {
+        self.read(|w| w.list(id, what))
     }
 
     /// Seconds as a number (`12.5`) or a Go duration (`"1m30s"`, `500ms`).
     fn duration(&self, id: NodeId, what: &str) -> Result<Duration, ScenarioError> {
-        let Some((raw, _)) = self.doc.scalar(id) else {
+        let Some((raw, plain)) = self.doc.scalar(id) else {
             return Err(self.err(id, format!("{what} must be a time")));
         };
-        if let Ok(n) = self.number(id, what) {
-            return if n >= 0.0 {
-                Ok(Duration::from_secs_f64(n))
-            } else {
+        if plain && let Some(n) = scalar::number(raw) {
+            return if n < 0.0 {
                 Err(self.err(id, format!("{what} must not be negative")))
+            } else {
+                // More seconds than a Duration holds (`1e30`) is refused, not a panic.
+                Duration::try_from_secs_f64(n)
+                    .map_err(|_| self.err(id, format!("{what} is too long")))
             };
         }
         match parse_go_duration(raw) {
@@ -167,7 +199,7 @@ impl Parser<'_> {
     }
 
     /// A ratio: `0.3` or `"30%"`.
-    fn ratio(&self, id: NodeId, what: &str) -> Result<f64, ScenarioError> {
+    fn ratio(&mut self, id: NodeId, what: &str) -> Result<f64, ScenarioError> {
         let percent = self
             .doc
             .scalar(id)
@@ -183,23 +215,16 @@ impl Parser<'_> {
         }
     }
 
-    fn list(&self, id: NodeId, what: &str) -> Result<Vec<NodeId>, ScenarioError> {
-        self.doc
-            .items(id)
-            .map(<[NodeId]>::to_vec)
-            .ok_or_else(|| self.err(id, format!("{what} must be a list")))
-    }
-
-    fn host(&self, id: NodeId) -> Result<usize, ScenarioError> {
-        let name = self.string(id, "a host")?;
+    fn host(&mut self, id: NodeId) -> Result<usize, ScenarioError> {
+        let name = self.text(id, "a host")?;
         self.hosts.iter().position(|h| h.name == name).ok_or_else(|| {
             let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
             self.err(id, format!("unknown host {name:?}; hosts are {}", names.join(", ")))
         })
     }
 
-    fn hosts_list(&self, id: NodeId) -> Result<Vec<usize>, ScenarioError> {
-        self.list(id, "a host list")?.into_iter().map(|h| self.host(h)).collect()
+    fn hosts_list(&mut self, id: NodeId) -> Result<Vec<usize>, ScenarioError> {
+        self.list(id, "a host list")?.iter().map(|&h| self.host(h)).collect()
     }
 
     fn scenario(&mut self) -> Result<Scenario, ScenarioError> {
@@ -216,111 +241,47 @@ impl Parser<'_> {
             "faults",
             "expect",
         ];
-        let f = self.fields(root, "the scenario", &known)?;
+        let mut f = self.fields(root, "the scenario", &known)?;
         let missing = |p: &Self, key: &str| p.err(root, format!("missing {key:?}"));
-        let name =
-            self.string(Self::get(&f, "name").ok_or_else(|| missing(self, "name"))?, "name")?;
-        let description = Self::get(&f, "description")
-            .map(|d| self.string(d, "description"))
-            .transpose()?
-            .unwrap_or_default();
-        let duration = self.duration(
-            Self::get(&f, "duration").ok_or_else(|| missing(self, "duration"))?,
-            "duration",
-        )?;
-        let seed = match Self::get(&f, "seed") {
+        let name_id = f.take("name").ok_or_else(|| missing(self, "name"))?;
+        let name = self.text(name_id, "name")?;
+        let description = match f.take("description") {
+            Some(d) => self.text(d, "description")?,
+            None => String::new(),
+        };
+        let duration_id = f.take("duration").ok_or_else(|| missing(self, "duration"))?;
+        let duration = self.duration(duration_id, "duration")?;
+        let seed = match f.take("seed") {
             Some(s) => self.number(s, "seed")? as u64,
             None => 1,
         };
-        let hosts_id = Self::get(&f, "hosts").ok_or_else(|| missing(self, "hosts"))?;
-        for h in self.list(hosts_id, "hosts")? {
-            let hf = self.fields(
-                h,
-                "a host",
-                &["name", "role", "address", "up_at", "config", "priority", "preempt"],
-            )?;
-            let field = |k: &str| {
-                Self::get(&hf, k).ok_or_else(|| self.err(h, format!("a host needs {k:?}")))
-            };
-            let name = self.string(field("name")?, "name")?;
-            if self.hosts.iter().any(|o| o.name == name) {
-                return Err(self.err(h, format!("host {name:?} is defined twice")));
-            }
-            let role_id = field("role")?;
-            let role = match self.string(role_id, "role")?.as_str() {
-                "controller" => Role::Controller,
-                "worker" => Role::Worker,
-                "client" => Role::Client,
-                other => {
-                    return Err(self.err(
-                        role_id,
-                        format!("role {other:?}: expected controller, worker or client"),
-                    ));
-                }
-            };
-            let addr_id = field("address")?;
-            let text = self.string(addr_id, "address")?;
-            let (addr, prefix) =
-                text.split_once('/').map_or((text.as_str(), None), |(a, p)| (a, Some(p)));
-            let address: IpAddr = addr
-                .parse()
-                .map_err(|_| self.err(addr_id, format!("{text:?} is not an IP address")))?;
-            let prefix_len = match prefix {
-                Some(p) => {
-                    p.parse().map_err(|_| self.err(addr_id, format!("bad prefix in {text:?}")))?
-                }
-                None if address.is_ipv4() => 24,
-                None => 64,
-            };
-            let up_at = Self::get(&hf, "up_at")
-                .map(|t| self.duration(t, "up_at"))
-                .transpose()?
-                .unwrap_or_default();
-            let config = Self::get(&hf, "config").map(|c| self.config(c)).transpose()?;
-            let priority = match Self::get(&hf, "priority") {
-                Some(p) => {
-                    let v = self.number(p, "priority")?;
-                    if !(1.0..=255.0).contains(&v) {
-                        return Err(self.err(p, "priority must be 1 to 255".into()));
-                    }
-                    Some(v as u8)
-                }
-                None => None,
-            };
-            let preempt =
-                Self::get(&hf, "preempt").map(|p| self.boolean(p, "preempt")).transpose()?;
-            self.hosts.push(HostSpec {
-                vrrp: cplb_sim::HostVrrp { priority, preempt },
-                name,
-                role,
-                address,
-                prefix_len,
-                up_at,
-                config,
-            });
+        let hosts_id = f.take("hosts").ok_or_else(|| missing(self, "hosts"))?;
+        for &h in self.list(hosts_id, "hosts")? {
+            let host = self.host_spec(h)?;
+            self.hosts.push(host);
         }
-        let config_id = Self::get(&f, "config").ok_or_else(|| missing(self, "config"))?;
+        let config_id = f.take("config").ok_or_else(|| missing(self, "config"))?;
         let config = self.config(config_id)?;
         self.first_vip = config
             .enabled_keepalived()
             .and_then(|k| k.vrrp_instances.first())
             .and_then(|i| i.virtual_ips.first())
             .map(|c| c.addr);
-        let traffic = match Self::get(&f, "traffic") {
+        let traffic = match f.take("traffic") {
             Some(t) => self.traffic(t)?,
             None => Vec::new(),
         };
         let mut faults = Vec::new();
-        if let Some(list) = Self::get(&f, "faults") {
-            for x in self.list(list, "faults")? {
+        if let Some(list) = f.take("faults") {
+            for &x in self.list(list, "faults")? {
                 faults.extend(self.fault(x)?);
             }
         }
-        let expect = match Self::get(&f, "expect") {
+        let expect = match f.take("expect") {
             Some(e) => self.expect(e)?,
             None => Vec::new(),
         };
-        let vrrp = match Self::get(&f, "vrrp") {
+        let vrrp = match f.take("vrrp") {
             Some(v) => self.vrrp(v)?,
             None => cplb_sim::VrrpTuning::default(),
         };
@@ -329,17 +290,79 @@ impl Parser<'_> {
         Ok(Scenario { spec, description, seed, expect })
     }
 
-    /// The embedded k0s.yaml / k0sctl.yaml / spec: fragment, read like `cplb validate`.
+    /// One entry of `hosts`.
+    fn host_spec(&mut self, h: NodeId) -> Result<HostSpec, ScenarioError> {
+        let known = ["name", "role", "address", "up_at", "config", "priority", "preempt"];
+        let mut hf = self.fields(h, "a host", &known)?;
+        let needs = |p: &Self, key: &str| p.err(h, format!("a host needs {key:?}"));
+        let name_id = hf.take("name").ok_or_else(|| needs(self, "name"))?;
+        let name = self.text(name_id, "name")?;
+        if self.hosts.iter().any(|o| o.name == name) {
+            return Err(self.err(h, format!("host {name:?} is defined twice")));
+        }
+        let role_id = hf.take("role").ok_or_else(|| needs(self, "role"))?;
+        let role = match self.text(role_id, "role")?.as_str() {
+            "controller" => Role::Controller,
+            "worker" => Role::Worker,
+            "client" => Role::Client,
+            other => {
+                return Err(self.err(
+                    role_id,
+                    format!("role {other:?}: expected controller, worker or client"),
+                ));
+            }
+        };
+        let addr_id = hf.take("address").ok_or_else(|| needs(self, "address"))?;
+        let text = self.text(addr_id, "address")?;
+        let (addr, prefix) =
+            text.split_once('/').map_or((text.as_str(), None), |(a, p)| (a, Some(p)));
+        let address: IpAddr = addr
+            .parse()
+            .map_err(|_| self.err(addr_id, format!("{text:?} is not an IP address")))?;
+        let prefix_len = match prefix {
+            Some(p) => {
+                p.parse().map_err(|_| self.err(addr_id, format!("bad prefix in {text:?}")))?
+            }
+            None if address.is_ipv4() => 24,
+            None => 64,
+        };
+        let up_at = match hf.take("up_at") {
+            Some(t) => self.duration(t, "up_at")?,
+            None => Duration::ZERO,
+        };
+        let config = hf.take("config").map(|c| self.config(c)).transpose()?;
+        let priority = match hf.take("priority") {
+            Some(p) => {
+                let v = self.number(p, "priority")?;
+                if !(1.0..=255.0).contains(&v) {
+                    return Err(self.err(p, "priority must be 1 to 255".into()));
+                }
+                Some(v as u8)
+            }
+            None => None,
+        };
+        let preempt = hf.take("preempt").map(|p| self.boolean(p, "preempt")).transpose()?;
+        Ok(HostSpec {
+            vrrp: cplb_sim::HostVrrp { priority, preempt },
+            name,
+            role,
+            address,
+            prefix_len,
+            up_at,
+            config,
+        })
+    }
+
     /// The embedded k0s.yaml, k0sctl.yaml or `spec:` fragment, read like `cplb validate`:
     /// either a block string (`config: |`) or written in place as a mapping.
-    fn config(&self, id: NodeId) -> Result<cplb_core::config::ClusterConfig, ScenarioError> {
+    fn config(&mut self, id: NodeId) -> Result<cplb_core::config::ClusterConfig, ScenarioError> {
         // The text and the scenario line its first line stands on.
         let (text, first_line) = if self.doc.entries(id).is_some() {
             self.mapping_text(id)
         } else {
             let what =
                 "config (a k0s.yaml, k0sctl.yaml or spec: fragment, as a mapping or a block)";
-            (self.string(id, what)?, self.doc.mark(id).line)
+            (self.text(id, what)?, self.doc.mark(id).line)
         };
         cplb_core::config::load(&text, LoadOptions::default()).map(|l| l.config).map_err(|r| {
             let (line, message) = r
@@ -379,17 +402,10 @@ impl Parser<'_> {
         (out, mark.line)
     }
 
-    fn boolean(&self, id: NodeId, what: &str) -> Result<bool, ScenarioError> {
-        match self.doc.scalar(id).map(|(s, _)| resolve(s)) {
-            Some(Plain::Bool(b)) => Ok(b),
-            _ => Err(self.err(id, format!("{what} must be true or false"))),
-        }
-    }
-
     /// VRRP settings beyond k0s's configuration: `{version: 2|3, advert_interval: TIME}`.
-    fn vrrp(&self, id: NodeId) -> Result<cplb_sim::VrrpTuning, ScenarioError> {
-        let f = self.fields(id, "vrrp", &["version", "advert_interval"])?;
-        let v3 = match Self::get(&f, "version") {
+    fn vrrp(&mut self, id: NodeId) -> Result<cplb_sim::VrrpTuning, ScenarioError> {
+        let mut f = self.fields(id, "vrrp", &["version", "advert_interval"])?;
+        let v3 = match f.take("version") {
             Some(v) => match self.number(v, "version")? as u8 {
                 2 => false,
                 3 => true,
@@ -397,7 +413,7 @@ impl Parser<'_> {
             },
             None => false,
         };
-        let advert_interval_cs = match Self::get(&f, "advert_interval") {
+        let advert_interval_cs = match f.take("advert_interval") {
             Some(a) => {
                 let d = self.duration(a, "advert_interval")?;
                 let cs = d.as_millis() / 10;
@@ -414,20 +430,20 @@ impl Parser<'_> {
         Ok(cplb_sim::VrrpTuning { v3, advert_interval_cs })
     }
 
-    fn traffic(&self, id: NodeId) -> Result<Vec<TrafficSpec>, ScenarioError> {
+    fn traffic(&mut self, id: NodeId) -> Result<Vec<TrafficSpec>, ScenarioError> {
         let mut out = Vec::new();
-        for t in self.list(id, "traffic")? {
-            let tf =
+        for &t in self.list(id, "traffic")? {
+            let mut tf =
                 self.fields(t, "a traffic entry", &["from", "rate", "vip", "start", "watch"])?;
-            let from_id = Self::get(&tf, "from")
-                .ok_or_else(|| self.err(t, "traffic needs \"from\"".into()))?;
+            let from_id =
+                tf.take("from").ok_or_else(|| self.err(t, "traffic needs \"from\"".into()))?;
             // One host, or a list of hosts that each connect at the rate.
             let sources = if self.doc.items(from_id).is_some() {
                 self.hosts_list(from_id)?
             } else {
                 vec![self.host(from_id)?]
             };
-            let rate = match Self::get(&tf, "rate") {
+            let rate = match tf.take("rate") {
                 Some(r) => self.number(r, "rate")?,
                 None => 10.0,
             };
@@ -435,19 +451,12 @@ impl Parser<'_> {
                 return Err(self
                     .err(t, format!("rate {rate} must be in (0, 10000] connections per second")));
             }
-            let vip = match Self::get(&tf, "vip") {
-                Some(v) => Some(
-                    self.string(v, "vip")?
-                        .parse()
-                        .map_err(|_| self.err(v, "vip must be an IP address".into()))?,
-                ),
-                None => None,
+            let vip = tf.take("vip").map(|v| self.ip(v, "vip")).transpose()?;
+            let start = match tf.take("start") {
+                Some(s) => self.duration(s, "start")?,
+                None => Duration::ZERO,
             };
-            let start = Self::get(&tf, "start")
-                .map(|s| self.duration(s, "start"))
-                .transpose()?
-                .unwrap_or_default();
-            let watch = match Self::get(&tf, "watch") {
+            let watch = match tf.take("watch") {
                 Some(w) => self.boolean(w, "watch")?,
                 None => false,
             };
@@ -462,8 +471,15 @@ impl Parser<'_> {
         Ok(out)
     }
 
+    /// An IP address (`vip`).
+    fn ip(&mut self, id: NodeId, what: &str) -> Result<IpAddr, ScenarioError> {
+        self.text(id, what)?
+            .parse()
+            .map_err(|_| self.err(id, format!("{what} must be an IP address")))
+    }
+
     /// One entry of `faults`; a `reload` of several hosts gives one fault per host.
-    fn fault(&self, id: NodeId) -> Result<Vec<TimedFault>, ScenarioError> {
+    fn fault(&mut self, id: NodeId) -> Result<Vec<TimedFault>, ScenarioError> {
         let kinds = [
             "poweroff",
             "poweron",
@@ -489,18 +505,16 @@ impl Parser<'_> {
         ];
         let mut known = vec!["at"];
         known.extend(kinds);
-        let f = self.fields(id, "a fault", &known)?;
-        let at_id =
-            Self::get(&f, "at").ok_or_else(|| self.err(id, "a fault needs \"at\"".into()))?;
+        let mut f = self.fields(id, "a fault", &known)?;
+        let at_id = f.take("at").ok_or_else(|| self.err(id, "a fault needs \"at\"".into()))?;
         let at = self.duration(at_id, "at")?;
-        let given: Vec<&(String, NodeId, NodeId)> =
-            f.iter().filter(|(k, _, _)| k != "at").collect();
-        let [(kind, _, v)] = given.as_slice() else {
+        let given: Vec<Field<'_>> = f.iter().filter(|field| field.key != "at").collect();
+        let [Field { key: kind, value: v, .. }] = given.as_slice() else {
             return Err(self
                 .err(id, format!("a fault has \"at\" and exactly one of: {}", kinds.join(", "))));
         };
-        let v = *v;
-        let fault = match kind.as_str() {
+        let (kind, v) = (*kind, *v);
+        let fault = match kind {
             "poweroff" => Fault::PowerOff(self.host(v)?),
             "poweron" => Fault::PowerOn(self.host(v)?),
             "stop" => Fault::Stop(self.host(v)?),
@@ -518,10 +532,11 @@ impl Parser<'_> {
                 let (host, time) = match self.doc.entries(v) {
                     Some(&[(k, t)]) if self.keyed_by_host(&[(k, t)]) => (k, t),
                     Some(_) => {
-                        let kf = self.fields(v, "kernel_refuses", &["host", "for"])?;
-                        let host = Self::get(&kf, "host")
+                        let mut kf = self.fields(v, "kernel_refuses", &["host", "for"])?;
+                        let host = kf
+                            .take("host")
                             .ok_or_else(|| self.err(v, "kernel_refuses needs \"host\"".into()))?;
-                        let time = Self::get(&kf, "for").ok_or_else(|| {
+                        let time = kf.take("for").ok_or_else(|| {
                             self.err(v, "kernel_refuses needs \"for\" (how long)".into())
                         })?;
                         (host, time)
@@ -543,11 +558,11 @@ impl Parser<'_> {
                 // HOST or [HOSTS]: the same file; {host: HOST or [HOSTS], config: CONFIG}: a
                 // new one; {host: ..., invalid_config: TEXT}: one the daemon must refuse.
                 let (hosts_id, config) = if self.doc.entries(v).is_some() {
-                    let rf = self.fields(v, "reload", &["host", "config", "invalid_config"])?;
-                    let hosts_id = Self::get(&rf, "host")
+                    let mut rf = self.fields(v, "reload", &["host", "config", "invalid_config"])?;
+                    let hosts_id = rf
+                        .take("host")
                         .ok_or_else(|| self.err(v, "reload needs \"host\"".into()))?;
-                    let config = match (Self::get(&rf, "config"), Self::get(&rf, "invalid_config"))
-                    {
+                    let config = match (rf.take("config"), rf.take("invalid_config")) {
                         (Some(_), Some(i)) => {
                             return Err(self.err(
                                 i,
@@ -578,17 +593,16 @@ impl Parser<'_> {
             "partition" => {
                 let groups = self
                     .list(v, "partition")?
-                    .into_iter()
-                    .map(|g| self.hosts_list(g))
+                    .iter()
+                    .map(|&g| self.hosts_list(g))
                     .collect::<Result<Vec<_>, _>>()?;
                 Fault::Partition(groups)
             }
             "cut" => {
-                let cf = self.fields(v, "cut", &["from", "to"])?;
-                let from = Self::get(&cf, "from")
-                    .ok_or_else(|| self.err(v, "cut needs \"from\"".into()))?;
-                let to =
-                    Self::get(&cf, "to").ok_or_else(|| self.err(v, "cut needs \"to\"".into()))?;
+                let mut cf = self.fields(v, "cut", &["from", "to"])?;
+                let from =
+                    cf.take("from").ok_or_else(|| self.err(v, "cut needs \"from\"".into()))?;
+                let to = cf.take("to").ok_or_else(|| self.err(v, "cut needs \"to\"".into()))?;
                 Fault::Cut { from: self.host(from)?, to: self.host(to)? }
             }
             "heal" => Fault::Heal,
@@ -596,7 +610,7 @@ impl Parser<'_> {
             "duplicate" => Fault::Duplicate(self.ratio(v, "duplicate")?),
             "delay" if self.doc.entries(v).is_none() => {
                 // "10ms..50ms", or one time for a fixed delay.
-                let text = self.string(v, "delay")?;
+                let text = self.text(v, "delay")?;
                 let (a, b) = text.split_once("..").unwrap_or((&text, &text));
                 let parse = |t: &str| {
                     match parse_go_duration(t.trim()) {
@@ -611,15 +625,15 @@ impl Parser<'_> {
                 Fault::Delay(min, max)
             }
             "delay" => {
-                let df = self.fields(v, "delay", &["min", "max"])?;
-                let min = Self::get(&df, "min")
-                    .map(|m| self.duration(m, "min"))
-                    .transpose()?
-                    .unwrap_or_default();
-                let max = Self::get(&df, "max")
-                    .map(|m| self.duration(m, "max"))
-                    .transpose()?
-                    .unwrap_or(min);
+                let mut df = self.fields(v, "delay", &["min", "max"])?;
+                let min = match df.take("min") {
+                    Some(m) => self.duration(m, "min")?,
+                    None => Duration::ZERO,
+                };
+                let max = match df.take("max") {
+                    Some(m) => self.duration(m, "max")?,
+                    None => min,
+                };
                 if max < min {
                     return Err(self.err(v, "delay max is below min".into()));
                 }
@@ -637,10 +651,12 @@ impl Parser<'_> {
                     let fault = Fault::ClockDrift(self.host(k)?, ppm_v);
                     return Ok(vec![TimedFault { at, fault }]);
                 }
-                let cf = self.fields(v, "clock_drift", &["host", "ppm"])?;
-                let host = Self::get(&cf, "host")
+                let mut cf = self.fields(v, "clock_drift", &["host", "ppm"])?;
+                let host = cf
+                    .take("host")
                     .ok_or_else(|| self.err(v, "clock_drift needs \"host\"".into()))?;
-                let ppm = Self::get(&cf, "ppm")
+                let ppm = cf
+                    .take("ppm")
                     .ok_or_else(|| self.err(v, "clock_drift needs \"ppm\"".into()))?;
                 let ppm_v = self.number(ppm, "ppm")?;
                 if ppm_v.abs() > 100_000.0 {
@@ -656,11 +672,11 @@ impl Parser<'_> {
     /// A reload's `invalid_config`: a file (block string or mapping in place) that
     /// `cplb validate` must refuse; a valid one is an error, so a typo cannot turn a
     /// reload into a refused one unnoticed.
-    fn invalid_config(&self, id: NodeId) -> Result<ReloadConfig, ScenarioError> {
+    fn invalid_config(&mut self, id: NodeId) -> Result<ReloadConfig, ScenarioError> {
         let text = if self.doc.entries(id).is_some() {
             self.mapping_text(id).0
         } else {
-            self.string(id, "invalid_config (a configuration cplb validate refuses)")?
+            self.text(id, "invalid_config (a configuration cplb validate refuses)")?
         };
         match cplb_core::config::load(&text, LoadOptions::default()) {
             Ok(_) => Err(self
@@ -683,7 +699,7 @@ impl Parser<'_> {
         })
     }
 
-    fn expect(&self, id: NodeId) -> Result<Vec<Expectation>, ScenarioError> {
+    fn expect(&mut self, id: NodeId) -> Result<Vec<Expectation>, ScenarioError> {
         let known = [
             "max_failover",
             "max_client_outage",
@@ -699,9 +715,8 @@ impl Parser<'_> {
         ];
         let f = self.fields(id, "expect", &known)?;
         let mut out = Vec::new();
-        for (key, _, v) in &f {
-            let v = *v;
-            match key.as_str() {
+        for Field { key, value: v, .. } in f.iter() {
+            match key {
                 "max_failover" => out.push(Expectation::MaxFailover(self.duration(v, key)?)),
                 "max_client_outage" => {
                     out.push(Expectation::MaxClientOutage(self.duration(v, key)?))
@@ -709,6 +724,7 @@ impl Parser<'_> {
                 "clients_recover" if self.boolean(v, key)? => out.push(Expectation::ClientsRecover),
                 "clients_recover" => {}
                 "no_dual_master" => {
+                    // Anything but true (as YAML 1.1 reads it) asks for nothing.
                     if matches!(
                         self.doc.scalar(v).map(|(s, _)| resolve(s)),
                         Some(Plain::Bool(true))
@@ -718,11 +734,12 @@ impl Parser<'_> {
                 }
                 "master_at" => {
                     for item in self.one_or_many(v) {
-                        let mf = self.fields(item, "master_at", &["time", "host", "instance"])?;
+                        let mut mf =
+                            self.fields(item, "master_at", &["time", "host", "instance"])?;
                         let (at, instance, host) = (
-                            self.req_time(&mf, item)?,
-                            self.instance(&mf)?,
-                            self.req_host(&mf, item)?,
+                            self.req_time(&mut mf, item)?,
+                            self.instance(&mut mf)?,
+                            self.req_host(&mut mf, item)?,
                         );
                         out.push(Expectation::MasterAt { at, instance, host });
                     }
@@ -730,8 +747,8 @@ impl Parser<'_> {
                 "final_master" | "final_master_not" => {
                     for item in self.one_or_many(v) {
                         let (instance, host) = if self.doc.entries(item).is_some() {
-                            let mf = self.fields(item, key, &["host", "instance"])?;
-                            (self.instance(&mf)?, self.req_host(&mf, item)?)
+                            let mut mf = self.fields(item, key, &["host", "instance"])?;
+                            (self.instance(&mut mf)?, self.req_host(&mut mf, item)?)
                         } else {
                             (0, self.host(item)?)
                         };
@@ -744,31 +761,32 @@ impl Parser<'_> {
                 }
                 "real_servers_at" => {
                     for item in self.one_or_many(v) {
-                        let rf =
+                        let mut rf =
                             self.fields(item, "real_servers_at", &["time", "hosts", "instance"])?;
-                        let hosts_id = Self::get(&rf, "hosts").ok_or_else(|| {
+                        let hosts_id = rf.take("hosts").ok_or_else(|| {
                             self.err(item, "real_servers_at needs \"hosts\"".into())
                         })?;
                         let mut hosts = self.hosts_list(hosts_id)?;
                         hosts.sort_unstable();
                         out.push(Expectation::RealServersAt {
-                            at: self.req_time(&rf, item)?,
-                            instance: self.instance(&rf)?,
+                            at: self.req_time(&mut rf, item)?,
+                            instance: self.instance(&mut rf)?,
                             hosts,
                         });
                     }
                 }
                 "state_at" => {
                     for item in self.one_or_many(v) {
-                        let sf =
+                        let mut sf =
                             self.fields(item, "state_at", &["time", "host", "instance", "state"])?;
-                        let state_id = Self::get(&sf, "state")
+                        let state_id = sf
+                            .take("state")
                             .ok_or_else(|| self.err(item, "state_at needs \"state\"".into()))?;
                         let state = self.state(state_id)?;
                         out.push(Expectation::StateAt {
-                            at: self.req_time(&sf, item)?,
-                            instance: self.instance(&sf)?,
-                            host: self.req_host(&sf, item)?,
+                            at: self.req_time(&mut sf, item)?,
+                            instance: self.instance(&mut sf)?,
+                            host: self.req_host(&mut sf, item)?,
                             state,
                         });
                     }
@@ -785,16 +803,16 @@ impl Parser<'_> {
                             });
                             continue;
                         }
-                        let nf = self.fields(
+                        let mut nf = self.fields(
                             item,
                             "no_transitions",
                             &["since", "until", "host", "instance"],
                         )?;
-                        let since = Self::get(&nf, "since").ok_or_else(|| {
+                        let since = nf.take("since").ok_or_else(|| {
                             self.err(item, "no_transitions needs \"since\"".into())
                         })?;
                         let since = self.duration(since, "since")?;
-                        let until = match Self::get(&nf, "until") {
+                        let until = match nf.take("until") {
                             Some(u) => {
                                 let until = self.duration(u, "until")?;
                                 if until <= since {
@@ -804,9 +822,9 @@ impl Parser<'_> {
                             }
                             None => None,
                         };
-                        let host = Self::get(&nf, "host").map(|h| self.host(h)).transpose()?;
-                        let instance = match Self::get(&nf, "instance") {
-                            Some(_) => Some(self.instance(&nf)?),
+                        let host = nf.take("host").map(|h| self.host(h)).transpose()?;
+                        let instance = match nf.take("instance") {
+                            Some(_) => Some(self.instance(&mut nf)?),
                             None => None,
                         };
                         out.push(Expectation::NoTransitions { since, until, host, instance });
@@ -814,17 +832,14 @@ impl Parser<'_> {
                 }
                 "final_vip_holders" => {
                     for item in self.one_or_many(v) {
-                        let hf = self.fields(item, "final_vip_holders", &["vip", "hosts"])?;
-                        let hosts_id = Self::get(&hf, "hosts").ok_or_else(|| {
+                        let mut hf = self.fields(item, "final_vip_holders", &["vip", "hosts"])?;
+                        let hosts_id = hf.take("hosts").ok_or_else(|| {
                             self.err(item, "final_vip_holders needs \"hosts\"".into())
                         })?;
                         let mut hosts = self.hosts_list(hosts_id)?;
                         hosts.sort_unstable();
-                        let vip = match Self::get(&hf, "vip") {
-                            Some(v) => self
-                                .string(v, "vip")?
-                                .parse()
-                                .map_err(|_| self.err(v, "vip must be an IP address".into()))?,
+                        let vip = match hf.take("vip") {
+                            Some(v) => self.ip(v, "vip")?,
                             None => self.first_vip.ok_or_else(|| {
                                 let why = "final_vip_holders needs \"vip\" (no VIP configured)";
                                 self.err(item, why.into())
@@ -840,8 +855,8 @@ impl Parser<'_> {
     }
 
     /// A router state: `initialize`, `backup`, `master` or `fault`.
-    fn state(&self, id: NodeId) -> Result<State, ScenarioError> {
-        let text = self.string(id, "state")?;
+    fn state(&mut self, id: NodeId) -> Result<State, ScenarioError> {
+        let text = self.text(id, "state")?;
         match text.to_ascii_lowercase().as_str() {
             "initialize" => Ok(State::Initialize),
             "backup" => Ok(State::Backup),
@@ -856,18 +871,18 @@ impl Parser<'_> {
         self.doc.items(id).map_or_else(|| vec![id], <[NodeId]>::to_vec)
     }
 
-    fn req_time(&self, f: &Fields, at: NodeId) -> Result<Duration, ScenarioError> {
-        let t = Self::get(f, "time").ok_or_else(|| self.err(at, "needs \"time\"".into()))?;
+    fn req_time(&mut self, f: &mut Fields, at: NodeId) -> Result<Duration, ScenarioError> {
+        let t = f.take("time").ok_or_else(|| self.err(at, "needs \"time\"".into()))?;
         self.duration(t, "time")
     }
 
-    fn req_host(&self, f: &Fields, at: NodeId) -> Result<usize, ScenarioError> {
-        let h = Self::get(f, "host").ok_or_else(|| self.err(at, "needs \"host\"".into()))?;
+    fn req_host(&mut self, f: &mut Fields, at: NodeId) -> Result<usize, ScenarioError> {
+        let h = f.take("host").ok_or_else(|| self.err(at, "needs \"host\"".into()))?;
         self.host(h)
     }
 
-    fn instance(&self, f: &Fields) -> Result<usize, ScenarioError> {
-        match Self::get(f, "instance") {
+    fn instance(&mut self, f: &mut Fields) -> Result<usize, ScenarioError> {
+        match f.take("instance") {
             Some(i) => Ok(self.number(i, "instance")? as usize),
             None => Ok(0),
         }
