@@ -16,6 +16,7 @@ mod checker;
 mod clock;
 mod engine;
 mod failover;
+mod faults;
 mod files;
 mod instances;
 mod network;
@@ -43,4 +44,5 @@ pub use spec::{
     Fault, HostSpec, HostVrrp, ReloadConfig, Role, SimSpec, TimedFault, TrafficSpec, VrrpTuning,
 };
 pub use views::{HostView, render_views};
-pub use world::{ApiServer, Due, Testbed, World, fault_text, schedule};
+pub use faults::{Due, Testbed, apply, boot, fault_text, schedule};
+pub use world::{ApiServer, World};

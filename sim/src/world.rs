@@ -1,9 +1,6 @@
-//! What the fault schedule does to the world, once for both drivers: the segment
+//! The world the fault schedule shapes, the same for both drivers: the segment
 //! ([`Network`]), each controller's file ([`Files`]), API servers, kernel refusals and
-//! clocks, kept here, and the hosts' part carried out by the driver through [`Testbed`]
-//! (the engine's model hosts, or turmoil's hosts running cplbd).
-
-use core::time::Duration;
+//! clocks. The faults change it ([`crate::faults`]); the checker reads it.
 
 use cplb_core::config::ClusterConfig;
 use cplb_core::time::Instant;
@@ -11,8 +8,7 @@ use cplb_core::time::Instant;
 use crate::clock::Clock;
 use crate::files::Files;
 use crate::network::Network;
-use crate::observe::Observer;
-use crate::spec::{Fault, SimSpec};
+use crate::spec::{ReloadConfig, SimSpec};
 
 /// How an API server behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,51 +20,6 @@ pub enum ApiServer {
     /// Accepts connections and never answers (a deadlock, an overloaded etcd): health
     /// probes time out rather than fail.
     Hung,
-}
-
-/// What a driver does to its hosts when the schedule says so. The world's own state
-/// (network, files, API servers, refusals, clocks) is already updated when it is called.
-pub trait Testbed {
-    /// The host is switched on: it boots, its API server and (on a controller) its daemon
-    /// start, its clock reads true time again.
-    fn power_on(&mut self, world: &World, obs: &mut Observer, now: Instant, host: usize);
-    /// The host loses power: everything in memory is gone, its daemon without a word.
-    fn power_off(&mut self, world: &World, obs: &mut Observer, now: Instant, host: usize);
-    /// SIGTERM: the daemon resigns, releases what it set, and exits.
-    fn stop(&mut self, world: &World, obs: &mut Observer, now: Instant, host: usize);
-    /// A daemon starts, if none runs (after a stop or a crash).
-    fn start(&mut self, world: &World, obs: &mut Observer, now: Instant, host: usize);
-    /// SIGKILL: the daemon is gone; the kernel keeps what it set.
-    fn crash(&mut self, world: &World, obs: &mut Observer, now: Instant, host: usize);
-    /// Partitions, cuts, loss, delay or duplication changed.
-    fn network_changed(&mut self, world: &World, obs: &mut Observer, now: Instant);
-    /// The host's link went up or down (its daemon hears of it as from rtnetlink).
-    fn link(&mut self, world: &World, obs: &mut Observer, now: Instant, host: usize, up: bool);
-    /// The host's API server changed its behaviour.
-    fn api_server(
-        &mut self,
-        world: &World,
-        obs: &mut Observer,
-        now: Instant,
-        host: usize,
-        api: ApiServer,
-    );
-    /// The host's clock now runs as [`World::clock`] says.
-    fn clock_changed(&mut self, world: &World, obs: &mut Observer, now: Instant, host: usize);
-    /// Someone deletes the VIPs from the host's eth0 by hand.
-    fn remove_vips(&mut self, world: &World, obs: &mut Observer, now: Instant, host: usize);
-    /// The host's kernel refuses every address and data-plane command until
-    /// [`World::refusing_until`].
-    fn refuse_kernel(&mut self, world: &World, obs: &mut Observer, now: Instant, host: usize);
-    /// SIGHUP with this file on the host.
-    fn reload(
-        &mut self,
-        world: &World,
-        obs: &mut Observer,
-        now: Instant,
-        host: usize,
-        file: &ClusterConfig,
-    );
 }
 
 /// The world the faults shape.
@@ -139,179 +90,49 @@ impl World {
         self.clocks.get(h).copied().unwrap_or_default()
     }
 
-    /// Host `h` boots (its `up_at`, or a `poweron`): nothing happens to a host that is on.
-    pub fn boot(&mut self, now: Instant, h: usize, testbed: &mut impl Testbed, obs: &mut Observer) {
-        if self.network.powered(h) {
-            return;
-        }
-        self.network.set_powered(h, true);
-        if let Some(c) = self.clocks.get_mut(h) {
-            *c = Clock::exact();
-        }
-        if self.files.of(h).is_some()
-            && let Some(a) = self.api.get_mut(h)
-        {
-            *a = ApiServer::Up;
-        }
-        obs.world_changed(now);
-        testbed.power_on(self, obs, now, h);
+    // --- what the faults change --------------------------------------------------------
+
+    pub(crate) fn network_mut(&mut self) -> &mut Network {
+        &mut self.network
     }
 
-    /// Carries out `fault` at `now`: the world's part here, the hosts' through `testbed`,
-    /// what it changed told to `obs`.
-    pub fn apply(
-        &mut self,
-        now: Instant,
-        fault: &Fault,
-        testbed: &mut impl Testbed,
-        obs: &mut Observer,
-    ) {
-        obs.fault(now, &fault_text(fault, &self.names));
-        match fault {
-            Fault::PowerOff(h) => {
-                if self.network.powered(*h) {
-                    self.network.set_powered(*h, false);
-                    if let Some(a) = self.api.get_mut(*h) {
-                        *a = ApiServer::Down;
-                    }
-                    obs.daemon_gone(now, *h);
-                    obs.vips_lost(*h);
-                    testbed.power_off(self, obs, now, *h);
-                }
-            }
-            Fault::PowerOn(h) => self.boot(now, *h, testbed, obs),
-            Fault::Stop(h) => testbed.stop(self, obs, now, *h),
-            Fault::Start(h) | Fault::Restart(h) => {
-                if self.network.powered(*h) && self.files.of(*h).is_some() {
-                    testbed.start(self, obs, now, *h);
-                }
-            }
-            Fault::Crash(h) => {
-                obs.daemon_gone(now, *h);
-                testbed.crash(self, obs, now, *h);
-            }
-            Fault::Partition(_)
-            | Fault::Cut { .. }
-            | Fault::Heal
-            | Fault::Loss(_)
-            | Fault::Delay(..)
-            | Fault::Duplicate(_)
-            | Fault::LinkDown(_)
-            | Fault::LinkUp(_) => {
-                let links = self.network.apply(fault);
-                testbed.network_changed(self, obs, now);
-                for (h, up) in links {
-                    testbed.link(self, obs, now, h, up);
-                }
-            }
-            Fault::ApiserverDown(h) => self.set_api(now, *h, ApiServer::Down, testbed, obs),
-            Fault::ApiserverUp(h) => self.set_api(now, *h, ApiServer::Up, testbed, obs),
-            Fault::ApiserverHang(h) => self.set_api(now, *h, ApiServer::Hung, testbed, obs),
-            Fault::ClockDrift(h, ppm) => {
-                if let Some(c) = self.clocks.get_mut(*h) {
-                    c.set_drift(now, *ppm);
-                }
-                testbed.clock_changed(self, obs, now, *h);
-            }
-            Fault::VipRemoved(h) => testbed.remove_vips(self, obs, now, *h),
-            Fault::KernelRefuses(h, d) => {
-                let until = now + *d;
-                if let Some(r) = self.refusing.get_mut(*h) {
-                    *r = Some(r.map_or(until, |t| t.max(until)));
-                }
-                testbed.refuse_kernel(self, obs, now, *h);
-            }
-            Fault::Reload(h, reload) => {
-                let name = self.names.get(*h).cloned().unwrap_or_default();
-                match self.files.reload(*h, reload) {
-                    Ok(file) => {
-                        let file = file.clone();
-                        testbed.reload(self, obs, now, *h, &file);
-                    }
-                    Err(error) => obs.note(now, format!("{name} reload refused: {error}")),
-                }
-            }
-        }
-        obs.world_changed(now);
+    /// SIGHUP on host `h` with the file `reload` leaves there (see [`Files::reload`]).
+    pub(crate) fn reload(&mut self, h: usize, reload: &ReloadConfig) -> Result<&ClusterConfig, String> {
+        self.files.reload(h, reload)
     }
 
-    fn set_api(
-        &mut self,
-        now: Instant,
-        h: usize,
-        api: ApiServer,
-        testbed: &mut impl Testbed,
-        obs: &mut Observer,
-    ) {
+    pub(crate) fn set_api(&mut self, h: usize, api: ApiServer) {
         if let Some(a) = self.api.get_mut(h) {
             *a = api;
         }
-        testbed.api_server(self, obs, now, h, api);
     }
-}
 
-/// A fault in words, as the trace's `FAULT` lines give it (hosts by name).
-pub fn fault_text(fault: &Fault, names: &[String]) -> String {
-    use crate::spec::ReloadConfig;
-    let n = |i: &usize| names.get(*i).cloned().unwrap_or_else(|| "?".to_owned());
-    match fault {
-        Fault::PowerOff(h) => format!("poweroff {}", n(h)),
-        Fault::PowerOn(h) => format!("poweron {}", n(h)),
-        Fault::Stop(h) => format!("stop {}", n(h)),
-        Fault::Start(h) => format!("start {}", n(h)),
-        Fault::Crash(h) => format!("crash {}", n(h)),
-        Fault::Restart(h) => format!("restart {}", n(h)),
-        Fault::Partition(groups) => {
-            let gs: Vec<String> =
-                groups.iter().map(|g| g.iter().map(n).collect::<Vec<_>>().join(",")).collect();
-            format!("partition {}", gs.join(" | "))
-        }
-        Fault::Cut { from, to } => format!("cut {} -> {}", n(from), n(to)),
-        Fault::Heal => "heal".into(),
-        Fault::Loss(r) => format!("loss {r}"),
-        Fault::Delay(a, b) => format!("delay {a:?}..{b:?}"),
-        Fault::Duplicate(r) => format!("duplicate {r}"),
-        Fault::LinkDown(h) => format!("link_down {}", n(h)),
-        Fault::LinkUp(h) => format!("link_up {}", n(h)),
-        Fault::ApiserverDown(h) => format!("apiserver_down {}", n(h)),
-        Fault::ApiserverUp(h) => format!("apiserver_up {}", n(h)),
-        Fault::ApiserverHang(h) => format!("apiserver_hang {}", n(h)),
-        Fault::ClockDrift(h, ppm) => format!("clock_drift {} {ppm} ppm", n(h)),
-        Fault::VipRemoved(h) => format!("vip_removed {}", n(h)),
-        Fault::KernelRefuses(h, d) => format!("kernel_refuses {} for {d:?}", n(h)),
-        Fault::Reload(h, ReloadConfig::Same) => format!("reload {}", n(h)),
-        Fault::Reload(h, ReloadConfig::New(_)) => format!("reload {} with a new config", n(h)),
-        Fault::Reload(h, ReloadConfig::Invalid { error, .. }) => {
-            format!("reload {} with an invalid config ({error})", n(h))
+    /// The host's kernel refuses until `until` (or a later refusal's end).
+    pub(crate) fn refuse(&mut self, h: usize, until: Instant) {
+        if let Some(r) = self.refusing.get_mut(h) {
+            *r = Some(r.map_or(until, |t| t.max(until)));
         }
     }
-}
 
-/// What is due when: the hosts' boots, the faults, and the samples the expectations read,
-/// in time order (at one instant: boots, then faults in the schedule's order, then
-/// samples).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Due {
-    /// Host `h` is switched on (`up_at`).
-    Boot(usize),
-    /// The schedule's fault of this index.
-    Fault(usize),
-    /// A sample of the cluster.
-    Sample,
-}
+    /// The host's clock reads true time again (it booted).
+    pub(crate) fn reset_clock(&mut self, h: usize) {
+        if let Some(c) = self.clocks.get_mut(h) {
+            *c = Clock::exact();
+        }
+    }
 
-/// The run's schedule.
-pub fn schedule(spec: &SimSpec, samples: &[Duration]) -> Vec<(Instant, Due)> {
-    let mut due: Vec<(Duration, u8, Due)> = Vec::new();
-    for (h, host) in spec.hosts.iter().enumerate().filter(|(_, h)| !h.up_at.is_zero()) {
-        due.push((host.up_at, 0, Due::Boot(h)));
+    pub(crate) fn drift(&mut self, h: usize, now: Instant, ppm: f64) {
+        if let Some(c) = self.clocks.get_mut(h) {
+            c.set_drift(now, ppm);
+        }
     }
-    for (n, f) in spec.faults.iter().enumerate() {
-        due.push((f.at, 1, Due::Fault(n)));
+
+    /// The host's name.
+    pub(crate) fn name(&self, h: usize) -> &str {
+        self.names.get(h).map_or("?", String::as_str)
     }
-    for t in samples {
-        due.push((*t, 2, Due::Sample));
+
+    pub(crate) fn names(&self) -> &[String] {
+        &self.names
     }
-    due.sort_by_key(|(t, order, _)| (*t, *order));
-    due.into_iter().map(|(t, _, d)| (Instant::ZERO + t, d)).collect()
 }

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::dilated;
 use super::fabric::{Report, SharedFabric, lock, sim_now};
 
-/// How long a client waits for its answer (a watch: for its next event).
+/// How long a client waits for its answer (a watch: for its next event), in the
+/// scenario's time.
 pub(super) const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a broken watch waits before it is opened again.
 const REWATCH: Duration = Duration::from_millis(500);
@@ -40,12 +42,12 @@ pub(super) async fn traffic_host(
         let fabric = fabric.clone();
         tokio::spawn(async move {
             let now = turmoil::sim_elapsed().unwrap_or_default();
-            tokio::time::sleep(src.start.saturating_sub(now)).await;
+            tokio::time::sleep(dilated(src.start).saturating_sub(now)).await;
             if src.watch {
                 return watch(me, src, port, &fabric).await;
             }
-            let mut tick =
-                tokio::time::interval(Duration::from_secs_f64(1.0 / src.rate.max(0.001)));
+            let every = Duration::from_secs_f64(1.0 / src.rate.max(0.001));
+            let mut tick = tokio::time::interval(dilated(every));
             loop {
                 tick.tick().await;
                 let fabric = fabric.clone();
@@ -63,9 +65,9 @@ async fn attempt(me: IpAddr, src: Source, port: u16, fabric: &SharedFabric) {
     let route = lock(fabric).route(SocketAddr::new(src.vip, port), me, at);
     let result = match route {
         None => Err("nobody answers for the VIP".to_owned()),
-        Some((via, to)) => match tokio::time::timeout(CLIENT_TIMEOUT, fetch(to)).await {
+        Some((via, to)) => match tokio::time::timeout(dilated(CLIENT_TIMEOUT), fetch(to)).await {
             Ok(Ok(())) => Ok(via),
-            Ok(Err(e)) => Err(format!("{to}: {e}")),
+            Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("{to}: no answer within {CLIENT_TIMEOUT:?}")),
         },
     };
@@ -85,24 +87,25 @@ async fn watch(me: IpAddr, src: Source, port: u16, fabric: &SharedFabric) {
         let route = lock(fabric).route(SocketAddr::new(src.vip, port), me, sim_now());
         let Some((via, to)) = route else {
             record(Err("nobody answers for the VIP".to_owned()));
-            tokio::time::sleep(REWATCH).await;
+            tokio::time::sleep(dilated(REWATCH)).await;
             continue;
         };
         if let Ok(Ok(mut s)) =
-            tokio::time::timeout(CLIENT_TIMEOUT, turmoil::net::TcpStream::connect(to)).await
+            tokio::time::timeout(dilated(CLIENT_TIMEOUT), turmoil::net::TcpStream::connect(to)).await
             && s.write_all(b"GET /api/v1/pods?watch=true HTTP/1.1\r\nhost: vip\r\n\r\n")
                 .await
                 .is_ok()
         {
             let mut buf = vec![0u8; 4096];
-            while let Ok(Ok(n)) = tokio::time::timeout(CLIENT_TIMEOUT, s.read(&mut buf)).await
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(dilated(CLIENT_TIMEOUT), s.read(&mut buf)).await
                 && n > 0
             {
                 record(Ok(via));
             }
         }
         record(Err(format!("{to}: the watch ended")));
-        tokio::time::sleep(REWATCH).await;
+        tokio::time::sleep(dilated(REWATCH)).await;
     }
 }
 

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use super::fabric::{DUMMY, ETH0, Report, SharedFabric, lock, sim_now};
 use super::kernel::{SimKernel, VRRP_PORT, decode, link_local_of};
+use super::dilated;
 use super::net::Turmoil;
 
 /// What a controller's daemon is started with: its file and its command line.
@@ -75,13 +76,16 @@ impl HostClock {
     }
 }
 
+/// turmoil's world runs [`super::DILATION`] times slower than the scenario: the node reads
+/// the scenario's time, its deadlines fall at the dilated instants.
 impl cplb_netns::daemon::clock::Clock for HostClock {
     fn node_time(&self, at: tokio::time::Instant) -> Instant {
-        self.clock.local(Instant::ZERO + at.saturating_duration_since(self.zero))
+        let scenario = super::scenario_time(at.saturating_duration_since(self.zero));
+        self.clock.local(scenario)
     }
 
     fn runtime_time(&self, at: Instant) -> tokio::time::Instant {
-        self.zero + Duration::from_nanos(self.clock.sim(at).as_nanos())
+        self.zero + dilated(Duration::from_nanos(self.clock.sim(at).as_nanos()))
     }
 }
 
@@ -154,7 +158,7 @@ pub async fn daemon(
     let (packets, mut packets_rx) = mpsc::channel::<Input>(8192);
     let kernel =
         SimKernel { me: spec.addr, fabric: Arc::clone(&fabric), socket: Arc::clone(&socket) };
-    let probe_timeout = lb::k0s_health_config(&launch.keepalived).timeout;
+    let probe_timeout = dilated(lb::k0s_health_config(&launch.keepalived).timeout);
     let mut driver: SimDriver =
         Driver::new(node, kernel, clock, prober, probe_timeout, inputs.clone());
     let (tap, mut events) = mpsc::unbounded_channel();
@@ -171,9 +175,9 @@ pub async fn daemon(
             .await
             .map_err(|e| format!("binding the proxy on {port}: {e}"))?;
         let config = ProxyConfig {
-            dial_timeout: launch.options.dial_timeout,
+            dial_timeout: dilated(launch.options.dial_timeout),
             max_connections: 10_000,
-            idle_timeout: Some(launch.options.proxy_idle_timeout).filter(|d| !d.is_zero()),
+            idle_timeout: Some(dilated(launch.options.proxy_idle_timeout)).filter(|d| !d.is_zero()),
         };
         let stats = Arc::new(ProxyStats::default());
         let director = ProxyDirector(inputs.clone());

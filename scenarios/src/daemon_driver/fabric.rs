@@ -128,9 +128,9 @@ pub fn lock(fabric: &Mutex<Fabric>) -> MutexGuard<'_, Fabric> {
     fabric.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Simulated time now, on the core's clock.
+/// The scenario's time now (inside a turmoil host).
 pub fn sim_now() -> Instant {
-    Instant::ZERO + turmoil::sim_elapsed().unwrap_or_default()
+    super::scenario_time(turmoil::sim_elapsed().unwrap_or_default())
 }
 
 impl Fabric {

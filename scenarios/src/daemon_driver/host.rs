@@ -108,7 +108,11 @@ fn api_server(ip: IpAddr, port: u16, behaviour: Behaviour) -> JoinHandle<std::io
         let any: IpAddr =
             if ip.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
         let listener = turmoil::net::TcpListener::bind(SocketAddr::new(any, port)).await?;
-        let options = ApiServerOptions { behaviour, ..ApiServerOptions::new(ip.to_string()) };
+        let options = ApiServerOptions {
+            behaviour,
+            watch_every: super::dilated(apiserver::WATCH_EVENT_EVERY),
+            ..ApiServerOptions::new(ip.to_string())
+        };
         apiserver::serve::<Turmoil>(listener, options).await
     })
 }

@@ -35,15 +35,37 @@ use self::fabric::{DUMMY, ETH0, MAX_HOPS, Report, lock};
 use self::host::{Shared, controller_host, held};
 use self::testbed::Bed;
 
-/// One-way latency on the segment, as the engine's.
-const LATENCY: Duration = Duration::from_micros(100);
-/// How long turmoil's ticks are: fine enough that events the engine orders less than a
-/// millisecond apart (a drifting clock's Master_Down just before the others') are not
-/// merged into one tick and resolved differently.
-const TICK: Duration = Duration::from_micros(100);
+/// How much slower turmoil's world runs than the scenario: turmoil (and tokio, whose time
+/// cplbd's code reads) takes this long for each moment of the scenario.
+///
+/// turmoil advances in fixed ticks, and tokio's timers have millisecond resolution: at a
+/// tick finer than 1 ms tokio's clock runs ahead of turmoil's (measured with turmoil 0.7:
+/// at a 100 µs tick a tokio sleep of 1 s ends after 100 ms of turmoil's time). So turmoil
+/// ticks every millisecond of its own time, which is [`RESOLUTION`] of the scenario's:
+/// events the engine orders less than a millisecond apart (a drifting clock's
+/// Master_Down just before the others', an advert 100 µs on its way) keep their order.
+/// The nodes read scenario time through their clock; what the daemon times with tokio
+/// alone (dial and probe timeouts) is given dilated.
+const DILATION: u32 = 10;
+/// turmoil's tick, in its own time.
+const TICK: Duration = Duration::from_millis(1);
+/// The scenario time one tick is.
+pub const RESOLUTION: Duration = Duration::from_micros(100);
+/// One-way latency on the segment, as the engine's (one tick).
+const LATENCY: Duration = RESOLUTION;
 /// How long the daemon may take to act on what its node decided: a loop turn, a kernel
 /// call, turmoil's latency both ways.
 const REACTION: Duration = Duration::from_millis(50);
+
+/// A span of the scenario's time in turmoil's.
+fn dilated(d: Duration) -> Duration {
+    d * DILATION
+}
+
+/// turmoil's elapsed time as the scenario's.
+fn scenario_time(turmoil: Duration) -> Instant {
+    Instant::ZERO + turmoil / DILATION
+}
 
 /// Why a scenario cannot run under `--driver daemon`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,9 +116,9 @@ pub fn run(spec: &SimSpec, seed: u64, sample_at: &[Duration]) -> Result<Outcome,
     let sim = turmoil::Builder::new()
         .rng_seed(seed)
         .tick_duration(TICK)
-        .min_message_latency(LATENCY)
-        .max_message_latency(LATENCY)
-        .simulation_duration(spec.duration + Duration::from_secs(60))
+        .min_message_latency(dilated(LATENCY))
+        .max_message_latency(dilated(LATENCY))
+        .simulation_duration(dilated(spec.duration + Duration::from_secs(60)))
         .ip_version(if v4 { turmoil::IpVersion::V4 } else { turmoil::IpVersion::V6 })
         .build();
     let mut world = World::new(spec);
@@ -111,7 +133,7 @@ pub fn run(spec: &SimSpec, seed: u64, sample_at: &[Duration]) -> Result<Outcome,
     let mut steps = 0u64;
     let end = Instant::ZERO + spec.duration;
     loop {
-        let now = Instant::ZERO + bed.sim.elapsed();
+        let now = scenario_time(bed.sim.elapsed());
         while let Some((at, _)) = due.peek()
             && *at <= now
         {
@@ -120,13 +142,13 @@ pub fn run(spec: &SimSpec, seed: u64, sample_at: &[Duration]) -> Result<Outcome,
             match what {
                 Due::Boot(h) => {
                     obs.booted(now, h);
-                    world.boot(now, h, &mut bed, &mut obs);
+                    cplb_sim::boot(&mut world, now, h, &mut bed, &mut obs);
                 }
                 Due::Fault(i) => {
                     if obs.wants_views_before() {
                         obs.set_views_before(views(spec, &world, &bed, &dataplanes));
                     }
-                    world.apply(now, &spec.faults[i].fault, &mut bed, &mut obs);
+                    cplb_sim::apply(&mut world, now, &spec.faults[i].fault, &mut bed, &mut obs);
                 }
                 Due::Sample => obs.sample(now),
             }
@@ -137,7 +159,7 @@ pub fn run(spec: &SimSpec, seed: u64, sample_at: &[Duration]) -> Result<Outcome,
         bed.sim.step().map_err(|e| Unsupported(format!("turmoil: {e}")))?;
         steps += 1;
         drain(&bed, &mut obs, &mut dataplanes);
-        obs.check(Instant::ZERO + bed.sim.elapsed(), &world);
+        obs.check(scenario_time(bed.sim.elapsed()), &world);
     }
     let views = views(spec, &world, &bed, &dataplanes);
     Ok(obs.finish(end, views, steps))

@@ -13,7 +13,7 @@ use cplb_sim::{ApiServer, Observer, SimSpec, Testbed, World};
 use super::controller::{self, Control};
 use super::fabric::{ETH0, lock};
 use super::host::{HostControl, Shared, held};
-use super::LATENCY;
+use super::{LATENCY, dilated};
 
 /// The turmoil simulation and what the runner shares with its hosts.
 pub(super) struct Bed<'a> {
@@ -68,8 +68,8 @@ impl<'a> Bed<'a> {
         for a in 0..n {
             for b in a + 1..n {
                 self.sim.set_link_fail_rate(ip(a), ip(b), network.loss());
-                self.sim.set_link_latency(ip(a), ip(b), min);
-                self.sim.set_link_max_message_latency(ip(a), ip(b), max);
+                self.sim.set_link_latency(ip(a), ip(b), dilated(min));
+                self.sim.set_link_max_message_latency(ip(a), ip(b), dilated(max));
             }
         }
     }

@@ -25,7 +25,8 @@ use crate::observe::Observer;
 use crate::outcome::Outcome;
 use crate::spec::SimSpec;
 use crate::views::{self, HostView};
-use crate::world::{Due, World, schedule};
+use crate::faults::{self, Due, schedule};
+use crate::world::World;
 
 /// One-way latency on the segment when no delay fault is active.
 const LATENCY: Duration = Duration::from_micros(100);
@@ -173,14 +174,14 @@ impl Sim {
             Ev::Connect { traffic } => lan.connect(traffic, world, obs),
             Ev::Due(Due::Boot(h)) => {
                 obs.booted(lan.now, h);
-                world.boot(lan.now, h, lan, obs);
+                faults::boot(world, lan.now, h, lan, obs);
             }
             Ev::Due(Due::Fault(i)) => {
                 if obs.wants_views_before() {
                     obs.set_views_before(views::render_views(&lan.views(world)));
                 }
                 let fault = lan.spec.faults[i].fault.clone();
-                world.apply(lan.now, &fault, lan, obs);
+                faults::apply(world, lan.now, &fault, lan, obs);
             }
             Ev::Due(Due::Sample) => obs.sample(lan.now),
             Ev::End => {}

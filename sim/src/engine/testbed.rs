@@ -7,7 +7,8 @@ use cplb_core::time::Instant;
 use super::Lan;
 use super::host::{self, ETH0};
 use crate::observe::Observer;
-use crate::world::{ApiServer, Testbed, World};
+use crate::faults::Testbed;
+use crate::world::{ApiServer, World};
 
 impl Testbed for Lan {
     fn power_on(&mut self, world: &World, obs: &mut Observer, _now: Instant, h: usize) {

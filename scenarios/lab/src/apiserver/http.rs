@@ -18,7 +18,7 @@ use hyper_util::rt::TokioTimer;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::deadline::Deadline;
-use super::{Behaviour, WATCH_EVENT_EVERY};
+use super::Behaviour;
 
 /// Longest request head (request line and headers) accepted; longer gets 431.
 pub(super) const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -54,6 +54,8 @@ pub(super) struct Exchange {
     /// The address the client reached (`None`: unknown).
     pub(super) local: Option<IpAddr>,
     pub(super) behaviour: Behaviour,
+    /// How often a watch sends an event.
+    pub(super) watch_every: Duration,
     /// The connection's deadline, which a watch pushes back and a hang lifts.
     pub(super) deadline: Deadline,
     /// How long a watch may wait for its client to take the next event.
@@ -99,7 +101,7 @@ impl Exchange {
     /// 200 and a stream of events: kube-apiserver's answer to a watch, which lasts until
     /// the client goes away (its connection is closed after it).
     fn watch(&self) -> Response<AnswerBody> {
-        let mut tick = tokio::time::interval(WATCH_EVENT_EVERY);
+        let mut tick = tokio::time::interval(self.watch_every);
         // A client slow to read gets the next event when it is ready, not a burst.
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let events =
@@ -126,7 +128,7 @@ fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<AnswerBody> {
     answer
 }
 
-/// A watch's events: `{"type":"MODIFIED","n":N}` lines, one every [`WATCH_EVENT_EVERY`]
+/// A watch's events: `{"type":"MODIFIED","n":N}` lines, one every `watch_every`
 /// (the first at once), without end. hyper asks for the next once it has written the last,
 /// so each one sent pushes the connection's deadline back: a client that stops reading is
 /// dropped after the server's patience, one that stays is served for ever.

@@ -60,12 +60,21 @@ pub struct ApiServerOptions {
     pub client_ca: Option<PathBuf>,
     /// What it does with a request once read.
     pub behaviour: Behaviour,
+    /// How often a watch sends an event ([`WATCH_EVENT_EVERY`] by default; a simulation
+    /// that runs its own time slower sets it so).
+    pub watch_every: Duration,
 }
 
 impl ApiServerOptions {
     /// Plain HTTP, no client certificates, every request answered.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), tls: false, client_ca: None, behaviour: Behaviour::Answer }
+        Self {
+            name: name.into(),
+            tls: false,
+            client_ca: None,
+            behaviour: Behaviour::Answer,
+            watch_every: WATCH_EVENT_EVERY,
+        }
     }
 }
 
@@ -135,6 +144,7 @@ pub async fn serve<N: Net>(listener: N::Listener, options: ApiServerOptions) -> 
 struct Server {
     name: Arc<str>,
     behaviour: Behaviour,
+    watch_every: Duration,
     tls: Option<TlsAcceptor>,
     http: hyper::server::conn::http1::Builder,
     limits: Limits,
@@ -161,6 +171,7 @@ async fn serve_within<N: Net>(
     let server = Arc::new(Server {
         name: options.name.into(),
         behaviour: options.behaviour,
+        watch_every: options.watch_every,
         tls,
         http: http::builder(limits.header_timeout),
         limits,
@@ -203,6 +214,7 @@ async fn connection<N: Net>(stream: N::Stream, peer: SocketAddr, server: Arc<Ser
         peer: peer.ip(),
         local: N::local_addr(&stream).ok().map(|local| local.ip()),
         behaviour: server.behaviour,
+        watch_every: server.watch_every,
         deadline: deadline.clone(),
         patience: server.limits.connection_timeout,
     };
