@@ -33,9 +33,9 @@ pub(super) struct Facilities {
 
 impl Facilities {
     /// Opens what the kernel has, saying what is missing and what that means.
-    pub(super) fn open(mode: LoadBalancerMode) -> Self {
+    pub(super) async fn open(mode: LoadBalancerMode) -> Self {
         let nft = Nft::open().map_err(|e| tracing::warn!(error = %e, "nftables unavailable")).ok();
-        let ipvs = (mode == LoadBalancerMode::Ipvs).then(open_ipvs).flatten();
+        let ipvs = if mode == LoadBalancerMode::Ipvs { open_ipvs().await } else { None };
         Self { nft, ipvs }
     }
 }
@@ -45,8 +45,8 @@ pub(super) fn balancing(kernel: &LinuxKernel) -> Balancing {
     if kernel.ipvs.is_some() { Balancing::Ipvs } else { Balancing::Nat }
 }
 
-fn open_ipvs() -> Option<Ipvs> {
-    match Ipvs::open() {
+async fn open_ipvs() -> Option<Ipvs> {
+    match Ipvs::open().await {
         Ok(i) => {
             tracing::info!("data plane: IPVS");
             Some(i)

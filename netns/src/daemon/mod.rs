@@ -140,7 +140,7 @@ async fn take_over_the_host(
         plan::make(keepalived, file.api_port, &options.real_servers, &netlink, node::API_TRACKER)
             .await?;
     tracing::info!(config = %options.config.display(), mode = ?keepalived.mode(), address = %plan.own_api.ip(), real_servers = ?plan.real_servers, "starting");
-    let facilities = Facilities::open(keepalived.mode());
+    let facilities = Facilities::open(keepalived.mode()).await;
     let mut owned = Owned::load(Some(lock.record_path()));
     let local_vips =
         host::prepare_direct_routing(&netlink, &mut owned, keepalived, &facilities).await?;

@@ -144,13 +144,13 @@ impl Kernel for LinuxKernel {
                 Err(KernelError::Unavailable(Facility::Ipvs))
             };
         };
-        let current = ipvs.listing(services)?;
-        Ok(ipvs.reconcile(&current, services)?)
+        let current = ipvs.listing(services).await?;
+        Ok(ipvs.reconcile(&current, services).await?)
     }
 
     async fn services_intact(&mut self, services: &[ServiceSpec]) -> Result<bool, KernelError> {
         let ipvs = self.ipvs.as_mut().ok_or(KernelError::Unavailable(Facility::Ipvs))?;
-        let current = ipvs.listing(services)?;
+        let current = ipvs.listing(services).await?;
         Ok(current.strays.is_empty() && current.services == services)
     }
 }
