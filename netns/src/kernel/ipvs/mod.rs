@@ -340,16 +340,13 @@ impl Ipvs {
 
     /// Every virtual service in the kernel's table, as it reports them (fwmark and other
     /// protocols' services included).
-    pub(crate) async fn kernel_services(&mut self) -> Result<Vec<KernelService>, IpvsError> {
+    async fn kernel_services(&mut self) -> Result<Vec<KernelService>, IpvsError> {
         let replies = self.dump(get_services_request(), || "GET_SERVICE dump".to_owned()).await?;
         replies.iter().map(KernelService::from_reply).collect()
     }
 
     /// The destinations of `service`, as the kernel reports them.
-    pub(crate) async fn kernel_dests(
-        &mut self,
-        service: ServiceRef,
-    ) -> Result<Vec<KernelDest>, IpvsError> {
+    async fn kernel_dests(&mut self, service: ServiceRef) -> Result<Vec<KernelDest>, IpvsError> {
         let request = get_dests_request(service);
         let replies = self.dump(request, || format!("GET_DEST of {service}")).await?;
         let af = family(service.key.vip);

@@ -190,7 +190,8 @@ impl Ipvs {
         Ok(())
     }
 
-    pub(crate) async fn remove_service(&mut self, service: ServiceRef) -> Result<(), IpvsError> {
+    /// DEL_SERVICE; one already gone is done.
+    pub(super) async fn remove_service(&mut self, service: ServiceRef) -> Result<(), IpvsError> {
         let request = || format!("DEL_SERVICE {service}");
         match self.command(del_service_request(service), request).await? {
             Ok(()) => tracing::info!(%service, "IPVS service removed"),
