@@ -81,8 +81,7 @@ fn sample_times(scenario: &Scenario) -> Vec<Duration> {
 }
 
 fn report(scenario: &Scenario, outcome: Outcome, driver: &'static str) -> RunReport {
-    let verdicts: Vec<Verdict> =
-        scenario.expect.iter().map(|e| verdict(e, &outcome)).collect();
+    let verdicts: Vec<Verdict> = scenario.expect.iter().map(|e| verdict(e, &outcome)).collect();
     let ok = outcome.violations.is_empty() && verdicts.iter().all(|v| v.ok);
     RunReport { outcome, verdicts, ok, description: scenario.description.clone(), driver }
 }
@@ -161,7 +160,8 @@ fn vip_holders(view: &str, host_names: &[String], vip: IpAddr) -> Vec<usize> {
 
 fn verdict(e: &Expectation, o: &Outcome) -> Verdict {
     let name_of = |h: usize| o.host_names.get(h).cloned().unwrap_or_default();
-    let inst_of = |i: usize| o.instance_names.get(i).cloned().unwrap_or_else(|| node::instance_name(i));
+    let inst_of =
+        |i: usize| o.instance_names.get(i).cloned().unwrap_or_else(|| node::instance_name(i));
     let sample = |at: Duration| o.samples.iter().find(|s| s.at == Instant::ZERO + at);
     let v = |name: String, ok: bool, detail: String| Verdict { name, ok, detail };
     match e {

@@ -23,9 +23,8 @@ impl Files {
     /// The files the scenario starts with.
     pub fn new(spec: &SimSpec) -> Self {
         let original = |h: usize| spec.hosts[h].config.as_ref().unwrap_or(&spec.config);
-        let controllers: Vec<usize> = (0..spec.hosts.len())
-            .filter(|&h| spec.hosts[h].role == Role::Controller)
-            .collect();
+        let controllers: Vec<usize> =
+            (0..spec.hosts.len()).filter(|&h| spec.hosts[h].role == Role::Controller).collect();
         let clusters: Vec<Vec<usize>> = (0..spec.hosts.len())
             .map(|h| {
                 if spec.hosts[h].role != Role::Controller {

@@ -32,6 +32,7 @@ pub use bounds::Bounds;
 pub use clock::Clock;
 pub use engine::Sim;
 pub use failover::{Failovers, components};
+pub use faults::{Due, Testbed, apply, boot, fault_text, schedule};
 pub use files::Files;
 pub use instances::{InstanceInfo, instances};
 pub use network::Network;
@@ -44,5 +45,4 @@ pub use spec::{
     Fault, HostSpec, HostVrrp, ReloadConfig, Role, SimSpec, TimedFault, TrafficSpec, VrrpTuning,
 };
 pub use views::{HostView, render_views};
-pub use faults::{Due, Testbed, apply, boot, fault_text, schedule};
 pub use world::{ApiServer, World};

@@ -325,7 +325,10 @@ impl Observer {
             }
             if let Some(t) = self.refusal_ends[h].filter(|t| *t <= now) {
                 self.refusal_ends[h] = None;
-                self.record(t, Record::Note(format!("{} kernel accepts commands again", self.names[h])));
+                self.record(
+                    t,
+                    Record::Note(format!("{} kernel accepts commands again", self.names[h])),
+                );
                 self.checker.world_changed(t);
             }
         }

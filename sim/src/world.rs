@@ -97,7 +97,11 @@ impl World {
     }
 
     /// SIGHUP on host `h` with the file `reload` leaves there (see [`Files::reload`]).
-    pub(crate) fn reload(&mut self, h: usize, reload: &ReloadConfig) -> Result<&ClusterConfig, String> {
+    pub(crate) fn reload(
+        &mut self,
+        h: usize,
+        reload: &ReloadConfig,
+    ) -> Result<&ClusterConfig, String> {
         self.files.reload(h, reload)
     }
 

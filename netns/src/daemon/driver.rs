@@ -13,9 +13,9 @@ use cplb_core::time::Instant;
 use cplb_core::vrrp::{self, IfIndex, Incoming, InstanceId};
 use tokio::sync::{mpsc, oneshot};
 
+use super::clock::{Clock, Monotonic};
 use crate::kernel::vrrp_socket::{Datagram, Received};
 use crate::kernel::watch::KernelEvent;
-use super::clock::{Clock, Monotonic};
 use crate::kernel::{Kernel, KernelError};
 use crate::net::{Net, Os};
 use crate::probe::Prober;

@@ -80,7 +80,8 @@ async fn attempt(me: IpAddr, src: Source, port: u16, fabric: &SharedFabric) {
 /// [`CLIENT_TIMEOUT`] is a failure, and the watch is opened again after [`REWATCH`].
 async fn watch(me: IpAddr, src: Source, port: u16, fabric: &SharedFabric) {
     let record = |result: Result<IpAddr, String>| {
-        let report = Report::Attempt { at: sim_now(), source: src.n, from: me, vip: src.vip, result };
+        let report =
+            Report::Attempt { at: sim_now(), source: src.n, from: me, vip: src.vip, result };
         lock(fabric).reports.push(report);
     };
     loop {
@@ -91,7 +92,8 @@ async fn watch(me: IpAddr, src: Source, port: u16, fabric: &SharedFabric) {
             continue;
         };
         if let Ok(Ok(mut s)) =
-            tokio::time::timeout(dilated(CLIENT_TIMEOUT), turmoil::net::TcpStream::connect(to)).await
+            tokio::time::timeout(dilated(CLIENT_TIMEOUT), turmoil::net::TcpStream::connect(to))
+                .await
             && s.write_all(b"GET /api/v1/pods?watch=true HTTP/1.1\r\nhost: vip\r\n\r\n")
                 .await
                 .is_ok()

@@ -23,9 +23,9 @@ use cplb_netns::proxy::{self, ProxyConfig, ProxyStats};
 use cplb_sim::Clock;
 use tokio::sync::mpsc;
 
+use super::dilated;
 use super::fabric::{DUMMY, ETH0, Report, SharedFabric, lock, sim_now};
 use super::kernel::{SimKernel, VRRP_PORT, decode, link_local_of};
-use super::dilated;
 use super::net::Turmoil;
 
 /// What a controller's daemon is started with: its file and its command line.
@@ -148,8 +148,8 @@ pub async fn daemon(
             .await
             .map_err(|e| format!("binding the VRRP socket: {e}"))?,
     );
-    let config = node_config(&spec, &fabric, &launch.keepalived, launch.api_port, &launch.options)
-        .await?;
+    let config =
+        node_config(&spec, &fabric, &launch.keepalived, launch.api_port, &launch.options).await?;
     let clock = HostClock::new(launch.clock);
     let node = Node::new(clock.node_time(tokio::time::Instant::now()), config)
         .map_err(|e| e.to_string())?;
@@ -236,7 +236,14 @@ async fn node_config(
         .map_err(|e| e.to_string())?;
     let dr = keepalived.virtual_servers.iter().any(|v| v.lb_kind == LbKind::Dr);
     let tuning = options.vrrp_tuning();
-    Ok(plan::node_config(keepalived, api_port, &made, dr.then_some(DUMMY), Balancing::Ipvs, &tuning))
+    Ok(plan::node_config(
+        keepalived,
+        api_port,
+        &made,
+        dr.then_some(DUMMY),
+        Balancing::Ipvs,
+        &tuning,
+    ))
 }
 
 /// The health check the options ask for (the stand-in API servers speak plain HTTP).
@@ -262,11 +269,9 @@ fn report(
     let mut f = lock(fabric);
     while let Ok(event) = events.try_recv() {
         let vip = match &event {
-            Event::Vrrp(vrrp::Event::StateChanged { instance, .. }) => driver
-                .node
-                .instance(*instance)
-                .and_then(|c| c.virtual_ips.first())
-                .map(|v| v.addr),
+            Event::Vrrp(vrrp::Event::StateChanged { instance, .. }) => {
+                driver.node.instance(*instance).and_then(|c| c.virtual_ips.first()).map(|v| v.addr)
+            }
             _ => None,
         };
         f.reports.push(Report::Event { at: sim_now(), host, event, vip });

@@ -251,7 +251,8 @@ mod tests {
         let vip = SocketAddr::new(VIP.parse().unwrap(), 6443);
         let mut bare = crossed(false);
         assert_eq!(bare.route(vip, client, Instant::ZERO), None);
-        let loops: Vec<_> = bare.reports.iter().filter(|r| matches!(r, Report::Loop { .. })).collect();
+        let loops: Vec<_> =
+            bare.reports.iter().filter(|r| matches!(r, Report::Loop { .. })).collect();
         assert!(
             matches!(loops[..], [Report::Loop { service, .. }] if *service == vip),
             "{loops:?}"

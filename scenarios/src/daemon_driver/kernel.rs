@@ -215,4 +215,3 @@ pub fn decode(d: &[u8]) -> Option<Datagram> {
     };
     Some(Datagram { received, overflows: None })
 }
-

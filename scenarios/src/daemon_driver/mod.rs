@@ -217,9 +217,8 @@ fn launch(spec: &SimSpec, world: &World, h: usize) -> Result<Launch, Unsupported
     })?;
     let servers: Vec<String> =
         world.files().cluster_addresses(h).iter().map(ToString::to_string).collect();
-    let mut args: Vec<String> = ["cplbd", "--config", "k0s.yaml", "--health-check", "http"]
-        .map(str::to_owned)
-        .into();
+    let mut args: Vec<String> =
+        ["cplbd", "--config", "k0s.yaml", "--health-check", "http"].map(str::to_owned).into();
     args.extend(["--dial-timeout".into(), "250ms".into()]);
     args.extend(["--real-servers".into(), servers.join(",")]);
     let tuning = spec.vrrp.for_node(spec.hosts[h].address.is_ipv4());

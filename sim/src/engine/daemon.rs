@@ -181,7 +181,14 @@ impl Lan {
 
     /// A health probe: refused at once by a host whose API server is down, unanswered by a
     /// host that is off or cut off or whose API server hangs (the checker times it out).
-    fn probe(&mut self, from: usize, incarnation: u64, id: ProbeId, server: SocketAddr, world: &World) {
+    fn probe(
+        &mut self,
+        from: usize,
+        incarnation: u64,
+        id: ProbeId,
+        server: SocketAddr,
+        world: &World,
+    ) {
         let Some(to) = self.host_by_addr(server.ip()) else {
             return;
         };

@@ -21,11 +21,11 @@ use rand_pcg::Pcg64Mcg;
 
 use self::host::Host;
 use self::segment::Frame;
+use crate::faults::{self, Due, schedule};
 use crate::observe::Observer;
 use crate::outcome::Outcome;
 use crate::spec::SimSpec;
 use crate::views::{self, HostView};
-use crate::faults::{self, Due, schedule};
 use crate::world::World;
 
 /// One-way latency on the segment when no delay fault is active.

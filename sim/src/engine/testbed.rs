@@ -6,8 +6,8 @@ use cplb_core::time::Instant;
 
 use super::Lan;
 use super::host::{self, ETH0};
-use crate::observe::Observer;
 use crate::faults::Testbed;
+use crate::observe::Observer;
 use crate::world::{ApiServer, World};
 
 impl Testbed for Lan {

@@ -108,8 +108,7 @@ impl Lan {
         }
         let confirmed = entry.and_then(|(mac, _)| {
             let t = self.hosts.iter().position(|h| h.mac == mac)?;
-            (network.both_ways(from, t) && self.hosts[t].vips_on_eth0.contains(&vip))
-                .then_some(mac)
+            (network.both_ways(from, t) && self.hosts[t].vips_on_eth0.contains(&vip)).then_some(mac)
         });
         let mac = match confirmed {
             Some(mac) => mac,

@@ -17,8 +17,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioTimer;
 use tokio::time::{Interval, MissedTickBehavior};
 
-use super::deadline::Deadline;
 use super::Behaviour;
+use super::deadline::Deadline;
 
 /// Longest request head (request line and headers) accepted; longer gets 431.
 pub(super) const MAX_REQUEST_HEAD: usize = 8 * 1024;
