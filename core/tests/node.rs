@@ -896,6 +896,26 @@ fn a_hold_ends_when_a_kernel_that_refused_everything_accepts_again() {
     assert!(w.h(a).node.holds_address(IF, VIP));
 }
 
+/// A node whose start-up removal of its VIP the kernel refuses, and keeps refusing while
+/// its retries back off, becomes master: its add goes out at once, not at the removal's
+/// next retry, so it learns now whether it holds the VIP (and resigns at once if not)
+/// rather than advertise an address it does not hold for a backoff.
+#[test]
+fn a_new_masters_add_goes_out_at_once_whatever_the_refused_removals_backoff() {
+    let mut w = World::new();
+    let mut host = Host::new(Instant::ZERO, proxy_config(0, 1));
+    host.refuse.extend([Refuse::Remove(VIP), Refuse::Add(VIP)]);
+    let a = w.add_host(host);
+    let id = w.h(a).first();
+    let t0 = Instant::ZERO + MASTER_DOWN;
+    w.run_until(t0);
+    assert_eq!(w.h(a).entered(id, State::Master), Some(t0));
+    let adds: Vec<Instant> =
+        w.h(a).kernel_commands(0).iter().filter(|(_, c)| is_add(c, VIP)).map(|(t, _)| *t).collect();
+    assert_eq!(adds.first(), Some(&t0), "the add waited: {adds:?}");
+    assert_eq!(w.h(a).state(id), Some(State::Fault), "refused at once, resigned at once");
+}
+
 #[test]
 fn a_refused_command_is_retried_with_doubling_backoff_up_to_the_cap() {
     let mut w = World::new();

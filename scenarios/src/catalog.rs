@@ -25,6 +25,7 @@ pub const CATALOG: &[(&str, &str)] = &[
     ("vip-removed-by-hand", include_str!("../catalog/vip-removed-by-hand.yaml")),
     ("kernel-refuses-vip", include_str!("../catalog/kernel-refuses-vip.yaml")),
     ("reload-same-and-added", include_str!("../catalog/reload-same-and-added.yaml")),
+    ("regress-refusal-hold", include_str!("../catalog/regress-refusal-hold.yaml")),
 ];
 
 /// The text of a catalog scenario.

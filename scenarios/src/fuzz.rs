@@ -276,16 +276,15 @@ impl GenCase {
         over + 2_000
     }
 
-    /// The case as cplbd can run it: what k0s.yaml expresses (priority 200 everywhere,
-    /// preemption, VRRPv2 over IPv4 at whole seconds) and faults turmoil has (no
-    /// duplication). `--driver daemon` campaigns run this form of each case.
-    pub fn as_k0s_writes(&self) -> Self {
+    /// The case as cplbd can run it: what k0s.yaml and cplbd's command line express
+    /// (priority 200 everywhere, preemption; the VRRP version and interval are cplbd's
+    /// `--vrrp-version` and `--advert-interval`) and faults turmoil has (no duplication).
+    /// `--driver daemon` campaigns run this form of each case.
+    pub fn as_cplbd_runs(&self) -> Self {
         let mut c = self.clone();
         for g in &mut c.controllers {
             *g = GenController { priority: 200, preempt: true };
         }
-        c.v3 = false;
-        c.advert_cs = 100;
         c.faults.retain(|(_, f)| !matches!(f, GenFault::Duplicate(_)));
         c
     }
@@ -454,7 +453,7 @@ pub fn check(case: &GenCase, shape: Shape, determinism: bool) -> Verdict {
 
 /// Runs one case on the engine, or with `daemon` on cplbd's own code under turmoil.
 pub fn check_with(case: &GenCase, shape: Shape, determinism: bool, daemon: bool) -> Verdict {
-    let case = if daemon { case.as_k0s_writes() } else { case.clone() };
+    let case = if daemon { case.as_cplbd_runs() } else { case.clone() };
     let yaml = case.to_yaml(shape);
     let scenario = match parse("generated", &yaml) {
         Ok(s) => s,
@@ -721,7 +720,7 @@ fn shrink(
         }
     }
     let (case, reason) = best;
-    let case = if c.daemon { case.as_k0s_writes() } else { case };
+    let case = if c.daemon { case.as_cplbd_runs() } else { case };
     let path = c.out_dir.join(format!("fuzz-{}-{index}.yaml", c.seed));
     let written = std::fs::create_dir_all(&c.out_dir)
         .and_then(|()| std::fs::write(&path, case.to_yaml(c.shape)));

@@ -8,12 +8,10 @@ use cplb_scenarios::scenario::{Scenario, parse};
 
 /// The catalog scenarios `--compare` cannot hold to the engine, and why. Everything else
 /// must agree on every seed tried.
-const CANNOT_AGREE: &[(&str, &str)] = &[
-    (
-        "loss-30",
-        "which frames 30 % loss drops is drawn by each simulator's own random numbers, so the spurious takeovers differ",
-    ),
-];
+const CANNOT_AGREE: &[(&str, &str)] = &[(
+    "loss-30",
+    "which frames 30 % loss drops is drawn by each simulator's own random numbers, so the spurious takeovers differ",
+)];
 
 fn scenario(name: &str, text: &str) -> Scenario {
     parse(&format!("catalog/{name}.yaml"), text).expect("catalog scenarios parse")

@@ -110,7 +110,15 @@ fn the_story_shows_the_seed_documents_views() {
     assert_eq!(out.status.code(), Some(0));
     let story = String::from_utf8_lossy(&out.stdout);
     assert!(story.contains("inet 192.168.122.200/24 scope global secondary eth0"), "{story}");
-    assert!(story.contains("TCP  192.168.122.200:6443 rr persistent 360"), "{story}");
+    // The seed's `TCP 192.168.122.200:6443 rr persistent 360`, as cplbd programs it: a
+    // firewall-mark service, and the loop guard that marks the VIP's traffic.
+    assert!(story.contains("FWM  100 rr persistent 360"), "{story}");
+    assert!(story.contains("-A -f 100 -s rr -p 360"), "{story}");
+    assert!(story.contains("-a -f 100 -r 192.168.122.185:6443 -g -w 1"), "{story}");
+    assert!(
+        story.contains("nft: tcp 192.168.122.200:6443 gets mark 100 unless it comes from"),
+        "{story}"
+    );
     assert!(story.contains("FAULT poweroff controller-0"));
 }
 

@@ -22,6 +22,7 @@ mod instances;
 mod network;
 mod observe;
 mod outcome;
+mod queue;
 mod record;
 mod spec;
 mod trace;

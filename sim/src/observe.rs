@@ -7,10 +7,8 @@
 //! wait `horizon` in a queue ordered by time, so the record is in time order whatever the
 //! order of the reports.
 
-use core::cmp::Reverse;
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
-use std::collections::BinaryHeap;
 
 use cplb_core::lb::DataPlane;
 use cplb_core::node::Event;
@@ -21,37 +19,13 @@ use crate::bounds::Bounds;
 use crate::checker::{Breach, Checker};
 use crate::instances::{InstanceInfo, index_of, instances};
 use crate::outcome::{Outcome, Sample, Violation};
+use crate::queue::TimeQueue;
 use crate::record::{Finished, Record, Recorder};
 use crate::spec::SimSpec;
 use crate::world::World;
 
 /// The violations kept (the first ones tell the story).
 const MAX_VIOLATIONS: usize = 10;
-
-/// A record waiting for its turn.
-#[derive(Debug)]
-struct Queued {
-    at: Instant,
-    seq: u64,
-    record: Record,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
 
 /// The observer of one run.
 #[derive(Debug)]
@@ -62,8 +36,7 @@ pub struct Observer {
     names: Vec<String>,
     checker: Checker,
     recorder: Recorder,
-    pending: BinaryHeap<Reverse<Queued>>,
-    seq: u64,
+    pending: TimeQueue<Record>,
     horizon: Duration,
     violations: Vec<Violation>,
     samples: Vec<Sample>,
@@ -88,8 +61,7 @@ impl Observer {
             recorder: Recorder::new(instances.clone(), names.clone(), spec.traffic.len()),
             instances,
             names,
-            pending: BinaryHeap::new(),
-            seq: 0,
+            pending: TimeQueue::default(),
             horizon,
             violations: Vec::new(),
             samples: Vec::new(),
@@ -301,18 +273,13 @@ impl Observer {
         if self.horizon.is_zero() {
             return self.recorder.record(at, record);
         }
-        self.seq += 1;
-        self.pending.push(Reverse(Queued { at, seq: self.seq, record }));
+        self.pending.push(at, record);
     }
 
     /// Records, in time order, what happened until `until` (everything: `None`).
     fn flush(&mut self, until: Option<Instant>) {
-        while let Some(Reverse(q)) = self.pending.peek() {
-            if until.is_some_and(|t| q.at > t) {
-                break;
-            }
-            let Some(Reverse(q)) = self.pending.pop() else { break };
-            self.recorder.record(q.at, q.record);
+        while let Some((at, record)) = self.pending.pop(until) {
+            self.recorder.record(at, record);
         }
     }
 

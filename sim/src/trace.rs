@@ -25,14 +25,13 @@ impl Trace {
 
     /// FNV-1a over the rendered lines: equal hashes, equal traces (for the determinism check).
     pub(crate) fn hash(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        use std::hash::Hasher as _;
+        let mut h = fnv::FnvHasher::default();
         for line in &self.lines {
-            for b in render(line).bytes().chain([b'\n']) {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
+            h.write(render(line).as_bytes());
+            h.write(b"\n");
         }
-        h
+        h.finish()
     }
 }
 

@@ -51,10 +51,18 @@ impl<V: Clone + PartialEq> Slot<V> {
         Self { want, held, pending: None, refusal: None, refused: None }
     }
 
+    /// Whether the wanted value is to be set now: it is not held nor being set, and it is
+    /// not what the kernel refused lately, whose retry waits for its backoff. A new wish
+    /// (a VIP to add where its removal was refused: the instance became master) goes out
+    /// at once, so that a master learns now whether it can hold its address, rather than
+    /// advertise it unheld for a backoff.
     fn due(&self, now: Instant) -> bool {
         self.pending.is_none()
             && self.held.as_ref() != Some(&self.want)
-            && self.refusal.as_ref().is_none_or(|r| r.retry_at <= now)
+            && self
+                .refusal
+                .as_ref()
+                .is_none_or(|r| r.retry_at <= now || self.refused.as_ref() != Some(&self.want))
     }
 
     /// The refusal, while what was refused is still wanted and not held.

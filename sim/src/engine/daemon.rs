@@ -173,8 +173,7 @@ impl Lan {
         if self.hosts[i].wake.map(|(t, _)| t) == Some(at) {
             return;
         }
-        self.seq += 1;
-        let generation = self.seq;
+        let generation = self.queue.generation();
         self.hosts[i].wake = Some((at, generation));
         self.push(at, Ev::Wake { host: i, generation });
     }

@@ -10,9 +10,8 @@ mod segment;
 mod testbed;
 mod traffic;
 
-use core::cmp::Reverse;
 use core::time::Duration;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 
 use cplb_core::lb::ProbeId;
 use cplb_core::time::Instant;
@@ -24,6 +23,7 @@ use self::segment::Frame;
 use crate::faults::{self, Due, schedule};
 use crate::observe::Observer;
 use crate::outcome::Outcome;
+use crate::queue::TimeQueue;
 use crate::spec::SimSpec;
 use crate::views::{self, HostView};
 use crate::world::World;
@@ -43,30 +43,6 @@ enum Ev {
     End,
 }
 
-#[derive(Debug)]
-struct Queued {
-    at: Instant,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
 /// A running simulation.
 #[derive(Debug)]
 pub struct Sim {
@@ -83,8 +59,7 @@ pub struct Sim {
 struct Lan {
     spec: SimSpec,
     now: Instant,
-    queue: BinaryHeap<Reverse<Queued>>,
-    seq: u64,
+    queue: TimeQueue<Ev>,
     rng: Pcg64Mcg,
     hosts: Vec<Host>,
     incarnations: u64,
@@ -112,8 +87,7 @@ impl Sim {
         let hosts = spec.hosts.iter().enumerate().map(|(i, h)| Host::new(h.clone(), i)).collect();
         let mut lan = Lan {
             now: Instant::ZERO,
-            queue: BinaryHeap::new(),
-            seq: 0,
+            queue: TimeQueue::default(),
             rng: Pcg64Mcg::seed_from_u64(seed),
             hosts,
             incarnations: 0,
@@ -145,18 +119,18 @@ impl Sim {
 
     /// Runs to the end and reports.
     pub fn run(mut self) -> Outcome {
-        while let Some(Reverse(q)) = self.lan.queue.pop() {
+        while let Some((at, ev)) = self.lan.queue.pop(None) {
             self.lan.steps += 1;
             if self.lan.steps > MAX_STEPS {
                 let detail = format!("more than {MAX_STEPS} events");
                 self.obs.violate(self.lan.now, "livelock", detail);
                 break;
             }
-            self.lan.now = q.at;
-            if matches!(q.ev, Ev::End) {
+            self.lan.now = at;
+            if matches!(ev, Ev::End) {
                 break;
             }
-            self.handle(q.ev);
+            self.handle(ev);
             self.obs.check(self.lan.now, &self.world);
         }
         let views = self.views();
@@ -195,8 +169,7 @@ impl Sim {
 
 impl Lan {
     fn push(&mut self, at: Instant, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Reverse(Queued { at, seq: self.seq, ev }));
+        self.queue.push(at, ev);
     }
 
     fn random(&mut self) -> f64 {

@@ -311,16 +311,15 @@ impl TableWriter<'_> {
 /// `cplb HASH`, HASH a 64-bit FNV-1a of the family, the chain, the expression attributes and
 /// `held`, each length-prefixed. Any change to what the rule does changes its bytes and so
 /// its tag; the hash need not resist forgery (see the module docs), only be stable across
-/// runs and builds, which std's hashers do not promise.
+/// runs and builds, which std's default hasher does not promise and FNV does.
 fn rule_tag(family: Family, chain: &str, exprs: &[u8], held: &[u8]) -> Vec<u8> {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    use std::hash::Hasher as _;
+    let mut hasher = fnv::FnvHasher::default();
     for part in [family.name().as_bytes(), chain.as_bytes(), exprs, held] {
-        let len = u64::try_from(part.len()).unwrap_or(u64::MAX).to_le_bytes();
-        for byte in len.iter().chain(part) {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        hasher.write(&u64::try_from(part.len()).unwrap_or(u64::MAX).to_le_bytes());
+        hasher.write(part);
     }
+    let hash = hasher.finish();
     let text = format!("cplb {hash:016x}\0");
     let mut tag = vec![NFTNL_UDATA_RULE_COMMENT, u8::try_from(text.len()).unwrap_or(u8::MAX)];
     tag.extend_from_slice(text.as_bytes());
