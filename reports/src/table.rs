@@ -89,7 +89,7 @@ impl Table {
 }
 
 pub(crate) fn instance_name(run: &Run, i: usize) -> String {
-    run.instances.get(i).map_or_else(|| format!("k0s-vip-{i}"), |x| x.name.clone())
+    run.instances.get(i).map_or_else(|| format!("#{i}"), |x| x.name.clone())
 }
 
 fn seconds(t: Option<f64>) -> String {

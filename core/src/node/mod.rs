@@ -19,6 +19,7 @@
 //! Drain after every `handle_*` call, transmits first. Time only moves forward; after any
 //! call `poll_timeout()` is later than `now` (or `None`).
 
+mod config;
 mod k0s;
 mod kernel;
 mod output;
@@ -31,21 +32,22 @@ pub use k0s::{
     ANNOUNCE_REFRESH, API_TRACK_WEIGHT, K0S_PRIORITY, VrrpTuning, instance_name, vrrp_instances,
 };
 pub use kernel::{FIRST_BACKOFF, MAX_BACKOFF, Refusal};
+pub use config::{API_TRACKER, Balancing, NodeConfig, Reload};
 pub use output::{Command, CommandError, CommandId, Event, Object};
 
-use crate::config::{Keepalived, LbAlgo, LbKind};
+use config::check_instances;
+
+use crate::config::{LbAlgo, LbKind};
 use crate::lb::{
     self, DataPlane, HealthChecker, Probe, ProbeId, RealServer, ServiceKey, VirtualService,
 };
 use crate::time::Instant;
 use crate::vrrp::{
     self, ConfigError, IfIndex, Incoming, InstanceConfig, InstanceId, Router, State, TrackerConfig,
-    TrackerId, Transmit, VirtualIp,
+    Transmit, VirtualIp,
 };
 use kernel::{Kernel, Outcome};
 
-/// The tracker every node registers first: its own API server's health.
-pub const API_TRACKER: TrackerId = TrackerId(0);
 
 /// How long an instance whose addresses the kernel refused stays in Fault the first
 /// time; each refusal in a row doubles it, up to [`MAX_REFUSAL_HOLD`]. The hold keeps a
@@ -56,45 +58,6 @@ pub const API_TRACKER: TrackerId = TrackerId(0);
 pub const REFUSAL_HOLD: Duration = Duration::from_secs(1);
 /// The longest such hold.
 pub const MAX_REFUSAL_HOLD: Duration = Duration::from_secs(30);
-
-/// Where a node's virtual servers are programmed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Balancing {
-    /// Kernel virtual services (IPVS).
-    Ipvs,
-    /// NAT rules (no IPVS in this kernel): DNAT balancers in the NAT table.
-    Nat,
-}
-
-/// What one controller runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeConfig {
-    /// The k0s load-balancing configuration.
-    pub keepalived: Keepalived,
-    /// `spec.api.port`.
-    pub api_port: u16,
-    /// This node's API server: its health is tracked, and the proxy falls back to it.
-    pub own_api: SocketAddr,
-    /// The API servers to check and balance over.
-    pub real_servers: Vec<SocketAddr>,
-    /// The VRRP instances (from [`vrrp_instances`], tracking [`API_TRACKER`]).
-    pub instances: Vec<InstanceConfig>,
-    /// Direct routing: the non-ARPing interface that holds the VIPs on every controller.
-    pub local_vip_ifindex: Option<IfIndex>,
-    /// Where the virtual servers go.
-    pub balancing: Balancing,
-}
-
-/// What a reload changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reload {
-    /// Instances left running untouched.
-    pub kept: Vec<InstanceId>,
-    /// Instances started.
-    pub added: Vec<InstanceId>,
-    /// Instances stopped (resigned, addresses released).
-    pub removed: Vec<InstanceId>,
-}
 
 /// One controller.
 #[derive(Debug)]
@@ -803,30 +766,4 @@ struct Refused {
 /// A local VIP is held as a host route (/32, /128).
 fn host_route(addr: IpAddr) -> VirtualIp {
     VirtualIp { addr, prefix_len: if addr.is_ipv4() { 32 } else { 128 } }
-}
-
-/// Validates instances as a set (each, only the node's tracker, and no VRID twice on an
-/// interface and family), so that a reload is refused whole rather than half applied.
-fn check_instances(instances: &[InstanceConfig]) -> Result<(), ConfigError> {
-    for (i, cfg) in instances.iter().enumerate() {
-        cfg.validate()?;
-        if let Some(t) = cfg.tracking.iter().find(|t| t.tracker != API_TRACKER) {
-            return Err(ConfigError::UnknownTracker {
-                instance: cfg.name.clone(),
-                tracker: t.tracker.0,
-            });
-        }
-        if let Some(other) = instances.iter().take(i).find(|o| {
-            o.ifindex == cfg.ifindex
-                && o.vrid == cfg.vrid
-                && o.primary_address.is_ipv6() == cfg.primary_address.is_ipv6()
-        }) {
-            return Err(ConfigError::DuplicateVrid {
-                instance: cfg.name.clone(),
-                vrid: cfg.vrid.get(),
-                other: other.name.clone(),
-            });
-        }
-    }
-    Ok(())
 }
