@@ -69,6 +69,7 @@ catalog_tests! {
     vip_removed_by_hand => "vip-removed-by-hand",
     kernel_refuses_vip => "kernel-refuses-vip",
     reload_same_and_added => "reload-same-and-added",
+    regress_refusal_hold => "regress-refusal-hold",
 }
 
 fn timeline(name: &str) -> String {

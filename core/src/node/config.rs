@@ -49,7 +49,6 @@ pub struct Reload {
     pub removed: Vec<InstanceId>,
 }
 
-
 /// Validates instances as a set (each, only the node's tracker, and no VRID twice on an
 /// interface and family), so that a reload is refused whole rather than half applied.
 pub(super) fn check_instances(instances: &[InstanceConfig]) -> Result<(), ConfigError> {

@@ -28,11 +28,11 @@ use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 use std::collections::{BTreeMap, VecDeque};
 
+pub use config::{API_TRACKER, Balancing, NodeConfig, Reload};
 pub use k0s::{
     ANNOUNCE_REFRESH, API_TRACK_WEIGHT, K0S_PRIORITY, VrrpTuning, instance_name, vrrp_instances,
 };
 pub use kernel::{FIRST_BACKOFF, MAX_BACKOFF, Refusal};
-pub use config::{API_TRACKER, Balancing, NodeConfig, Reload};
 pub use output::{Command, CommandError, CommandId, Event, Object};
 
 use config::check_instances;
@@ -47,7 +47,6 @@ use crate::vrrp::{
     Transmit, VirtualIp,
 };
 use kernel::{Kernel, Outcome};
-
 
 /// How long an instance whose addresses the kernel refused stays in Fault the first
 /// time; each refusal in a row doubles it, up to [`MAX_REFUSAL_HOLD`]. The hold keeps a
