@@ -532,22 +532,26 @@ fn status(args: &StatusArgs) -> Result<Done, String> {
 }
 
 fn lab(cmd: LabCommand) -> Result<Done, String> {
-    use cplb_lab::cluster as lab;
+    use cplb_lab::failover::{self, failover_in_vm, failover_run};
+    use cplb_lab::files::save_logs;
+    use cplb_lab::layout::Mode;
+    use cplb_lab::processes::Programs;
+    use cplb_lab::up_down::{down, down_in_vm, up, up_in_vm};
     match cmd {
         LabCommand::Up(args) => {
-            let programs = lab::Programs::beside_current_exe()?;
+            let programs = Programs::beside_current_exe()?;
             let mode = match args.mode {
-                LabMode::Proxy => lab::Mode::Proxy,
-                LabMode::Ipvs => lab::Mode::Ipvs,
+                LabMode::Proxy => Mode::Proxy,
+                LabMode::Ipvs => Mode::Ipvs,
             };
             match args.kernel.kernel {
-                LabKernel::Host => lab::up(&programs, mode).map(Done::ok),
-                LabKernel::Vm => lab::up_in_vm(&programs, mode).map(Done::ok),
+                LabKernel::Host => up(&programs, mode).map(Done::ok),
+                LabKernel::Vm => up_in_vm(&programs, mode).map(Done::ok),
             }
         }
         LabCommand::Down(args) => Ok(Done::ok(match args.kernel {
-            LabKernel::Host => lab::down(),
-            LabKernel::Vm => lab::down_in_vm(),
+            LabKernel::Host => down(),
+            LabKernel::Vm => down_in_vm(),
         })),
         LabCommand::Failover(args)
             if matches!(args.kernel.kernel, LabKernel::Vm) && args.out.is_some() =>
@@ -555,7 +559,7 @@ fn lab(cmd: LabCommand) -> Result<Done, String> {
             Err("--out draws the lab on this kernel (--kernel host); in the guest, --json gives the figures".into())
         }
         LabCommand::Failover(args) if matches!(args.kernel.kernel, LabKernel::Vm) => {
-            let (code, out) = lab::failover_in_vm(args.reps, args.json)?;
+            let (code, out) = failover_in_vm(args.reps, args.json)?;
             if code == 0 {
                 Ok(Done::ok(out.trim_end().to_owned()))
             } else {
@@ -563,9 +567,9 @@ fn lab(cmd: LabCommand) -> Result<Done, String> {
             }
         }
         LabCommand::Failover(args) => {
-            let programs = lab::Programs::beside_current_exe()?;
+            let programs = Programs::beside_current_exe()?;
             let draw = args.out.is_some();
-            let results = match lab::failover_run(&programs, args.reps.unwrap_or(1), draw) {
+            let results = match failover_run(&programs, args.reps.unwrap_or(1), draw) {
                 Ok((r, run)) => {
                     if let (Some(dir), Some(run)) = (&args.out, run) {
                         let html = cplb_reports::write_run(dir, &run)?;
@@ -574,16 +578,17 @@ fn lab(cmd: LabCommand) -> Result<Done, String> {
                     r
                 }
                 Err(e) => {
-                    let saved = lab::save_logs();
-                    let _ = lab::down();
+                    let saved = save_logs();
+                    let _ = down();
                     return Err(format!("{e} (the lab was removed{saved})"));
                 }
             };
             if args.json {
-                let v = lab::json(&results, args.reps.is_some());
+                let v = failover::json(&results, args.reps.is_some());
                 Ok(Done::ok(format!("{v:#}")))
             } else {
-                Ok(Done::ok(format!("{}\n{}", lab::report(&results), lab::current_views())))
+                let text = failover::report(&results);
+                Ok(Done::ok(format!("{text}\n{}", failover::current_views())))
             }
         }
         LabCommand::Soak(args) => lab_soak(&args),
@@ -643,7 +648,8 @@ fn lab(cmd: LabCommand) -> Result<Done, String> {
 
 /// `cplb lab bench`: the table (or JSON) on stdout, a line per rep on stderr.
 fn lab_bench(args: &LabBenchArgs) -> Result<Done, String> {
-    use cplb_lab::{bench, cluster as lab};
+    use cplb_lab::bench;
+    use cplb_lab::processes::Programs;
     let options = bench::BenchOptions {
         reps: args.reps,
         only: args.only.clone(),
@@ -651,7 +657,7 @@ fn lab_bench(args: &LabBenchArgs) -> Result<Done, String> {
         ..bench::BenchOptions::default()
     };
     options.measures()?;
-    let programs = lab::Programs::beside_current_exe()?;
+    let programs = Programs::beside_current_exe()?;
     let mut progress = |line: &str| eprintln!("{line}");
     let run = bench::run(&programs, &options, &mut progress)?;
     if let Some(dir) = &args.out {
@@ -664,15 +670,17 @@ fn lab_bench(args: &LabBenchArgs) -> Result<Done, String> {
 /// `cplb lab soak`: exit 0 when every cycle passed, 1 when one failed, 2 when it could not
 /// run (not root, the lab not up, `--kernel vm`).
 fn lab_soak(args: &LabSoakArgs) -> Result<Done, String> {
-    use cplb_lab::cluster as lab;
+    use cplb_lab::processes::Programs;
+    use cplb_lab::rng::SplitMix64;
+    use cplb_lab::soak::soak;
     if matches!(args.kernel.kernel, LabKernel::Vm) {
         return Err("cplb lab soak runs in namespaces on this kernel only (--kernel host); in the guest, `cplb lab failover --kernel vm --reps N` repeats power-offs".into());
     }
-    let programs = lab::Programs::beside_current_exe()?;
+    let programs = Programs::beside_current_exe()?;
     let seed = args.seed.unwrap_or_else(|| {
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        lab::SplitMix64(now.as_secs() ^ u64::from(now.subsec_nanos()) << 20).next_u64() >> 16
+        SplitMix64(now.as_secs() ^ u64::from(now.subsec_nanos()) << 20).next_u64() >> 16
     });
     let json = args.json;
     let mut progress = |line: &str| {
@@ -682,7 +690,7 @@ fn lab_soak(args: &LabSoakArgs) -> Result<Done, String> {
             emit(&format!("{line}\n"));
         }
     };
-    let run = lab::soak(&programs, args.cycles, seed, &mut progress)?;
+    let run = soak(&programs, args.cycles, seed, &mut progress)?;
     let stdout = if json { format!("{:#}", run.json()) } else { run.summary() };
     Ok(Done { stdout, code: u8::from(run.failures() > 0) })
 }

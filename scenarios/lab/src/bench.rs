@@ -18,7 +18,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cluster::{CLIENT, CONTROLLERS, GATEWAY, Programs, median_min_max, private_dir};
+use crate::files::private_dir;
+use crate::layout::{CLIENT, CONTROLLERS, GATEWAY, VIP};
+use crate::processes::Programs;
+use crate::stats::median_min_max;
 use crate::topology::{self, HostSpec, Topology};
 
 mod contender;
@@ -28,10 +31,10 @@ mod load;
 pub use self::load::serve_backend;
 
 /// Namespace prefix of the bench.
-pub const PREFIX: &str = "cplb-bench-";
+const PREFIX: &str = "cplb-bench-";
 
 /// Every measure, in the order the table shows them.
-pub const MEASURES: [&str; 10] = [
+const MEASURES: [&str; 10] = [
     "crash_k0s",
     "crash_v3_100ms",
     "graceful",
@@ -45,7 +48,7 @@ pub const MEASURES: [&str; 10] = [
 ];
 
 /// The four failover measures (`--only failover`).
-pub const FAILOVER: [&str; 4] = ["crash_k0s", "crash_v3_100ms", "graceful", "first_election"];
+const FAILOVER: [&str; 4] = ["crash_k0s", "crash_v3_100ms", "graceful", "first_election"];
 
 /// What `cplb lab bench` was asked for.
 #[derive(Debug, Clone)]
@@ -109,7 +112,7 @@ impl BenchOptions {
 /// One rep's value: a failover's two times, or a number.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(untagged)]
-pub enum Rep {
+enum Rep {
     /// A failover.
     Failover {
         /// Seconds from the fault to the client's first answer: the TCP handshake of the
@@ -139,28 +142,28 @@ impl Rep {
 
 /// One measure of one contender.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Row {
+struct Row {
     /// One of [`MEASURES`].
-    pub measure: &'static str,
+    measure: &'static str,
     /// `cplbd`, `keepalived`, `cplbd-proxy`, `cplbd-nftables`, `haproxy` or `direct`.
-    pub contender: &'static str,
+    contender: &'static str,
     /// `s`, `conn/s`, `ms`, `MB/s`, `MiB`, `cpu_s/h`.
-    pub unit: &'static str,
+    unit: &'static str,
     /// Every rep.
-    pub reps: Vec<Rep>,
+    reps: Vec<Rep>,
     /// Over the reps (a failover's from the fault).
-    pub median: f64,
+    median: f64,
     /// Smallest.
-    pub min: f64,
+    min: f64,
     /// Largest.
-    pub max: f64,
+    max: f64,
     /// The protocol's bound (failovers), else `None`.
-    pub bound: Option<f64>,
+    bound: Option<f64>,
     /// What answered behind the data plane: `tcp` (answers at once) or `https` (the
     /// stand-in API servers); `None` where it does not apply.
-    pub backend: Option<&'static str>,
+    backend: Option<&'static str>,
     /// `start` or `load` for resident memory; `None` elsewhere.
-    pub when: Option<&'static str>,
+    when: Option<&'static str>,
 }
 
 impl Row {
@@ -215,7 +218,7 @@ fn reference(contender: &str) -> Option<&'static str> {
 
 /// The ratio of `row`'s median to its reference's in the same run (same measure, backend
 /// and phase).
-pub fn ratio(rows: &[Row], row: &Row) -> Option<(f64, &'static str)> {
+fn ratio(rows: &[Row], row: &Row) -> Option<(f64, &'static str)> {
     let reference = reference(row.contender)?;
     let other = rows.iter().find(|r| {
         r.measure == row.measure
@@ -230,7 +233,7 @@ pub fn ratio(rows: &[Row], row: &Row) -> Option<(f64, &'static str)> {
 #[derive(Debug, Clone, Default)]
 pub struct Bench {
     /// Every row.
-    pub rows: Vec<Row>,
+    rows: Vec<Row>,
 }
 
 impl Bench {
@@ -397,9 +400,7 @@ impl Env {
         std::thread::sleep(Duration::from_millis(200));
         for (name, _) in CONTROLLERS {
             let _ = self.topo.set_link(name, true);
-            let _ = self
-                .topo
-                .ip(name, &["addr", "del", &format!("{}/24", crate::cluster::VIP), "dev", "eth0"]);
+            let _ = self.topo.ip(name, &["addr", "del", &format!("{VIP}/24"), "dev", "eth0"]);
             let _ = self.topo.exec(name, "nft", &["delete", "table", "ip", "cplb"]);
         }
     }

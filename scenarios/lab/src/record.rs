@@ -11,17 +11,21 @@ use cplb_reports::{
     Attempt, Client, Failover as Figure, FaultSpan, Instance, Run, Span, StateChange,
 };
 
-use crate::client::Attempt as Connection;
-use crate::cluster::{API_PORT, CLIENT, CONTROLLERS, Failover, VIP};
 use cplb_netns::status;
+
+use crate::client::Attempt as Connection;
+use crate::layout::{API_PORT, CLIENT, CONTROLLERS, VIP, socket, topo_handle};
+use crate::state::vip_holders;
 
 /// How often each cplbd's state is asked for.
 const STATE_EVERY: Duration = Duration::from_millis(25);
 /// Every how many state polls the VIP's holder is looked up (an `ip addr` per controller).
 const HOLDER_EVERY: u32 = 4;
 
-/// The observer thread.
-pub(super) struct Recorder {
+/// The observer thread: from [`Recorder::start`] on it polls the controllers, and
+/// [`Recorder::finish`] makes the run of what it saw and the power-offs it is given.
+#[derive(Debug)]
+pub(crate) struct Recorder {
     start: Instant,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<Observed>>,
@@ -33,19 +37,29 @@ struct Observed {
     holders: Vec<Span>,
 }
 
-/// One power-off as the run shows it.
+/// One power-off as the run shows it: the failover's figures, its instants, and the
+/// client's connections around it.
 #[derive(Debug)]
-pub(super) struct Rep {
-    pub(super) result: Failover,
+pub(crate) struct Rep {
+    /// The controller powered off.
+    pub(crate) old_master: String,
+    /// The controller that took over.
+    pub(crate) new_master: String,
+    /// Seconds from the power-off until the new master's cplbd said it was master.
+    pub(crate) new_master_s: f64,
+    /// Seconds from the power-off to the client's first answered connection.
+    pub(crate) failover_s: f64,
     /// The power-off.
-    pub(super) fault_at: Instant,
+    pub(crate) fault_at: Instant,
     /// The old master back (its link up and cplbd started).
-    pub(super) restored_at: Option<Instant>,
-    pub(super) attempts: Vec<Connection>,
+    pub(crate) restored_at: Option<Instant>,
+    /// The client's connections during the rep.
+    pub(crate) attempts: Vec<Connection>,
 }
 
 impl Recorder {
-    pub(super) fn start() -> Self {
+    /// Starts observing.
+    pub(crate) fn start() -> Self {
         let start = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let s = Arc::clone(&stop);
@@ -54,7 +68,7 @@ impl Recorder {
     }
 
     /// Stops observing; the run from the start to now.
-    pub(super) fn finish(mut self, reps: &[Rep], views_before: String, views_after: String) -> Run {
+    pub(crate) fn finish(mut self, reps: &[Rep], views_before: String, views_after: String) -> Run {
         self.stop.store(true, Ordering::Relaxed);
         let observed = self.thread.take().and_then(|t| t.join().ok()).unwrap_or_default();
         let s = |t: Instant| t.saturating_duration_since(self.start).as_secs_f64();
@@ -80,8 +94,8 @@ impl Recorder {
                 .map(|r| FaultSpan {
                     at_s: s(r.fault_at),
                     until_s: r.restored_at.map(s),
-                    label: format!("poweroff {}", r.result.old_master),
-                    hosts: vec![r.result.old_master.clone()],
+                    label: format!("poweroff {}", r.old_master),
+                    hosts: vec![r.old_master.clone()],
                 })
                 .collect(),
             attempts,
@@ -89,12 +103,12 @@ impl Recorder {
                 .iter()
                 .map(|r| Figure {
                     instance: 0,
-                    from: r.result.old_master.clone(),
-                    to: r.result.new_master.clone(),
+                    from: r.old_master.clone(),
+                    to: r.new_master.clone(),
                     fault_at_s: Some(s(r.fault_at)),
-                    new_master_at_s: s(r.fault_at) + r.result.new_master_s,
-                    vip_answering_at_s: Some(s(r.fault_at) + r.result.failover_s),
-                    failover_s: Some(r.result.failover_s),
+                    new_master_at_s: s(r.fault_at) + r.new_master_s,
+                    vip_answering_at_s: Some(s(r.fault_at) + r.failover_s),
+                    failover_s: Some(r.failover_s),
                 })
                 .collect(),
             clients: Vec::new(),
@@ -124,7 +138,7 @@ impl Drop for Recorder {
 }
 
 fn observe(start: Instant, stop: &AtomicBool) -> Observed {
-    let topo = crate::cluster::topo_handle();
+    let topo = topo_handle();
     let mut seen = Observed::default();
     let mut last: Vec<Vec<String>> = vec![Vec::new(); CONTROLLERS.len()];
     let mut holding: Vec<Option<f64>> = vec![None; CONTROLLERS.len()];
@@ -132,11 +146,11 @@ fn observe(start: Instant, stop: &AtomicBool) -> Observed {
     while !stop.load(Ordering::Relaxed) {
         let at_s = start.elapsed().as_secs_f64();
         for (c, (name, _)) in CONTROLLERS.iter().enumerate() {
-            let states: Vec<String> =
-                match status::query(&crate::cluster::socket(name), Duration::from_millis(100)) {
-                    Ok(s) => s.instances.iter().map(|i| i.state.clone()).collect(),
-                    Err(_) => vec!["down".to_owned()],
-                };
+            let reply = status::query(&socket(name), Duration::from_millis(100));
+            let states: Vec<String> = match reply {
+                Ok(s) => s.instances.iter().map(|i| i.state.clone()).collect(),
+                Err(_) => vec!["down".to_owned()],
+            };
             for (instance, state) in states.iter().enumerate() {
                 if last[c].get(instance) != Some(state) {
                     seen.states.push(StateChange {
@@ -150,7 +164,7 @@ fn observe(start: Instant, stop: &AtomicBool) -> Observed {
             last[c] = states;
         }
         if poll.is_multiple_of(HOLDER_EVERY) {
-            let holders = crate::cluster::vip_holders(&topo);
+            let holders = vip_holders(&topo);
             for (c, (name, _)) in CONTROLLERS.iter().enumerate() {
                 let holds = holders.iter().any(|h| h == name);
                 match (holds, holding[c]) {

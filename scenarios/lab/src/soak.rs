@@ -1,8 +1,9 @@
 //! `cplb lab soak`: crash or power off a random controller and restart it, cycle after
 //! cycle, checking after each that the lab is whole again (one master, nothing stale, the
-//! client answered).
+//! client answered). The checks of the whole lab (`check_lab`) are the soak's own; the
+//! victims and delays are drawn from a seed, so that a run can be replayed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,35 +12,20 @@ use cplb_netns::status;
 use serde::Serialize;
 
 use crate::client::{Attempt, client_loop};
-#[allow(clippy::wildcard_imports)]
-use crate::cluster::*;
+use crate::files::{save_logs, save_logs_dir};
+use crate::layout::{
+    API_PORT, CLIENT, CONTROLLERS, Mode, PROXY_PORT, VIP, config_path, socket, topo_handle,
+};
+use crate::processes::{Programs, start_controller, start_cplbd};
+use crate::rng::SplitMix64;
+use crate::state::masters;
+use crate::stats::median_min_max;
 use crate::topology::{self, Topology};
-
-/// A small deterministic generator (SplitMix64): `cplb lab soak` draws its victims and
-/// restart delays from the seed, so that a run can be replayed.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    /// The next number.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number below `n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-}
 
 /// What a soak cycle does to its controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Fault {
+enum Fault {
     /// cplbd killed with SIGKILL, as a crash: its VIP and rules stay behind; the API
     /// server keeps running. The restart is a new cplbd.
     Sigkill,
@@ -60,40 +46,40 @@ impl Fault {
 
 /// One soak cycle and what the checks found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SoakCycle {
+struct SoakCycle {
     /// 1-based.
-    pub cycle: u32,
+    cycle: u32,
     /// The controller crashed or powered off.
-    pub victim: String,
+    victim: String,
     /// Whether it was the master then.
-    pub victim_was_master: bool,
+    victim_was_master: bool,
     /// What was done to it.
-    pub fault: Fault,
+    fault: Fault,
     /// Seconds from the fault to the restart (drawn from the seed).
-    pub restart_after_s: f64,
+    restart_after_s: f64,
     /// Seconds from the fault until the client was answered again for good (the end of
     /// the first answered connection begun after the last failed one); `None`: never.
-    pub recovery_s: Option<f64>,
+    recovery_s: Option<f64>,
     /// Seconds from the fault until every check passed; `None`: they did not in time.
-    pub settled_s: Option<f64>,
+    settled_s: Option<f64>,
     /// Client connections begun after the fault that failed.
-    pub client_failed: u32,
+    client_failed: u32,
     /// Client connections begun after the fault.
-    pub client_attempts: u32,
+    client_attempts: u32,
     /// The master afterwards, if there was exactly one.
-    pub master: Option<String>,
+    master: Option<String>,
     /// What the checks found wrong (empty: the cycle passed).
-    pub problems: Vec<String>,
+    problems: Vec<String>,
 }
 
 impl SoakCycle {
     /// Whether every check passed.
-    pub fn passed(&self) -> bool {
+    fn passed(&self) -> bool {
         self.problems.is_empty()
     }
 
     /// The one line `cplb lab soak` prints for the cycle.
-    pub fn line(&self, of: u32) -> String {
+    fn line(&self, of: u32) -> String {
         let recovery =
             self.recovery_s.map_or_else(|| "never answered".to_owned(), |r| format!("{r:.3} s"));
         let settled = self
@@ -123,19 +109,19 @@ impl SoakCycle {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Soak {
     /// The seed (`--seed` replays the run).
-    pub seed: u64,
+    seed: u64,
     /// Cycles asked for.
-    pub requested: u32,
+    requested: u32,
     /// The cycles run, in order.
-    pub cycles: Vec<SoakCycle>,
+    cycles: Vec<SoakCycle>,
     /// Why the run stopped before `requested`, if it did.
-    pub stopped_early: Option<String>,
+    stopped_early: Option<String>,
     /// Where the logs were saved (after a failure).
-    pub logs: Option<PathBuf>,
+    logs: Option<PathBuf>,
 }
 
 /// Cycles that fail in a row before a soak gives up: the lab is broken, not flaky.
-pub const SOAK_GIVE_UP: u32 = 3;
+const SOAK_GIVE_UP: u32 = 3;
 /// How long after a restart every check must pass.
 const SOAK_SETTLE_LIMIT: Duration = Duration::from_secs(20);
 /// How long the checks must pass without a break for the lab to count as settled: longer
@@ -213,10 +199,11 @@ impl Soak {
 
 /// `cplb lab soak`: `cycles` times, crashes (odd cycles: SIGKILL of cplbd) or powers off
 /// (even cycles) a controller drawn from `seed`, restarts it after a drawn delay of 0 to
-/// 5 s, and waits until the lab settles: [`check_lab`] passes for 3 s without a break (20 s
-/// at most), while the client connects to VIP:6443 every 20 ms. Needs `cplb lab up` (proxy mode) first. A failed cycle does not
-/// stop the run, [`SOAK_GIVE_UP`] failed cycles in a row do; after any failure the logs are
-/// saved and the lab is left as it is for `cplb lab down`. `progress` gets each cycle's line.
+/// 5 s, and waits until the lab settles: the checks pass for 3 s without a break (20 s at
+/// most), while the client connects to VIP:6443 every 20 ms. Needs `cplb lab up` (proxy
+/// mode) first. A failed cycle does not stop the run, 3 failed cycles in a row do; after
+/// any failure the logs are saved and the lab is left as it is for `cplb lab down`.
+/// `progress` gets each cycle's line.
 pub fn soak(
     programs: &Programs,
     cycles: u32,
@@ -226,7 +213,7 @@ pub fn soak(
     if !topology::is_root() {
         return Err("cplb lab needs root (it creates network namespaces)".into());
     }
-    if !Path::new(STATE_DIR).join("k0s.yaml").exists() {
+    if !config_path().exists() {
         return Err("the lab is not up: run `cplb lab up` first".into());
     }
     if Mode::running() != Mode::Proxy {
@@ -387,7 +374,6 @@ fn soak_cycle(
     cycle
 }
 
-/// Crashes or powers off `victim`; the instant of the fault.
 /// Crashes or powers off `victim`; the instant of the fault and the processes killed.
 fn strike(topo: &Topology, victim: &str, fault: Fault) -> Result<(Instant, Vec<i32>), String> {
     let kill = |pids: &[i32]| {
@@ -526,7 +512,7 @@ fn wait_checked(
 /// - the master's eth0 holds the VIP once, and no other interface of any host holds it;
 /// - every controller's nftables ruleset is exactly table `ip cplb` with the one redirect of
 ///   VIP:6443 to the proxy's :6444, once.
-pub fn check_lab(topo: &Topology) -> Result<String, Vec<String>> {
+fn check_lab(topo: &Topology) -> Result<String, Vec<String>> {
     let mut problems = Vec::new();
     let mut masters = Vec::new();
     for (name, _) in CONTROLLERS {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::Env;
-use crate::cluster::{API_PORT, CONFIG, CONFIG_IPVS, CONTROLLERS, VIP, write_private};
+use crate::files::write_private;
+use crate::layout::{API_PORT, CONFIG, CONFIG_IPVS, CONTROLLERS, VIP};
 
 /// The port HAProxy's frontend listens on (kubeadm's guide: `APISERVER_DEST_PORT`; the
 /// API servers hold 6443 on every address of the controller).

@@ -20,7 +20,8 @@ use nix::sys::signal::Signal;
 use super::contender::{Timers, Vrrp};
 use super::{BenchOptions, Env, Rep, Row};
 use crate::client::{Attempt, client_loop_on};
-use crate::cluster::{API_PORT, CLIENT, CONTROLLERS, SplitMix64, VIP};
+use crate::layout::{API_PORT, CLIENT, CONTROLLERS, VIP};
+use crate::rng::SplitMix64;
 use crate::topology;
 
 /// How often the client opens a connection to the VIP.

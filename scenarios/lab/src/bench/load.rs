@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::contender::{HAPROXY_PORT, Plane};
 use super::{BenchOptions, Env, Rep, Row};
-use crate::cluster::{API_PORT, CLIENT, CONTROLLERS, VIP};
+use crate::layout::{API_PORT, CLIENT, CONTROLLERS, VIP};
 use crate::topology;
 
 /// Connections in flight at once.
