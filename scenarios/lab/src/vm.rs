@@ -197,12 +197,9 @@ fn kernel_package() -> Result<String, Error> {
 /// Identifies an initramfs: the init script, the kernel, and every program's path, size and
 /// modification time.
 fn stamp(release: &str, busybox: &Path, programs: &[PathBuf]) -> Result<u64, Error> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    };
+    use std::hash::Hasher as _;
+    let mut h = fnv::FnvHasher::default();
+    let mut feed = |bytes: &[u8]| h.write(bytes);
     feed(INIT.as_bytes());
     feed(release.as_bytes());
     for p in std::iter::once(&busybox.to_path_buf()).chain(programs) {
@@ -216,7 +213,7 @@ fn stamp(release: &str, busybox: &Path, programs: &[PathBuf]) -> Result<u64, Err
         feed(&meta.len().to_le_bytes());
         feed(&mtime.to_le_bytes());
     }
-    Ok(h)
+    Ok(h.finish())
 }
 
 fn build_initrd(
