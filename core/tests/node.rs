@@ -859,6 +859,31 @@ fn a_lone_node_whose_kernel_keeps_refusing_doubles_its_hold_and_reports_once() {
     assert_eq!(w.h(a).count_events(mark, refused), 1);
 }
 
+/// A kernel that keeps refusing one address's add, and keeps refusing the rules too (say
+/// nftables is missing): the VIP's removals work, the rules never do, so nothing the kernel
+/// refused recovers and the holds keep doubling; nothing ends them early to flap the
+/// instance every Master_Down_Interval.
+#[test]
+fn holds_keep_doubling_while_nothing_the_kernel_refused_recovers() {
+    let mut w = World::new();
+    let a = w.add(proxy_config(0, 1));
+    w.hm(a).refuse.extend([Refuse::Add(VIP), Refuse::Rules]);
+    w.run_until(ms(120_000));
+    let changes = w.h(a).state_changes(0);
+    let faults: Vec<Instant> =
+        changes.iter().filter(|c| c.3 == State::Fault).map(|c| c.0).collect();
+    let recoveries: Vec<Instant> = changes
+        .iter()
+        .filter(|c| c.2 == State::Fault && c.3 == State::Backup)
+        .map(|c| c.0)
+        .collect();
+    let holds: Vec<Duration> = faults.iter().zip(&recoveries).map(|(f, r)| *r - *f).collect();
+    assert!(holds.len() >= 4, "{holds:?}");
+    for pair in holds.windows(2) {
+        assert_eq!(pair[1], (pair[0] * 2).min(MAX_REFUSAL_HOLD), "{holds:?}");
+    }
+}
+
 /// A kernel that refuses everything (not only this address) and then mends: the node
 /// notices at its next retry, and the Fault hold, there to keep a node from flapping on an
 /// address its kernel will not take, ends then rather than keep a healthy node away from
@@ -1367,6 +1392,7 @@ fn reloading_with_an_added_instance_starts_it_and_keeps_the_others() {
     let new = InstanceId(old.0 + 1);
     assert_eq!(reload, Reload { kept: vec![old], added: vec![new], removed: Vec::new() });
     assert!(w.h(a).events(mark).iter().any(|(_, e)| *e == Event::InstanceAdded(new)));
+    assert!(w.h(a).events(mark).iter().any(|(_, e)| *e == Event::Reloaded(reload.clone())));
     let changes = w.h(a).state_changes(mark);
     assert_eq!(
         changes.iter().map(|c| (c.1, c.2, c.3, c.4)).collect::<Vec<_>>(),
@@ -1426,13 +1452,49 @@ fn an_invalid_reload_changes_nothing() {
     let r = w.call(a, |n, now| n.handle_config(now, unknown));
     assert!(matches!(r, Err(ConfigError::UnknownTracker { tracker: 7, .. })), "{r:?}");
 
-    assert!(w.h(a).events(mark).is_empty(), "{:?}", w.h(a).events(mark));
+    // The node tells of both refusals, and of nothing else.
+    let events = w.h(a).events(mark);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events.iter().all(|(_, e)| matches!(e, Event::ReloadRefused { .. })), "{events:?}");
     assert!(w.h(a).kernel_commands(mark).is_empty());
     assert!(w.h(a).adverts(mark).is_empty());
     assert_eq!(w.h(a).node.config(), &before);
     assert_eq!(w.h(a).node.instances().map(|(id, _)| id).collect::<Vec<_>>(), ids);
     assert!(ids.iter().all(|id| w.h(a).state(*id) == Some(State::Master)));
     assert!(w.h(a).node.holds_address(IF, VIP2));
+}
+
+#[test]
+fn a_reload_that_needs_a_restart_is_refused_whole() {
+    let mut w = World::new();
+    let a = w.add(proxy_config(0, 1));
+    w.run_until(ms(10_000));
+    let before = w.h(a).node.config().clone();
+    let mark = w.h(a).mark();
+
+    // The proxy's listener was bound at start, with privileges since dropped.
+    let mut moved = proxy_config(0, 1);
+    moved.keepalived.user_space_proxy_bind_port += 1;
+    assert!(matches!(w.h(a).node.check_config(&moved), Err(ConfigError::NeedsRestart { .. })));
+    let r = w.call(a, |n, now| n.handle_config(now, moved));
+    assert!(
+        matches!(&r, Err(ConfigError::NeedsRestart { what }) if what.contains("userSpaceProxyBindPort")),
+        "{r:?}"
+    );
+
+    // So was the kind of data plane.
+    let r = w.call(a, |n, now| n.handle_config(now, ipvs_config(0, 1, Balancing::Ipvs)));
+    assert!(
+        matches!(&r, Err(ConfigError::NeedsRestart { what }) if what.contains("mode")),
+        "{r:?}"
+    );
+
+    let events = w.h(a).events(mark);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events.iter().all(|(_, e)| matches!(e, Event::ReloadRefused { .. })), "{events:?}");
+    assert!(w.h(a).kernel_commands(mark).is_empty());
+    assert_eq!(w.h(a).node.config(), &before);
+    assert!(w.h(a).node.holds_address(IF, VIP));
 }
 
 #[test]

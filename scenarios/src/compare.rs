@@ -32,12 +32,13 @@ pub fn compare(scenario: &Scenario, seed: u64) -> Result<Comparison, String> {
     }
     let engine = run::run(scenario, seed);
     let daemon = run::run_daemon(scenario, seed).map_err(|e| e.to_string())?;
-    let advert = scenario
-        .spec
-        .config
-        .enabled_keepalived()
-        .and_then(|k| k.vrrp_instances.first())
-        .map_or(1.0, |i| f64::from(i.advert_interval_seconds.max(1)));
+    // Each failover's tolerance is its own instance's advertisement interval (as the
+    // scenario's tuning sets it for the nodes).
+    let adverts: Vec<f64> =
+        cplb_sim::instances(&scenario.spec).iter().map(|i| i.advert.as_secs_f64()).collect();
+    let advert_of = |f: Option<&cplb_sim::FailoverReport>| {
+        f.and_then(|f| adverts.get(f.instance)).copied().unwrap_or(1.0)
+    };
     let names = &engine.outcome.host_names;
     let sequences = |r: &RunReport| {
         let mut by: BTreeMap<(usize, usize), Vec<(f64, State)>> = BTreeMap::new();
@@ -81,6 +82,7 @@ pub fn compare(scenario: &Scenario, seed: u64) -> Result<Comparison, String> {
                 )
             })
         };
+        let advert = advert_of(fa.get(i).or_else(|| fb.get(i)));
         let (x, y) = (fa.get(i).and_then(|f| f.failover_s), fb.get(i).and_then(|f| f.failover_s));
         let off = match (x, y) {
             (Some(x), Some(y)) => (x - y).abs() > advert,

@@ -7,6 +7,7 @@
 //! repair of everything) every client's connections succeed again within the bound the
 //! configuration implies; nothing panics.
 
+use crate::daemon_driver::RunError;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -469,7 +470,8 @@ pub fn check_with(case: &GenCase, shape: Shape, determinism: bool, daemon: bool)
     let outcome = std::panic::catch_unwind(go);
     let report = match outcome {
         Ok(Ok(r)) => r,
-        Ok(Err(unsupported)) => return Verdict::Skipped(unsupported.0),
+        Ok(Err(RunError::Unsupported(why))) => return Verdict::Skipped(why.0),
+        Ok(Err(e @ RunError::Turmoil(_))) => return Verdict::Failed(e.to_string()),
         Err(panic) => {
             let text = panic
                 .downcast_ref::<String>()
@@ -493,7 +495,8 @@ pub fn check_with(case: &GenCase, shape: Shape, determinism: bool, daemon: bool)
     if determinism {
         let again = match go() {
             Ok(r) => r,
-            Err(e) => return Verdict::Skipped(e.0),
+            Err(RunError::Unsupported(why)) => return Verdict::Skipped(why.0),
+            Err(e @ RunError::Turmoil(_)) => return Verdict::Failed(e.to_string()),
         };
         if again.outcome.trace_hash != report.outcome.trace_hash {
             return Verdict::Failed("two runs with the same seed gave different traces".into());

@@ -60,7 +60,7 @@ pub fn engine_refuses(scenario: &Scenario) -> Option<String> {
 pub fn run_daemon(
     scenario: &Scenario,
     seed: u64,
-) -> Result<RunReport, crate::daemon_driver::Unsupported> {
+) -> Result<RunReport, crate::daemon_driver::RunError> {
     let outcome = crate::daemon_driver::run(&scenario.spec, seed, &sample_times(scenario))?;
     Ok(report(scenario, outcome, "daemon"))
 }

@@ -23,6 +23,8 @@ pub struct Bounds {
     reaction: Duration,
     /// When the schedule's faults are over (see [`Bounds::faults_over`]).
     faults_over: Option<Instant>,
+    /// The last host to be switched on comes up then (zero: all at the start).
+    last_boot: Instant,
 }
 
 impl Bounds {
@@ -48,11 +50,13 @@ impl Bounds {
                 _ => Instant::ZERO + f.at,
             })
             .max();
+        let last_boot = spec.hosts.iter().map(|h| Instant::ZERO + h.up_at).max();
         Self {
             takeovers: instances.iter().map(|i| (i.master_down, i.advert)).collect(),
             health,
             reaction,
             faults_over,
+            last_boot: last_boot.unwrap_or(Instant::ZERO),
         }
     }
 
@@ -87,9 +91,10 @@ impl Bounds {
     }
 
     /// When `instance` must have converged (one master per connected group): its slowest
-    /// takeover after the faults are over.
-    pub fn converged_at(&self, instance: usize) -> Option<Instant> {
-        self.faults_over.map(|t| t + self.takeover(instance) + self.reaction)
+    /// takeover after the faults are over and the last host has booted.
+    pub fn converged_at(&self, instance: usize) -> Instant {
+        let from = self.faults_over.unwrap_or(Instant::ZERO).max(self.last_boot);
+        from + self.takeover(instance) + self.reaction
     }
 
     /// How long a node may keep acting on a kernel refusal after it ended (a VIP it no

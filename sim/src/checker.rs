@@ -17,7 +17,7 @@ use core::net::{IpAddr, SocketAddr};
 use std::collections::{BTreeMap, BTreeSet};
 
 use cplb_core::config::LoadBalancerMode;
-use cplb_core::lb::DataPlane;
+use cplb_core::lb::{DataPlane, ServiceSpec};
 use cplb_core::time::Instant;
 use cplb_core::vrrp::State;
 
@@ -39,6 +39,9 @@ struct Host {
     refusing: bool,
     /// The data plane its node wants.
     dataplane: DataPlane,
+    /// The IPVS services its kernel holds (what clients are balanced by, whatever the
+    /// node wants).
+    services: Vec<ServiceSpec>,
 }
 
 /// An invariant that did not hold: its name and what was seen.
@@ -63,8 +66,10 @@ pub(crate) struct Checker {
     dual_master_episodes: u64,
     /// Something the state predicates read changed since they were last evaluated.
     dirty: bool,
-    /// Some instance's convergence deadline has passed.
-    converging: bool,
+    /// Moments at which a bound the state predicates read runs out (an instance's
+    /// convergence deadline, the end of a kernel refusal's settling time): passing one
+    /// re-evaluates them although nothing was reported.
+    deadlines: BTreeSet<Instant>,
 }
 
 impl Checker {
@@ -75,6 +80,7 @@ impl Checker {
         addresses: Vec<IpAddr>,
     ) -> Self {
         let n = instances.len();
+        let deadlines = (0..n).map(|i| bounds.converged_at(i)).collect();
         Self {
             bounds,
             instances,
@@ -89,7 +95,7 @@ impl Checker {
             loops: 0,
             dual_master_episodes: 0,
             dirty: true,
-            converging: false,
+            deadlines,
         }
     }
 
@@ -124,8 +130,12 @@ impl Checker {
         }
     }
 
+    /// A router's state change; one from a daemon that is already gone (reported late) is
+    /// not the host's state.
     pub(crate) fn state(&mut self, h: usize, instance: usize, to: State) {
-        if let Some(host) = self.hosts.get_mut(h) {
+        if let Some(host) = self.hosts.get_mut(h)
+            && host.running
+        {
             host.states.insert(instance, to);
             self.dirty = true;
         }
@@ -138,9 +148,33 @@ impl Checker {
         }
     }
 
-    pub(crate) fn vips_lost(&mut self, h: usize) {
+    /// Whether `vip` on host `h`'s eth0 is a left-over: a daemon runs there and has not
+    /// put any instance the VIP belongs to in a state yet.
+    pub(crate) fn left_over(&self, h: usize, vip: IpAddr) -> bool {
+        let Some(host) = self.hosts.get(h) else { return false };
+        host.running
+            && host.vips.contains(&vip)
+            && self
+                .instances
+                .iter()
+                .enumerate()
+                .all(|(i, info)| !info.vips.contains(&vip) || !host.states.contains_key(&i))
+    }
+
+    /// Host `h` was switched off: its kernel holds nothing.
+    pub(crate) fn kernel_lost(&mut self, h: usize) {
         if let Some(host) = self.hosts.get_mut(h) {
             host.vips.clear();
+            host.services.clear();
+            self.dirty = true;
+        }
+    }
+
+    pub(crate) fn kernel_services(&mut self, h: usize, services: &[ServiceSpec]) {
+        if let Some(host) = self.hosts.get_mut(h)
+            && host.services != services
+        {
+            host.services = services.to_vec();
             self.dirty = true;
         }
     }
@@ -203,10 +237,16 @@ impl Checker {
     /// something they read changed; how long a bad state has lasted is checked every time.
     pub(crate) fn check(&mut self, now: Instant, world: &World) -> Vec<Breach> {
         let mut out = Vec::new();
-        let passed = (0..self.instances.len())
-            .any(|i| self.bounds.converged_at(i).is_some_and(|t| t <= now));
-        if passed && !self.converging {
-            self.converging = true;
+        let settling = self.bounds.kernel_settling();
+        for h in 0..self.hosts.len() {
+            if let Some(t) = world.refusing_until(h).map(|t| t + settling)
+                && t > now
+            {
+                self.deadlines.insert(t);
+            }
+        }
+        while self.deadlines.first().is_some_and(|t| *t <= now) {
+            self.deadlines.pop_first();
             self.dirty = true;
         }
         let dirty = std::mem::take(&mut self.dirty);
@@ -277,7 +317,7 @@ impl Checker {
     /// only a state that lasts longer is a violation.
     fn check_convergence(&mut self, now: Instant, world: &World, out: &mut Vec<Breach>) {
         for inst in 0..self.instances.len() {
-            if self.bounds.converged_at(inst).is_none_or(|t| now < t) {
+            if now < self.bounds.converged_at(inst) {
                 continue;
             }
             let eligible = self.hosts_in(inst, |s| matches!(s, State::Master | State::Backup));
@@ -373,20 +413,30 @@ impl Checker {
             truth = cluster.iter().map(|&c| self.addresses[c]).collect(); // fail open
         }
         truth.sort();
-        let listed: Vec<Vec<IpAddr>> = match mode {
-            LoadBalancerMode::Ipvs => host
-                .dataplane
-                .services
-                .iter()
-                .filter(|s| self.is_master_of(h, s.key.vip))
-                .map(|s| s.real_servers.iter().map(|r| r.addr.ip()).collect())
-                .collect(),
-            _ => vec![host.dataplane.proxy_backends.iter().map(SocketAddr::ip).collect()],
-        };
-        if listed.iter().all(|l| *l == truth) {
-            return None;
+        if mode != LoadBalancerMode::Ipvs {
+            let backends = sorted(host.dataplane.proxy_backends.iter().map(SocketAddr::ip));
+            return (backends != truth).then(|| {
+                format!("proxies to {backends:?}, the healthy reachable API servers are {truth:?}")
+            });
         }
-        Some(format!("lists {listed:?}, the healthy reachable API servers are {truth:?}"))
+        // IPVS: what balances clients is the kernel's table; every virtual server on a VIP
+        // this host is master of must be there, listing the truth.
+        let mut wrong = Vec::new();
+        for vs in keepalived.virtual_servers.iter().filter(|v| self.is_master_of(h, v.ip_address)) {
+            let vip = vs.ip_address;
+            match host.services.iter().find(|s| s.key.vip == vip) {
+                None => wrong.push(format!("no IPVS service for {vip}")),
+                Some(s) => {
+                    let servers = sorted(s.real_servers.iter().map(|r| r.addr.ip()));
+                    if servers != truth {
+                        wrong.push(format!("{vip} balanced over {servers:?}"));
+                    }
+                }
+            }
+        }
+        (!wrong.is_empty()).then(|| {
+            format!("{}; the healthy reachable API servers are {truth:?}", wrong.join(", "))
+        })
     }
 
     fn check_dataplane_deadlines(&mut self, now: Instant, out: &mut Vec<Breach>) {
@@ -421,4 +471,10 @@ impl Checker {
     fn named(&self, hosts: &[usize], sep: &str) -> String {
         hosts.iter().map(|h| self.names[*h].as_str()).collect::<Vec<_>>().join(sep)
     }
+}
+
+fn sorted(addresses: impl Iterator<Item = IpAddr>) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = addresses.collect();
+    v.sort();
+    v
 }

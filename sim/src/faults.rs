@@ -7,14 +7,18 @@ use core::time::Duration;
 
 use cplb_core::config::ClusterConfig;
 use cplb_core::time::Instant;
+use cplb_core::vrrp::VirtualIp;
 
 use crate::observe::Observer;
 use crate::spec::{Fault, SimSpec};
+use crate::views::{HostView, render_views};
 use crate::world::{ApiServer, World};
 
 /// What a driver does to its hosts when the schedule says so. The world's own state
 /// (network, files, API servers, refusals, clocks) is already updated when it is called.
 pub trait Testbed {
+    /// The controllers as the seed's views show them, from what their kernels hold.
+    fn views(&self, world: &World) -> Vec<HostView>;
     /// The host is switched on: it boots, its API server and (on a controller) its daemon
     /// start, its clock reads true time again.
     fn power_on(&mut self, world: &World, obs: &mut Observer, now: Instant, host: usize);
@@ -41,8 +45,17 @@ pub trait Testbed {
     );
     /// The host's clock now runs as [`World::clock`] says.
     fn clock_changed(&mut self, world: &World, obs: &mut Observer, now: Instant, host: usize);
-    /// Someone deletes the VIPs from the host's eth0 by hand.
-    fn remove_vips(&mut self, world: &World, obs: &mut Observer, now: Instant, host: usize);
+    /// Someone deletes the VIPs from the host's eth0 by hand; returns those it deleted.
+    fn remove_vips(&mut self, world: &World, now: Instant, host: usize) -> Vec<VirtualIp>;
+    /// The host's daemon hears that these addresses went (as from rtnetlink).
+    fn vips_removed(
+        &mut self,
+        world: &World,
+        obs: &mut Observer,
+        now: Instant,
+        host: usize,
+        vips: &[VirtualIp],
+    );
     /// The host's kernel refuses every address and data-plane command until
     /// [`World::refusing_until`].
     fn refuse_kernel(&mut self, world: &World, obs: &mut Observer, now: Instant, host: usize);
@@ -68,6 +81,7 @@ pub fn boot(
     if world.network().powered(h) {
         return;
     }
+    obs.booted(now, h);
     world.network_mut().set_powered(h, true);
     world.reset_clock(h);
     if world.files().of(h).is_some() {
@@ -86,6 +100,9 @@ pub fn apply(
     testbed: &mut impl Testbed,
     obs: &mut Observer,
 ) {
+    if obs.wants_views_before() {
+        obs.set_views_before(render_views(&testbed.views(world)));
+    }
     obs.fault(now, &fault_text(fault, world.names()));
     match fault {
         Fault::PowerOff(h) => {
@@ -93,7 +110,7 @@ pub fn apply(
                 world.network_mut().set_powered(*h, false);
                 world.set_api(*h, ApiServer::Down);
                 obs.daemon_gone(now, *h);
-                obs.vips_lost(*h);
+                obs.kernel_lost(*h);
                 testbed.power_off(world, obs, now, *h);
             }
         }
@@ -129,12 +146,25 @@ pub fn apply(
             world.drift(*h, now, *ppm);
             testbed.clock_changed(world, obs, now, *h);
         }
-        Fault::VipRemoved(h) => testbed.remove_vips(world, obs, now, *h),
+        Fault::VipRemoved(h) => {
+            let removed = testbed.remove_vips(world, now, *h);
+            for vip in &removed {
+                obs.vip(now, *h, vip.addr, false);
+                obs.note(now, format!("{} eth0: {} deleted by hand", world.name(*h), vip.addr));
+            }
+            testbed.vips_removed(world, obs, now, *h, &removed);
+        }
         Fault::KernelRefuses(h, d) => {
             world.refuse(*h, now + *d);
             testbed.refuse_kernel(world, obs, now, *h);
         }
         Fault::Reload(h, reload) => match world.reload(*h, reload) {
+            // cplbd keeps running what it runs when the new file turns CPLB off.
+            Ok(file) if file.enabled_keepalived().is_none() => {
+                let line =
+                    format!("{} reload refused: no load balancing configured", world.name(*h));
+                obs.note(now, line);
+            }
             Ok(file) => {
                 let file = file.clone();
                 testbed.reload(world, obs, now, *h, &file);
@@ -146,6 +176,15 @@ pub fn apply(
         },
     }
     obs.world_changed(now);
+}
+
+/// Host `h`'s kernel refusal ran out at `now`, unless a later one extended it: the
+/// kernel accepts commands again (its daemon finds out at its next retry).
+pub fn refusal_end(world: &World, now: Instant, h: usize, obs: &mut Observer) {
+    if let Some(t) = world.refusing_until(h).filter(|t| *t <= now) {
+        obs.note(t, format!("{} kernel accepts commands again", world.name(h)));
+        obs.world_changed(t);
+    }
 }
 
 fn set_api(
@@ -206,6 +245,8 @@ pub enum Due {
     Boot(usize),
     /// The schedule's fault of this index.
     Fault(usize),
+    /// A kernel refusal of host `h` runs out (if no later one extended it).
+    RefusalEnd(usize),
     /// A sample of the cluster.
     Sample,
 }
@@ -218,6 +259,9 @@ pub fn schedule(spec: &SimSpec, samples: &[Duration]) -> Vec<(Instant, Due)> {
     }
     for (n, f) in spec.faults.iter().enumerate() {
         due.push((f.at, 1, Due::Fault(n)));
+        if let Fault::KernelRefuses(h, d) = f.fault {
+            due.push((f.at + d, 1, Due::RefusalEnd(h)));
+        }
     }
     for t in samples {
         due.push((*t, 2, Due::Sample));

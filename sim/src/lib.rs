@@ -33,7 +33,7 @@ pub use bounds::Bounds;
 pub use clock::Clock;
 pub use engine::Sim;
 pub use failover::{Failovers, components};
-pub use faults::{Due, Testbed, apply, boot, fault_text, schedule};
+pub use faults::{Due, Testbed, apply, boot, fault_text, refusal_end, schedule};
 pub use files::Files;
 pub use instances::{InstanceInfo, instances};
 pub use network::Network;
@@ -44,6 +44,7 @@ pub use outcome::{
 pub use record::cause_text;
 pub use spec::{
     Fault, HostSpec, HostVrrp, ReloadConfig, Role, SimSpec, TimedFault, TrafficSpec, VrrpTuning,
+    link_local,
 };
 pub use views::{HostView, render_views};
 pub use world::{ApiServer, World};

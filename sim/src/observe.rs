@@ -10,7 +10,7 @@
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 
-use cplb_core::lb::DataPlane;
+use cplb_core::lb::{DataPlane, ServiceSpec};
 use cplb_core::node::Event;
 use cplb_core::time::Instant;
 use cplb_core::vrrp::{self, InstanceId};
@@ -41,8 +41,6 @@ pub struct Observer {
     violations: Vec<Violation>,
     samples: Vec<Sample>,
     views_before: Option<String>,
-    /// Per host: the end of a kernel refusal not told in the trace yet.
-    refusal_ends: Vec<Option<Instant>>,
 }
 
 impl Observer {
@@ -66,7 +64,6 @@ impl Observer {
             violations: Vec::new(),
             samples: Vec::new(),
             views_before: None,
-            refusal_ends: vec![None; spec.hosts.len()],
         }
     }
 
@@ -137,6 +134,13 @@ impl Observer {
                 self.checker.dataplane(h, dp);
                 self.note(now, format!("{name} dataplane {}", dataplane_text(dp)));
             }
+            Event::Reloaded(r) => {
+                let (k, a, r) = (r.kept.len(), r.added.len(), r.removed.len());
+                self.note(now, format!("{name} reload: {k} kept, {a} added, {r} removed"));
+            }
+            Event::ReloadRefused { reason } => {
+                self.note(now, format!("{name} reload refused: {reason}"));
+            }
             Event::KernelRefused { object, reason } => {
                 self.note(now, format!("{name} kernel refuses {object} ({reason})"));
             }
@@ -156,14 +160,24 @@ impl Observer {
         self.checker.refusing(h, refusing);
     }
 
-    /// A VIP appeared on or went from host `h`'s eth0.
-    pub fn vip(&mut self, h: usize, vip: IpAddr, present: bool) {
+    /// A VIP appeared on or went from host `h`'s eth0. One that goes before the daemon
+    /// has put its instance in any state is what an earlier daemon left, cleared at start.
+    pub fn vip(&mut self, now: Instant, h: usize, vip: IpAddr, present: bool) {
+        if !present && self.checker.left_over(h, vip) {
+            let line = format!("{} reconcile: removed stale {vip} from eth0", self.names[h]);
+            self.note(now, line);
+        }
         self.checker.vip(h, vip, present);
     }
 
-    /// Host `h`'s kernel lost every address (power off).
-    pub(crate) fn vips_lost(&mut self, h: usize) {
-        self.checker.vips_lost(h);
+    /// Host `h`'s kernel lost what it held (power off).
+    pub(crate) fn kernel_lost(&mut self, h: usize) {
+        self.checker.kernel_lost(h);
+    }
+
+    /// Host `h`'s kernel now holds these IPVS services.
+    pub fn kernel_services(&mut self, h: usize, services: &[ServiceSpec]) {
+        self.checker.kernel_services(h, services);
     }
 
     /// A client's connection attempt of traffic `source` from host `from` to `vip`, made at
@@ -200,7 +214,6 @@ impl Observer {
 
     /// Evaluates the invariants at `now` and records what is due.
     pub fn check(&mut self, now: Instant, world: &World) {
-        self.tell_refusal_ends(now, world);
         let horizon = u64::try_from(self.horizon.as_nanos()).unwrap_or(u64::MAX);
         if let Some(until) = now.as_nanos().checked_sub(horizon) {
             self.flush(Some(Instant::from_nanos(until)));
@@ -280,24 +293,6 @@ impl Observer {
     fn flush(&mut self, until: Option<Instant>) {
         while let Some((at, record)) = self.pending.pop(until) {
             self.recorder.record(at, record);
-        }
-    }
-
-    /// A kernel refusal that ended by itself gets its trace line.
-    fn tell_refusal_ends(&mut self, now: Instant, world: &World) {
-        for h in 0..self.refusal_ends.len() {
-            let until = world.refusing_until(h);
-            if until != self.refusal_ends[h] && until.is_some_and(|t| t > now) {
-                self.refusal_ends[h] = until;
-            }
-            if let Some(t) = self.refusal_ends[h].filter(|t| *t <= now) {
-                self.refusal_ends[h] = None;
-                self.record(
-                    t,
-                    Record::Note(format!("{} kernel accepts commands again", self.names[h])),
-                );
-                self.checker.world_changed(t);
-            }
         }
     }
 

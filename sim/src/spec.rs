@@ -209,3 +209,10 @@ pub struct HostVrrp {
     /// Preempt_Mode (default on).
     pub preempt: Option<bool>,
 }
+
+/// The link-local address a simulated IPv6 host sends VRRP from: `fe80::` and the
+/// interface identifier of its address (every driver's hosts use the same).
+pub fn link_local(address: IpAddr) -> Option<IpAddr> {
+    let IpAddr::V6(a) = address else { return None };
+    Some(IpAddr::V6((0xfe80_u128 << 112 | (a.to_bits() & u128::from(u64::MAX))).into()))
+}

@@ -4,7 +4,7 @@
 
 use core::net::SocketAddr;
 
-use crate::config::Keepalived;
+use crate::config::{Keepalived, LbKind, LoadBalancerMode};
 use crate::vrrp::{ConfigError, IfIndex, InstanceConfig, InstanceId, TrackerId};
 
 /// The tracker every node registers first: its own API server's health.
@@ -47,6 +47,30 @@ pub struct Reload {
     pub added: Vec<InstanceId>,
     /// Instances stopped (resigned, addresses released).
     pub removed: Vec<InstanceId>,
+}
+
+/// Why `new` cannot be taken up by a node running `running` without a restart, if it
+/// cannot: what was set up at start (the proxy's listener, the data plane's kind, the
+/// non-ARPing interface of direct routing) would change.
+pub(super) fn needs_restart(running: &NodeConfig, new: &NodeConfig) -> Option<String> {
+    let (old_mode, new_mode) = (running.keepalived.mode(), new.keepalived.mode());
+    if new_mode != old_mode {
+        return Some(format!("changing the load balancer mode ({old_mode:?} to {new_mode:?})"));
+    }
+    let (old_port, new_port) =
+        (running.keepalived.user_space_proxy_bind_port, new.keepalived.user_space_proxy_bind_port);
+    if new_mode == LoadBalancerMode::UserspaceProxy && new_port != old_port {
+        return Some(format!("moving userSpaceProxyBindPort ({old_port} to {new_port})"));
+    }
+    let direct = new.keepalived.virtual_servers.iter().any(|v| v.lb_kind == LbKind::Dr);
+    if new_mode == LoadBalancerMode::Ipvs
+        && new.balancing == Balancing::Ipvs
+        && direct
+        && new.local_vip_ifindex.is_none()
+    {
+        return Some("a first direct-routing virtual server (dummyvip0)".to_owned());
+    }
+    None
 }
 
 /// Validates instances as a set (each, only the node's tracker, and no VRID twice on an

@@ -82,12 +82,15 @@ impl<V: Clone + PartialEq> Slot<V> {
 /// The outcome of a command for the node to act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// An address is on its interface now.
-    AddressAdded(IfIndex, VirtualIp),
+    /// An address is on its interface now; `true`: its add had been refused before.
+    AddressAdded(IfIndex, VirtualIp, bool),
     /// The kernel refused to add an address (`attempts` in a row).
     AddressRefused(IfIndex, VirtualIp, u32),
     /// The kernel carried out another command (a removal, the rules, the services).
     Settled,
+    /// The kernel carried out a command for an object whose setting it had refused: the
+    /// refusal is over.
+    Recovered,
     /// The kernel refused another command.
     Refused,
     /// A result for no command in flight (late, or for one withdrawn).
@@ -272,35 +275,44 @@ impl Kernel {
         let Some(key) = self.in_flight.remove(&id) else {
             return Outcome::Ignored;
         };
-        let other = if result.is_ok() { Outcome::Settled } else { Outcome::Refused };
+        // What another command's result means, given whether its object was under refusal
+        // before and still is.
+        let other = |was_refused: bool, refused: bool| match result {
+            Err(_) => Outcome::Refused,
+            Ok(()) if was_refused && !refused => Outcome::Recovered,
+            Ok(()) => Outcome::Settled,
+        };
         match key {
             Key::Address(ifindex, vip) => {
                 let Some(slot) = self.addresses.get_mut(&(ifindex, vip)) else {
                     return Outcome::Ignored;
                 };
                 let Some((_, value)) = slot.pending.take() else { return Outcome::Ignored };
+                let was_refused = slot.refusal.is_some();
                 let object = Object::Address { ifindex, addr: vip.addr };
                 // A refused add is not undone by a removal that works: the condition
                 // lasts until an add does (else every VRRP cycle of a node whose kernel
                 // keeps refusing its VIP would report a new refusal and a recovery).
                 let survives = |refused: &bool, acked: &bool| *refused && !*acked;
                 match settle(slot, now, object, value, result, survives, events) {
-                    Ok(()) if value => Outcome::AddressAdded(ifindex, vip),
+                    Ok(()) if value => Outcome::AddressAdded(ifindex, vip, was_refused),
                     Err(attempts) if value => Outcome::AddressRefused(ifindex, vip, attempts),
-                    _ => other,
+                    _ => other(was_refused, slot.refusal.is_some()),
                 }
             }
             Key::Rules => {
                 let Some(slot) = self.rules.as_mut() else { return Outcome::Ignored };
                 let Some((_, value)) = slot.pending.take() else { return Outcome::Ignored };
+                let was_refused = slot.refusal.is_some();
                 let _ = settle(slot, now, Object::Rules, value, result, |_, _| false, events);
-                other
+                other(was_refused, slot.refusal.is_some())
             }
             Key::Services => {
                 let Some(slot) = self.services.as_mut() else { return Outcome::Ignored };
                 let Some((_, value)) = slot.pending.take() else { return Outcome::Ignored };
+                let was_refused = slot.refusal.is_some();
                 let _ = settle(slot, now, Object::Services, value, result, |_, _| false, events);
-                other
+                other(was_refused, slot.refusal.is_some())
             }
         }
     }

@@ -35,7 +35,7 @@ pub use k0s::{
 pub use kernel::{FIRST_BACKOFF, MAX_BACKOFF, Refusal};
 pub use output::{Command, CommandError, CommandId, Event, Object};
 
-use config::check_instances;
+use config::{check_instances, needs_restart};
 
 use crate::config::{LbAlgo, LbKind};
 use crate::lb::{
@@ -51,9 +51,11 @@ use kernel::{Kernel, Outcome};
 /// How long an instance whose addresses the kernel refused stays in Fault the first
 /// time; each refusal in a row doubles it, up to [`MAX_REFUSAL_HOLD`]. The hold keeps a
 /// node whose kernel refuses this one address from flapping master every
-/// Master_Down_Interval; it ends early when the kernel as a whole was failing (it refused
-/// other commands too: removals, rules, services) and carries one out again: holding a
-/// healthy kernel away from the VIP serves nobody.
+/// Master_Down_Interval; it ends early when the kernel sets an object whose setting it had
+/// refused (a removal, the rules, the services that failed with it): the kernel failed as
+/// a whole and works again, and holding a healthy kernel away from the VIP serves nobody.
+/// What the kernel never refused (the removal of an address only its add fails for) does
+/// not end it.
 pub const REFUSAL_HOLD: Duration = Duration::from_secs(1);
 /// The longest such hold.
 pub const MAX_REFUSAL_HOLD: Duration = Duration::from_secs(30);
@@ -84,9 +86,6 @@ pub struct Node {
     /// Proxy backends a dial to failed since, not yet cleared by a probe asked for after.
     dial_failed: BTreeMap<SocketAddr, Instant>,
     kernel: Kernel,
-    /// The last result of a command other than an address's add was a refusal: the
-    /// kernel fails as a whole, not only for one address (see [`REFUSAL_HOLD`]).
-    kernel_failing: bool,
     /// Announcements waiting for their address to be acknowledged.
     announce_after_add: Vec<(IfIndex, IpAddr)>,
     /// Instances whose addresses the kernel refused since they last held them.
@@ -123,7 +122,6 @@ impl Node {
             proxy: None,
             kernel: Kernel::default(),
             announce_after_add: Vec::new(),
-            kernel_failing: false,
             refused: BTreeMap::new(),
             dirty: true,
             last_now: now,
@@ -234,7 +232,7 @@ impl Node {
         let now = self.advance(now);
         let result = result.as_ref().map(|_| ()).map_err(|e| e.0.as_str());
         match self.kernel.result(now, id, result, &mut self.events) {
-            Outcome::AddressAdded(ifindex, vip) => {
+            Outcome::AddressAdded(ifindex, vip, recovered) => {
                 // The refusals end when the instance holds every VIP, not at the first that
                 // goes in (and never while the Fault hold runs).
                 if let Some(id) = self.instance_of(ifindex, vip.addr)
@@ -245,7 +243,9 @@ impl Node {
                 {
                     self.refused.remove(&id);
                 }
-                self.kernel_recovered(now);
+                if recovered {
+                    self.kernel_recovered(now);
+                }
                 let before = self.announce_after_add.len();
                 self.announce_after_add.retain(|a| *a != (ifindex, vip.addr));
                 if self.announce_after_add.len() != before
@@ -266,11 +266,20 @@ impl Node {
                     self.router.handle_addresses_held(now, id, false);
                 }
             }
-            Outcome::Settled => self.kernel_recovered(now),
-            Outcome::Refused => self.kernel_failing = true,
-            Outcome::Ignored => {}
+            Outcome::Recovered => self.kernel_recovered(now),
+            Outcome::Settled | Outcome::Refused | Outcome::Ignored => {}
         }
         self.step(now);
+    }
+
+    /// Whether [`Self::handle_config`] would take `config` up: its instances are valid as a
+    /// set, and nothing set up at start would have to change. A driver asks before it opens
+    /// sockets for the new configuration.
+    pub fn check_config(&self, config: &NodeConfig) -> Result<(), ConfigError> {
+        match needs_restart(&self.config, config) {
+            Some(what) => Err(ConfigError::NeedsRestart { what }),
+            None => check_instances(&config.instances),
+        }
     }
 
     /// Replaces the configuration (a reload). Instances whose configuration is unchanged
@@ -282,7 +291,10 @@ impl Node {
         config: NodeConfig,
     ) -> Result<Reload, ConfigError> {
         let now = self.advance(now);
-        if let Err(e) = check_instances(&config.instances) {
+        // The instances a reload before this one removed have had their last events.
+        self.retired.clear();
+        if let Err(e) = self.check_config(&config) {
+            self.events.push_back(Event::ReloadRefused { reason: e.to_string() });
             self.step(now);
             return Err(e);
         }
@@ -333,6 +345,7 @@ impl Node {
         self.expire_probes(now);
         self.config = config;
         self.dirty = true;
+        self.events.push_back(Event::Reloaded(reload.clone()));
         self.step(now);
         Ok(reload)
     }
@@ -545,13 +558,10 @@ impl Node {
         }
     }
 
-    /// The kernel carried out a command. If it had been refusing more than an address's
-    /// add (it failed as a whole), the Fault holds end now: their instances are eligible
-    /// again, as Backup.
+    /// The kernel set an object whose setting it had refused, or added an address: it
+    /// works again, and the Fault holds end now (see [`REFUSAL_HOLD`]): their instances
+    /// are eligible again, as Backup.
     fn kernel_recovered(&mut self, now: Instant) {
-        if !std::mem::take(&mut self.kernel_failing) {
-            return;
-        }
         let held: Vec<InstanceId> = self
             .refused
             .iter_mut()

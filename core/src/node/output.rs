@@ -4,6 +4,7 @@
 use core::fmt;
 use core::net::{IpAddr, SocketAddr};
 
+use super::config::Reload;
 use crate::lb::{DataPlane, NatRules, Probe, ServiceSpec};
 use crate::vrrp::{self, IfIndex, InstanceId, VirtualIp};
 
@@ -155,6 +156,13 @@ pub enum Event {
     KernelDrift {
         /// What changed.
         object: Object,
+    },
+    /// A reload was taken up.
+    Reloaded(Reload),
+    /// A reload was refused; the running configuration stays.
+    ReloadRefused {
+        /// Why.
+        reason: String,
     },
     /// A reload added an instance.
     InstanceAdded(InstanceId),

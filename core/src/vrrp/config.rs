@@ -258,4 +258,11 @@ pub enum ConfigError {
     /// Rise and fall counts start at 1.
     #[error("tracker rise and fall must be at least 1")]
     TrackerCounts,
+    /// A reload would change what was set up at start (a listener, the data plane's
+    /// kind): it needs a restart.
+    #[error("{what} needs a restart")]
+    NeedsRestart {
+        /// What would change.
+        what: String,
+    },
 }

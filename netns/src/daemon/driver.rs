@@ -363,6 +363,15 @@ impl<K: Kernel, N: Net, C: Clock> Driver<K, N, C> {
             Event::KernelDrift { object } => {
                 tracing::warn!(%object, "changed by someone else: restoring");
             }
+            Event::Reloaded(r) => tracing::info!(
+                kept = r.kept.len(),
+                added = r.added.len(),
+                removed = r.removed.len(),
+                "configuration reloaded"
+            ),
+            Event::ReloadRefused { reason } => {
+                tracing::error!("reload refused: {reason}; the running configuration stays");
+            }
             Event::InstanceAdded(id) => tracing::info!(instance = %self.name(id), "instance added"),
             Event::InstanceRemoved(id) => {
                 tracing::info!(instance = %self.name(id), "instance removed");

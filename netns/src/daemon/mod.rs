@@ -239,17 +239,18 @@ async fn serve_until_stopped(
         loop {
             driver.pump().await;
             let deadline = driver.deadline();
-            // In this order: what ends or reconfigures the daemon, then timers, then the
+            // In this order: a panic (a dead task must not be waited behind a reload), what
+            // ends or reconfigures the daemon, then timers, then the
             // adverts, then the other inputs, and packets no instance expects last, so that
             // a flood of those waits (and overflows its own queue) while the rest goes on.
             tokio::select! {
                 biased;
+                () = panic::notified() => break,
                 signal = signals.next() => match signal {
                     Signal::Stop(name) => { tracing::info!("{name}: resigning"); break; }
                     Signal::Reload => daemon.reload(driver, None).await,
                     Signal::LogStatus(name) => log_status(daemon, driver, name),
                 },
-                () = panic::notified() => break,
                 () = timer.sleep_until(deadline) => driver.handle_timeout().await,
                 Some(packet) = rx.adverts.recv() => driver.handle(packet, |d| snapshot::build(daemon, d)).await,
                 Some(input) = rx.main.recv() => {

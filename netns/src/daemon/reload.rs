@@ -1,10 +1,8 @@
 //! SIGHUP, and an interface deleted and created again: the plan made anew and handed to
-//! the node, which keeps unchanged instances untouched. What was bound or opened at start
-//! with privileges since dropped cannot change without a restart, and such a reload is
-//! refused whole.
+//! the node, which keeps unchanged instances untouched, and refuses a reload whole when what
+//! was bound or opened at start (with privileges since dropped) would have to change.
 
-use cplb_core::config::{Keepalived, LbKind, LoadBalancerMode};
-use cplb_core::node;
+use cplb_core::node::{self, NodeConfig};
 use cplb_core::vrrp::IfIndex;
 
 use super::config::{self, FileConfig};
@@ -60,11 +58,9 @@ impl Daemon {
             }
         };
         self.replan = None;
-        let ready = self.local_vips.is_some() || driver.kernel.ipvs.is_none();
-        if let Some(why) = needs_restart(&self.file.keepalived, &file.keepalived, ready) {
-            tracing::error!(
-                "reload refused: {why} needs a restart; the running configuration stays"
-            );
+        let config = self.node_config(driver, &file, &plan);
+        if let Err(e) = driver.node.check_config(&config) {
+            tracing::error!("reload refused: {e}; the running configuration stays");
             return;
         }
         if let Some(name) = recreated {
@@ -75,7 +71,24 @@ impl Daemon {
             return;
         }
         self.follow_sockets(&driver.kernel);
-        self.apply(driver, file, plan);
+        self.apply(driver, file, plan, config);
+    }
+
+    /// The node's configuration for a file and its plan.
+    fn node_config(
+        &self,
+        driver: &Driver<LinuxKernel>,
+        file: &FileConfig,
+        plan: &plan::Plan,
+    ) -> NodeConfig {
+        plan::node_config(
+            &file.keepalived,
+            file.api_port,
+            plan,
+            self.local_vips.as_ref().map(|(i, _)| *i),
+            super::host::balancing(&driver.kernel),
+            &self.options.vrrp_tuning(),
+        )
     }
 
     /// Closes the sockets of an interface that was deleted (they are opened again on the
@@ -94,58 +107,22 @@ impl Daemon {
 
     /// Hands the new configuration to the node; it becomes the daemon's when the node
     /// takes it.
-    fn apply(&mut self, driver: &mut Driver<LinuxKernel>, file: FileConfig, plan: plan::Plan) {
-        let config = plan::node_config(
-            &file.keepalived,
-            file.api_port,
-            &plan,
-            self.local_vips.as_ref().map(|(i, _)| *i),
-            super::host::balancing(&driver.kernel),
-            &self.options.vrrp_tuning(),
-        );
+    fn apply(
+        &mut self,
+        driver: &mut Driver<LinuxKernel>,
+        file: FileConfig,
+        plan: plan::Plan,
+        config: NodeConfig,
+    ) {
         let now = driver.now();
-        match driver.node.handle_config(now, config) {
-            Ok(r) => {
-                tracing::info!(
-                    kept = r.kept.len(),
-                    added = r.added.len(),
-                    removed = r.removed.len(),
-                    "configuration reloaded"
-                );
-                for group in plan.groups.iter().filter(|g| !g.iface.up) {
-                    driver.node.handle_link(now, IfIndex(group.iface.index), false);
-                }
-                self.file = file;
-                self.plan = plan;
+        // The node says what it took up, or why not (a change that needs a restart, an
+        // invalid set of instances), in its events.
+        if driver.node.handle_config(now, config).is_ok() {
+            for group in plan.groups.iter().filter(|g| !g.iface.up) {
+                driver.node.handle_link(now, IfIndex(group.iface.index), false);
             }
-            Err(e) => {
-                tracing::error!(error = %e, "reload refused: the running configuration stays")
-            }
+            self.file = file;
+            self.plan = plan;
         }
     }
-}
-
-/// Why a new configuration cannot be taken up without a restart, if it cannot: the proxy's
-/// listener and the data plane were set up at start.
-fn needs_restart(running: &Keepalived, new: &Keepalived, local_vips_ready: bool) -> Option<String> {
-    if new.mode() != running.mode() {
-        return Some(format!(
-            "changing the load balancer mode ({:?} to {:?})",
-            running.mode(),
-            new.mode()
-        ));
-    }
-    if new.mode() == LoadBalancerMode::UserspaceProxy
-        && new.user_space_proxy_bind_port != running.user_space_proxy_bind_port
-    {
-        return Some(format!(
-            "moving userSpaceProxyBindPort ({} to {})",
-            running.user_space_proxy_bind_port, new.user_space_proxy_bind_port
-        ));
-    }
-    let dr = new.virtual_servers.iter().any(|v| v.lb_kind == LbKind::Dr);
-    if new.mode() == LoadBalancerMode::Ipvs && dr && !local_vips_ready {
-        return Some("a first direct-routing virtual server (dummyvip0)".to_owned());
-    }
-    None
 }

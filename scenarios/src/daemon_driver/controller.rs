@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use super::dilated;
 use super::fabric::{DUMMY, ETH0, Report, SharedFabric, lock, sim_now};
-use super::kernel::{SimKernel, VRRP_PORT, decode, link_local_of};
+use super::kernel::{SimKernel, VRRP_PORT, decode};
 use super::net::Turmoil;
 
 /// What a controller's daemon is started with: its file and its command line.
@@ -39,6 +39,8 @@ pub struct Launch {
     pub options: Options,
     /// The host's clock.
     pub clock: Clock,
+    /// Until when the host's kernel refuses commands (a refusal outlasts a power cycle).
+    pub refuse_until: Option<Instant>,
 }
 
 /// What the runner tells a controller's daemon.
@@ -117,7 +119,7 @@ impl Interfaces for SimInterfaces<'_> {
             let a = self.spec.addr;
             let prefix_len = self.spec.prefix_len;
             out.push(Address { addr: a, prefix_len, secondary: false, link_local: false });
-            if let Some(ll) = link_local_of(a) {
+            if let Some(ll) = cplb_sim::link_local(a) {
                 out.push(Address { addr: ll, prefix_len: 64, secondary: false, link_local: true });
             }
         }
@@ -163,11 +165,13 @@ pub async fn daemon(
         Driver::new(node, kernel, clock, prober, probe_timeout, inputs.clone());
     let (tap, mut events) = mpsc::unbounded_channel();
     driver.tap = Some(tap);
-    {
+    let incarnation = {
         let mut f = lock(&fabric);
         f.notify.insert(spec.addr, inputs.clone());
+        let incarnation = f.next_incarnation(spec.addr);
         f.reports.push(Report::Started { host: spec.addr });
-    }
+        incarnation
+    };
     let mut tasks = tokio::task::JoinSet::new();
     if launch.keepalived.mode() == LoadBalancerMode::UserspaceProxy {
         let port = launch.keepalived.user_space_proxy_bind_port;
@@ -194,7 +198,7 @@ pub async fn daemon(
     let mut refusing = false;
     loop {
         driver.pump().await;
-        report(&driver, &mut events, &fabric, &mut refusing);
+        report(&driver, incarnation, &mut events, &fabric, &mut refusing);
         let deadline = driver.deadline();
         tokio::select! {
             biased;
@@ -213,10 +217,10 @@ pub async fn daemon(
     let now = driver.now();
     driver.node.shutdown(now);
     driver.pump().await;
-    report(&driver, &mut events, &fabric, &mut refusing);
+    report(&driver, incarnation, &mut events, &fabric, &mut refusing);
     let mut f = lock(&fabric);
     f.notify.remove(&spec.addr);
-    f.reports.push(Report::Exited { at: sim_now(), host: spec.addr });
+    f.report_from(spec.addr, incarnation, Report::Exited { at: sim_now(), host: spec.addr });
     Ok(())
 }
 
@@ -261,6 +265,7 @@ fn probe_kind(options: &Options) -> ProbeKind {
 /// and whether it has kernel objects under refusal.
 fn report(
     driver: &SimDriver,
+    incarnation: u64,
     events: &mut mpsc::UnboundedReceiver<Event>,
     fabric: &SharedFabric,
     refusing: &mut bool,
@@ -274,12 +279,12 @@ fn report(
             }
             _ => None,
         };
-        f.reports.push(Report::Event { at: sim_now(), host, event, vip });
+        f.report_from(host, incarnation, Report::Event { at: sim_now(), host, event, vip });
     }
     let now_refusing = !driver.node.refusals().is_empty();
     if now_refusing != *refusing {
         *refusing = now_refusing;
-        f.reports.push(Report::Refusing { host, refusing: now_refusing });
+        f.report_from(host, incarnation, Report::Refusing { host, refusing: now_refusing });
     }
 }
 

@@ -75,12 +75,21 @@ pub enum Report {
     },
     /// An address came or went on a host's eth0.
     Vip {
+        /// When.
+        at: Instant,
         /// The host.
         host: IpAddr,
         /// The address.
         vip: IpAddr,
         /// Whether it is there now.
         present: bool,
+    },
+    /// A host's kernel took a new table of virtual services.
+    Services {
+        /// The host.
+        host: IpAddr,
+        /// What the table holds now.
+        services: Vec<ServiceSpec>,
     },
     /// A client's connection attempt, made at `at`: answered through the host that
     /// answered for the VIP, or failed and why.
@@ -118,6 +127,10 @@ pub struct Fabric {
     pub ipvs: BTreeMap<(IpAddr, ServiceKey), VirtualService>,
     /// What the hosts reported since the runner last looked.
     pub reports: Vec<Report>,
+    /// Per host, the incarnation of its daemon whose reports count: a start takes the
+    /// next one, and a SIGKILL moves past the killed daemon's at once, so that what it
+    /// reports before its host carries the kill out is not taken for the host's state.
+    pub incarnations: BTreeMap<IpAddr, u64>,
 }
 
 /// The shared segment.
@@ -134,6 +147,21 @@ pub fn sim_now() -> Instant {
 }
 
 impl Fabric {
+    /// A new incarnation of `host`'s daemon: the one that reports from now on.
+    pub fn next_incarnation(&mut self, host: IpAddr) -> u64 {
+        let n = self.incarnations.entry(host).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// Reports what incarnation `incarnation` of `host`'s daemon saw, if it is the
+    /// current one.
+    pub fn report_from(&mut self, host: IpAddr, incarnation: u64, report: Report) {
+        if self.incarnations.get(&host) == Some(&incarnation) {
+            self.reports.push(report);
+        }
+    }
+
     /// Where a client's connection to `vip` lands: the host answering for the VIP, and
     /// there its IPVS service's choice (direct routing: the frame goes to the real server,
     /// whose own service, if it has one, schedules it again unless its loop guard marks

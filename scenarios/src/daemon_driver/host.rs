@@ -52,8 +52,10 @@ pub(super) async fn controller_host(spec: ControllerSpec, shared: Shared) -> tur
     let ip = spec.addr;
     let (tx, mut rx) = mpsc::unbounded_channel();
     held(&shared.controls).insert(ip, tx);
-    lock(&shared.fabric).kernels.insert(ip, HostKernel { link_up: true, ..HostKernel::default() });
-    let port = held(&shared.launches).get(&ip).map_or(6443, |l| l.api_port);
+    let (port, refuse_until) =
+        held(&shared.launches).get(&ip).map_or((6443, None), |l| (l.api_port, l.refuse_until));
+    let kernel = HostKernel { link_up: true, refuse_until, ..HostKernel::default() };
+    lock(&shared.fabric).kernels.insert(ip, kernel);
     let api = |behaviour| api_server(ip, port, behaviour);
     let mut server = Some(api(Behaviour::Answer));
     let mut daemon = start(spec, &shared);

@@ -5,7 +5,7 @@
 //! encoded (TTL and source inside it), or for IPv6 the header fields the raw socket hands
 //! over beside the message.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,7 +74,12 @@ impl Kernel for SimKernel {
         })?;
         if added && ifindex == ETH0 {
             let (host, vip) = (self.me, vip.addr);
-            lock(&self.fabric).reports.push(Report::Vip { host, vip, present: true });
+            lock(&self.fabric).reports.push(Report::Vip {
+                at: sim_now(),
+                host,
+                vip,
+                present: true,
+            });
         }
         Ok(())
     }
@@ -91,7 +96,12 @@ impl Kernel for SimKernel {
         })?;
         if removed && ifindex == ETH0 {
             let (host, vip) = (self.me, vip.addr);
-            lock(&self.fabric).reports.push(Report::Vip { host, vip, present: false });
+            lock(&self.fabric).reports.push(Report::Vip {
+                at: sim_now(),
+                host,
+                vip,
+                present: false,
+            });
         }
         Ok(())
     }
@@ -130,7 +140,9 @@ impl Kernel for SimKernel {
         let to: Vec<IpAddr> = self
             .peers()
             .into_iter()
-            .filter(|p| t.dst.is_multicast() || *p == t.dst || link_local_of(*p) == Some(t.dst))
+            .filter(|p| {
+                t.dst.is_multicast() || *p == t.dst || cplb_sim::link_local(*p) == Some(t.dst)
+            })
             .collect();
         for peer in to {
             // A full queue at the receiver is a lost advert, as on a LAN.
@@ -163,19 +175,13 @@ impl Kernel for SimKernel {
                 .or_insert_with(|| VirtualService::new(s.key, s.algo, s.forwarding, persistence));
             vs.set_real_servers(&s.real_servers);
         }
+        fabric.reports.push(Report::Services { host: me, services: services.to_vec() });
         Ok(())
     }
 
     async fn services_intact(&mut self, services: &[ServiceSpec]) -> Result<bool, KernelError> {
         self.with("reading the virtual services", |k| k.services == services)
     }
-}
-
-/// The link-local address a simulated IPv6 host sends multicast VRRP from.
-pub fn link_local_of(addr: IpAddr) -> Option<IpAddr> {
-    let IpAddr::V6(a) = addr else { return None };
-    let s = a.segments();
-    Some(IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, s[4], s[5], s[6], s[7])))
 }
 
 /// The datagram for one advert: tag 4 and the IPv4 packet, or tag 6, source, destination,

@@ -17,21 +17,19 @@ pub mod kernel;
 pub mod net;
 mod testbed;
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser as _;
-use cplb_core::lb::DataPlane;
 use cplb_core::node::{Event, K0S_PRIORITY};
 use cplb_core::time::Instant;
 use cplb_netns::daemon::options::Options;
-use cplb_sim::{Due, Fault, HostView, Observer, Outcome, Role, SimSpec, World, schedule};
+use cplb_sim::{Due, Fault, Observer, Outcome, Role, SimSpec, Testbed as _, World, schedule};
 
 use self::clients::{CLIENT_TIMEOUT, Source, traffic_host};
 use self::controller::{ControllerSpec, Launch};
-use self::fabric::{DUMMY, ETH0, MAX_HOPS, Report, lock};
+use self::fabric::{MAX_HOPS, Report, lock};
 use self::host::{Shared, controller_host, held};
 use self::testbed::Bed;
 
@@ -72,6 +70,17 @@ fn scenario_time(turmoil: Duration) -> Instant {
 #[error("--driver daemon cannot run this scenario: {0}")]
 pub struct Unsupported(pub String);
 
+/// Why a run under `--driver daemon` gave no outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// The scenario asks what cplbd cannot be given: skipped, not failed.
+    #[error(transparent)]
+    Unsupported(#[from] Unsupported),
+    /// turmoil stopped the run (a host's task failed): a failure.
+    #[error("turmoil stopped the run: {0}")]
+    Turmoil(String),
+}
+
 /// The set-ups and faults cplbd cannot be given, named; `None`: it can run.
 pub fn unsupported(spec: &SimSpec) -> Option<Unsupported> {
     let no = |why: String| Some(Unsupported(why));
@@ -108,9 +117,9 @@ pub fn unsupported(spec: &SimSpec) -> Option<Unsupported> {
 
 /// Runs a scenario with the real daemon code under turmoil, sampling the cluster at each
 /// of `sample_at`.
-pub fn run(spec: &SimSpec, seed: u64, sample_at: &[Duration]) -> Result<Outcome, Unsupported> {
+pub fn run(spec: &SimSpec, seed: u64, sample_at: &[Duration]) -> Result<Outcome, RunError> {
     if let Some(why) = unsupported(spec) {
-        return Err(why);
+        return Err(why.into());
     }
     let v4 = spec.hosts.first().is_none_or(|h| h.address.is_ipv4());
     let sim = turmoil::Builder::new()
@@ -128,7 +137,6 @@ pub fn run(spec: &SimSpec, seed: u64, sample_at: &[Duration]) -> Result<Outcome,
     let shared = Shared::default();
     let mut bed = Bed::new(sim, shared.clone(), spec);
     add_hosts(spec, &world, &mut bed)?;
-    let mut dataplanes: BTreeMap<usize, DataPlane> = BTreeMap::new();
     let mut due = schedule(spec, sample_at).into_iter().peekable();
     let mut steps = 0u64;
     let end = Instant::ZERO + spec.duration;
@@ -138,30 +146,25 @@ pub fn run(spec: &SimSpec, seed: u64, sample_at: &[Duration]) -> Result<Outcome,
             && *at <= now
         {
             let Some((_, what)) = due.next() else { break };
-            drain(&bed, &mut obs, &mut dataplanes);
+            drain(&mut bed, &mut obs);
             match what {
-                Due::Boot(h) => {
-                    obs.booted(now, h);
-                    cplb_sim::boot(&mut world, now, h, &mut bed, &mut obs);
-                }
+                Due::Boot(h) => cplb_sim::boot(&mut world, now, h, &mut bed, &mut obs),
                 Due::Fault(i) => {
-                    if obs.wants_views_before() {
-                        obs.set_views_before(views(spec, &world, &bed, &dataplanes));
-                    }
                     cplb_sim::apply(&mut world, now, &spec.faults[i].fault, &mut bed, &mut obs);
                 }
+                Due::RefusalEnd(h) => cplb_sim::refusal_end(&world, now, h, &mut obs),
                 Due::Sample => obs.sample(now),
             }
         }
         if now >= end {
             break;
         }
-        bed.sim.step().map_err(|e| Unsupported(format!("turmoil: {e}")))?;
+        bed.sim.step().map_err(|e| RunError::Turmoil(e.to_string()))?;
         steps += 1;
-        drain(&bed, &mut obs, &mut dataplanes);
+        drain(&mut bed, &mut obs);
         obs.check(scenario_time(bed.sim.elapsed()), &world);
     }
-    let views = views(spec, &world, &bed, &dataplanes);
+    let views = cplb_sim::render_views(&bed.views(&world));
     Ok(obs.finish(end, views, steps))
 }
 
@@ -230,19 +233,26 @@ fn launch(spec: &SimSpec, world: &World, h: usize) -> Result<Launch, Unsupported
     }
     let options = Options::try_parse_from(&args)
         .map_err(|e| Unsupported(format!("cplbd {}: {e}", args[1..].join(" "))))?;
-    Ok(Launch { keepalived, api_port: file.spec.api.port, options, clock: world.clock(h) })
+    Ok(Launch {
+        keepalived,
+        api_port: file.spec.api.port,
+        options,
+        clock: world.clock(h),
+        refuse_until: world.refusing_until(h),
+    })
 }
 
 /// Passes what the hosts reported to the observer.
-fn drain(bed: &Bed<'_>, obs: &mut Observer, dataplanes: &mut BTreeMap<usize, DataPlane>) {
+fn drain(bed: &mut Bed<'_>, obs: &mut Observer) {
     let reports = std::mem::take(&mut lock(&bed.shared.fabric).reports);
-    let host = |ip: IpAddr| bed.addresses.iter().position(|a| *a == ip);
+    let addresses = bed.addresses.clone();
+    let host = |ip: IpAddr| addresses.iter().position(|a| *a == ip);
     for r in reports {
         match r {
             Report::Event { at, host: ip, event, vip } => {
                 let Some(h) = host(ip) else { continue };
                 if let Event::DataPlaneChanged(dp) = &event {
-                    dataplanes.insert(h, dp.clone());
+                    bed.dataplanes.insert(h, dp.clone());
                 }
                 obs.node_event(at, h, &event, |_| vip);
             }
@@ -258,13 +268,18 @@ fn drain(bed: &Bed<'_>, obs: &mut Observer, dataplanes: &mut BTreeMap<usize, Dat
             }
             Report::Exited { at, host: ip } => {
                 if let Some(h) = host(ip) {
-                    dataplanes.remove(&h);
+                    bed.dataplanes.remove(&h);
                     obs.daemon_gone(at, h);
                 }
             }
-            Report::Vip { host: ip, vip, present } => {
+            Report::Vip { at, host: ip, vip, present } => {
                 if let Some(h) = host(ip) {
-                    obs.vip(h, vip, present);
+                    obs.vip(at, h, vip, present);
+                }
+            }
+            Report::Services { host: ip, services } => {
+                if let Some(h) = host(ip) {
+                    obs.kernel_services(h, &services);
                 }
             }
             Report::Attempt { at, source, from, vip, result } => {
@@ -275,47 +290,4 @@ fn drain(bed: &Bed<'_>, obs: &mut Observer, dataplanes: &mut BTreeMap<usize, Dat
             Report::Loop { at, service } => obs.forwarding_loop(at, service, MAX_HOPS),
         }
     }
-}
-
-/// The seed's views of every controller, from what the simulated kernels hold: eth0's and
-/// `dummyvip0`'s addresses, the IPVS services and loop guards, and the proxy the daemon
-/// runs.
-fn views(
-    spec: &SimSpec,
-    world: &World,
-    bed: &Bed<'_>,
-    dataplanes: &BTreeMap<usize, DataPlane>,
-) -> String {
-    let fabric = lock(&bed.shared.fabric);
-    let hosts: Vec<HostView> = spec
-        .hosts
-        .iter()
-        .enumerate()
-        .filter(|(_, h)| h.role == Role::Controller)
-        .map(|(i, h)| {
-            let mut view = HostView::off(h.name.clone(), h.address, h.prefix_len);
-            let Some(k) = fabric.kernels.get(&h.address).filter(|_| world.network().powered(i))
-            else {
-                return view;
-            };
-            let on = |ifindex| {
-                k.addresses
-                    .iter()
-                    .filter(|(i, _, _)| *i == ifindex)
-                    .map(|(_, a, p)| (*a, *p))
-                    .collect::<Vec<_>>()
-            };
-            view.powered = true;
-            view.eth0_vips = on(ETH0);
-            view.local_vips = on(DUMMY);
-            view.services.clone_from(&k.services);
-            view.loop_guards = k.rules.as_ref().map(|r| r.loop_guards.clone()).unwrap_or_default();
-            view.proxy = dataplanes
-                .get(&i)
-                .filter(|_| fabric.notify.contains_key(&h.address))
-                .and_then(|d| d.proxy_port.map(|p| (p, d.proxy_backends.clone())));
-            view
-        })
-        .collect();
-    cplb_sim::render_views(&hosts)
 }

@@ -3,15 +3,17 @@
 //! partitions, cuts, loss and delay as turmoil's links, the simulated kernels' links,
 //! VIPs and refusals.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use cplb_core::config::ClusterConfig;
+use cplb_core::lb::DataPlane;
 use cplb_core::time::Instant;
-use cplb_sim::{ApiServer, Observer, SimSpec, Testbed, World};
+use cplb_core::vrrp::VirtualIp;
+use cplb_sim::{ApiServer, HostSpec, HostView, Observer, Role, SimSpec, Testbed, World};
 
 use super::controller::{self, Control};
-use super::fabric::{ETH0, lock};
+use super::fabric::{DUMMY, ETH0, lock};
 use super::host::{HostControl, Shared, held};
 use super::{LATENCY, dilated};
 
@@ -20,7 +22,9 @@ pub(super) struct Bed<'a> {
     pub(super) sim: turmoil::Sim<'a>,
     pub(super) shared: Shared,
     pub(super) addresses: Vec<IpAddr>,
-    names: Vec<String>,
+    hosts: Vec<HostSpec>,
+    /// The data plane each running daemon's node wants (its proxy's backends).
+    pub(super) dataplanes: BTreeMap<usize, DataPlane>,
     /// The one-way links cut in turmoil now.
     severed: BTreeSet<(usize, usize)>,
 }
@@ -28,8 +32,15 @@ pub(super) struct Bed<'a> {
 impl<'a> Bed<'a> {
     pub(super) fn new(sim: turmoil::Sim<'a>, shared: Shared, spec: &SimSpec) -> Self {
         let addresses = spec.hosts.iter().map(|h| h.address).collect();
-        let names = spec.hosts.iter().map(|h| h.name.clone()).collect();
-        Self { sim, shared, addresses, names, severed: BTreeSet::new() }
+        let hosts = spec.hosts.clone();
+        Self {
+            sim,
+            shared,
+            addresses,
+            hosts,
+            dataplanes: BTreeMap::new(),
+            severed: BTreeSet::new(),
+        }
     }
 
     fn control(&self, h: usize, c: HostControl) {
@@ -76,9 +87,42 @@ impl<'a> Bed<'a> {
 }
 
 impl Testbed for Bed<'_> {
+    /// eth0's and `dummyvip0`'s addresses, the IPVS services and loop guards from the
+    /// simulated kernels, and the proxy the daemon runs.
+    fn views(&self, world: &World) -> Vec<HostView> {
+        let fabric = lock(&self.shared.fabric);
+        let controllers = self.hosts.iter().enumerate().filter(|(_, h)| h.role == Role::Controller);
+        controllers
+            .map(|(i, h)| {
+                let mut view = HostView::off(h.name.clone(), h.address, h.prefix_len);
+                let Some(k) = fabric.kernels.get(&h.address).filter(|_| world.network().powered(i))
+                else {
+                    return view;
+                };
+                let on = |ifindex| {
+                    let held = k.addresses.iter().filter(|(i, _, _)| *i == ifindex);
+                    held.map(|(_, a, p)| (*a, *p)).collect::<Vec<_>>()
+                };
+                view.powered = true;
+                view.eth0_vips = on(ETH0);
+                view.local_vips = on(DUMMY);
+                view.services.clone_from(&k.services);
+                view.loop_guards =
+                    k.rules.as_ref().map(|r| r.loop_guards.clone()).unwrap_or_default();
+                view.proxy = self
+                    .dataplanes
+                    .get(&i)
+                    .filter(|_| fabric.notify.contains_key(&h.address))
+                    .and_then(|d| d.proxy_port.map(|p| (p, d.proxy_backends.clone())));
+                view
+            })
+            .collect()
+    }
+
     fn power_on(&mut self, world: &World, _obs: &mut Observer, _now: Instant, h: usize) {
         if let Some(launch) = held(&self.shared.launches).get_mut(&self.addresses[h]) {
             launch.clock = world.clock(h);
+            launch.refuse_until = world.refusing_until(h);
         }
         self.sim.bounce(self.addresses[h]);
     }
@@ -101,6 +145,9 @@ impl Testbed for Bed<'_> {
     }
 
     fn crash(&mut self, _world: &World, _obs: &mut Observer, _now: Instant, h: usize) {
+        // The observer takes the daemon for gone now; what it says until its host has
+        // carried out the kill is not heard.
+        lock(&self.shared.fabric).next_incarnation(self.addresses[h]);
         self.control(h, HostControl::Crash);
     }
 
@@ -128,19 +175,25 @@ impl Testbed for Bed<'_> {
         self.control(h, HostControl::Daemon(Control::Clock(clock)));
     }
 
-    fn remove_vips(&mut self, _world: &World, obs: &mut Observer, now: Instant, h: usize) {
-        let removed: Vec<(IpAddr, u8)> = {
-            let mut f = lock(&self.shared.fabric);
-            let Some(k) = f.kernels.get_mut(&self.addresses[h]) else { return };
-            let gone = k.addresses.iter().filter(|(i, _, _)| *i == ETH0).map(|(_, a, p)| (*a, *p));
-            let gone: Vec<(IpAddr, u8)> = gone.collect();
-            k.addresses.retain(|(i, _, _)| *i != ETH0);
-            gone
-        };
-        for (addr, prefix_len) in removed {
-            obs.vip(h, addr, false);
-            obs.note(now, format!("{} eth0: {addr} deleted by hand", self.names[h]));
-            self.notify(h, controller::address_removed(addr, prefix_len));
+    fn remove_vips(&mut self, _world: &World, _now: Instant, h: usize) -> Vec<VirtualIp> {
+        let mut f = lock(&self.shared.fabric);
+        let Some(k) = f.kernels.get_mut(&self.addresses[h]) else { return Vec::new() };
+        let (gone, kept) = std::mem::take(&mut k.addresses).into_iter().partition(|a| a.0 == ETH0);
+        k.addresses = kept;
+        let gone: BTreeSet<_> = gone;
+        gone.into_iter().map(|(_, addr, prefix_len)| VirtualIp { addr, prefix_len }).collect()
+    }
+
+    fn vips_removed(
+        &mut self,
+        _world: &World,
+        _obs: &mut Observer,
+        _now: Instant,
+        h: usize,
+        vips: &[VirtualIp],
+    ) {
+        for vip in vips {
+            self.notify(h, controller::address_removed(vip.addr, vip.prefix_len));
         }
     }
 

@@ -118,25 +118,21 @@ impl Lan {
                 }
                 return;
             }
-            Command::RemoveAddress { ifindex: ETH0, vip, .. } => {
-                let h = &self.hosts[i];
-                let stale = h.vips_on_eth0.contains(&vip.addr)
-                    && h.daemon.as_ref().is_some_and(|d| !d.node.holds_address(ETH0, vip.addr));
-                if stale && !world.refuses(i, self.now) {
-                    let line =
-                        format!("{} reconcile: removed stale {} from eth0", h.spec.name, vip.addr);
-                    obs.note(self.now, line);
-                }
-            }
             _ => {}
         }
         let refusing = world.refuses(i, self.now);
         let result = host::execute(&mut self.hosts[i], refusing, &c);
-        if result.is_ok()
-            && let Command::AddAddress { ifindex: ETH0, vip, .. }
-            | Command::RemoveAddress { ifindex: ETH0, vip, .. } = &c
-        {
-            obs.vip(i, vip.addr, matches!(c, Command::AddAddress { .. }));
+        if result.is_ok() {
+            match &c {
+                Command::AddAddress { ifindex: ETH0, vip, .. } => {
+                    obs.vip(self.now, i, vip.addr, true);
+                }
+                Command::RemoveAddress { ifindex: ETH0, vip, .. } => {
+                    obs.vip(self.now, i, vip.addr, false);
+                }
+                Command::SetServices { services, .. } => obs.kernel_services(i, services),
+                _ => {}
+            }
         }
         if let (Some(id), Some(d)) = (c.id(), self.hosts[i].daemon.as_mut()) {
             d.node.handle_command_result(local, id, result);

@@ -3,7 +3,7 @@
 //! runs, built from the host's file as cplbd builds it.
 
 use core::net::{IpAddr, SocketAddr};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use cplb_core::config::ClusterConfig;
 use cplb_core::lb::{self, DataPlane, ServiceKey, VirtualService};
@@ -32,7 +32,7 @@ pub(crate) struct Host {
     pub(crate) spec: HostSpec,
     pub(crate) mac: u64,
     /// Addresses added on eth0 by the daemon (the VIPs).
-    pub(crate) vips_on_eth0: BTreeSet<IpAddr>,
+    pub(crate) vips_on_eth0: BTreeMap<IpAddr, u8>,
     /// The data plane as the kernel holds it (local VIPs, redirects, services) and, while
     /// the daemon runs, its proxy.
     pub(crate) dataplane: DataPlane,
@@ -49,7 +49,7 @@ impl Host {
     pub(crate) fn new(spec: HostSpec, index: usize) -> Self {
         Self {
             mac: 0x0200_0000_0000 | index as u64,
-            vips_on_eth0: BTreeSet::new(),
+            vips_on_eth0: BTreeMap::new(),
             dataplane: DataPlane::default(),
             ipvs: BTreeMap::new(),
             arp: BTreeMap::new(),
@@ -67,7 +67,7 @@ impl Host {
     /// eth0, or (direct routing) a VIP on its non-ARPing local interface.
     pub(crate) fn accepts(&self, ip: IpAddr) -> bool {
         self.spec.address == ip
-            || self.vips_on_eth0.contains(&ip)
+            || self.vips_on_eth0.contains_key(&ip)
             || self.dataplane.local_vips.contains(&ip)
     }
 
@@ -90,16 +90,6 @@ impl Host {
     }
 }
 
-/// The link-local address of an IPv6 host: fe80:: with the low 64 bits of its address.
-pub(crate) fn link_local(address: IpAddr) -> Option<IpAddr> {
-    match address {
-        IpAddr::V6(a) => {
-            Some(IpAddr::V6((0xfe80_u128 << 112 | (a.to_bits() & u128::from(u64::MAX))).into()))
-        }
-        IpAddr::V4(_) => None,
-    }
-}
-
 /// The node configuration a controller runs for its file: the instances as cplbd makes
 /// them (the scenario's VRRP tuning as cplbd's command line gives it, then the host's own
 /// priority and preemption, which only the engine can run), its cluster's API servers as
@@ -116,7 +106,7 @@ pub(crate) fn node_config(
     let instances = node::vrrp_instances(
         keepalived,
         host.address,
-        link_local(host.address),
+        crate::spec::link_local(host.address),
         cluster,
         ETH0,
         Some(node::API_TRACKER),
@@ -157,7 +147,7 @@ pub(crate) fn execute(
     }
     match command {
         Command::AddAddress { ifindex, vip, .. } if *ifindex == ETH0 => {
-            host.vips_on_eth0.insert(vip.addr);
+            host.vips_on_eth0.insert(vip.addr, vip.prefix_len);
         }
         Command::RemoveAddress { ifindex, vip, .. } if *ifindex == ETH0 => {
             host.vips_on_eth0.remove(&vip.addr);

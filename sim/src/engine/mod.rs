@@ -20,12 +20,12 @@ use rand_pcg::Pcg64Mcg;
 
 use self::host::Host;
 use self::segment::Frame;
-use crate::faults::{self, Due, schedule};
+use crate::faults::{self, Due, Testbed as _, schedule};
 use crate::observe::Observer;
 use crate::outcome::Outcome;
 use crate::queue::TimeQueue;
 use crate::spec::SimSpec;
-use crate::views::{self, HostView};
+use crate::views;
 use crate::world::World;
 
 /// One-way latency on the segment when no delay fault is active.
@@ -65,7 +65,8 @@ struct Lan {
     incarnations: u64,
     /// The switch's MAC table: MAC → the host (port) it was last seen from.
     switch: BTreeMap<u64, usize>,
-    /// Directors do not schedule frames from other directors (switchable to show the loop).
+    /// The hosts' kernels honour the loop guards their nodes set (switchable off to show
+    /// the loop).
     loop_guard: bool,
     steps: u64,
 }
@@ -146,17 +147,12 @@ impl Sim {
                 lan.probe_result(host, incarnation, id, ok, world, obs);
             }
             Ev::Connect { traffic } => lan.connect(traffic, world, obs),
-            Ev::Due(Due::Boot(h)) => {
-                obs.booted(lan.now, h);
-                faults::boot(world, lan.now, h, lan, obs);
-            }
+            Ev::Due(Due::Boot(h)) => faults::boot(world, lan.now, h, lan, obs),
             Ev::Due(Due::Fault(i)) => {
-                if obs.wants_views_before() {
-                    obs.set_views_before(views::render_views(&lan.views(world)));
-                }
                 let fault = lan.spec.faults[i].fault.clone();
                 faults::apply(world, lan.now, &fault, lan, obs);
             }
+            Ev::Due(Due::RefusalEnd(h)) => faults::refusal_end(world, lan.now, h, obs),
             Ev::Due(Due::Sample) => obs.sample(lan.now),
             Ev::End => {}
         }
@@ -178,39 +174,5 @@ impl Lan {
 
     fn host_by_addr(&self, ip: core::net::IpAddr) -> Option<usize> {
         self.hosts.iter().position(|h| h.spec.address == ip)
-    }
-
-    /// The controllers as the seed's views show them.
-    fn views(&self, world: &World) -> Vec<HostView> {
-        let prefix_of = |vip: &core::net::IpAddr| {
-            self.spec
-                .config
-                .enabled_keepalived()
-                .and_then(|k| {
-                    k.vrrp_instances.iter().flat_map(|i| &i.virtual_ips).find(|c| c.addr == *vip)
-                })
-                .map_or(32, |c| c.prefix_len)
-        };
-        self.hosts
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| h.is_controller())
-            .map(|(i, h)| HostView {
-                name: h.spec.name.clone(),
-                powered: world.network().powered(i),
-                address: h.spec.address,
-                prefix_len: h.spec.prefix_len,
-                eth0_vips: h.vips_on_eth0.iter().map(|v| (*v, prefix_of(v))).collect(),
-                local_vips: h
-                    .dataplane
-                    .local_vips
-                    .iter()
-                    .map(|v| (*v, if v.is_ipv6() { 128 } else { 32 }))
-                    .collect(),
-                services: h.dataplane.services.clone(),
-                loop_guards: h.dataplane.loop_guards.clone(),
-                proxy: h.dataplane.proxy_port.map(|p| (p, h.dataplane.proxy_backends.clone())),
-            })
-            .collect()
     }
 }

@@ -3,14 +3,40 @@
 
 use cplb_core::config::ClusterConfig;
 use cplb_core::time::Instant;
+use cplb_core::vrrp::VirtualIp;
 
 use super::Lan;
 use super::host::{self, ETH0};
 use crate::faults::Testbed;
 use crate::observe::Observer;
+use crate::views::HostView;
 use crate::world::{ApiServer, World};
 
 impl Testbed for Lan {
+    fn views(&self, world: &World) -> Vec<HostView> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.is_controller())
+            .map(|(i, h)| HostView {
+                name: h.spec.name.clone(),
+                powered: world.network().powered(i),
+                address: h.spec.address,
+                prefix_len: h.spec.prefix_len,
+                eth0_vips: h.vips_on_eth0.iter().map(|(v, p)| (*v, *p)).collect(),
+                local_vips: h
+                    .dataplane
+                    .local_vips
+                    .iter()
+                    .map(|v| (*v, if v.is_ipv6() { 128 } else { 32 }))
+                    .collect(),
+                services: h.dataplane.services.clone(),
+                loop_guards: h.dataplane.loop_guards.clone(),
+                proxy: h.dataplane.proxy_port.map(|p| (p, h.dataplane.proxy_backends.clone())),
+            })
+            .collect()
+    }
+
     fn power_on(&mut self, world: &World, obs: &mut Observer, _now: Instant, h: usize) {
         if self.hosts[h].is_controller() {
             self.start_daemon(h, world, obs);
@@ -58,17 +84,26 @@ impl Testbed for Lan {
         self.pump(h, world, obs);
     }
 
-    fn remove_vips(&mut self, world: &World, obs: &mut Observer, now: Instant, h: usize) {
-        let vips: Vec<_> = std::mem::take(&mut self.hosts[h].vips_on_eth0).into_iter().collect();
+    fn remove_vips(&mut self, _world: &World, _now: Instant, h: usize) -> Vec<VirtualIp> {
+        let vips = std::mem::take(&mut self.hosts[h].vips_on_eth0);
+        vips.into_iter().map(|(addr, prefix_len)| VirtualIp { addr, prefix_len }).collect()
+    }
+
+    fn vips_removed(
+        &mut self,
+        world: &World,
+        obs: &mut Observer,
+        now: Instant,
+        h: usize,
+        vips: &[VirtualIp],
+    ) {
         let local = world.clock(h).local(now);
-        for vip in vips {
-            obs.vip(h, vip, false);
-            obs.note(now, format!("{} eth0: {vip} deleted by hand", self.hosts[h].spec.name));
-            if let Some(d) = self.hosts[h].daemon.as_mut() {
-                d.node.handle_address(local, ETH0, vip, false);
+        if let Some(d) = self.hosts[h].daemon.as_mut() {
+            for vip in vips {
+                d.node.handle_address(local, ETH0, vip.addr, false);
             }
+            self.pump(h, world, obs);
         }
-        self.pump(h, world, obs);
     }
 
     fn refuse_kernel(&mut self, _: &World, _: &mut Observer, _: Instant, _: usize) {}
@@ -81,25 +116,13 @@ impl Testbed for Lan {
         h: usize,
         file: &ClusterConfig,
     ) {
-        let name = self.hosts[h].spec.name.clone();
         let cluster = world.files().cluster_addresses(h);
-        let Some(config) = host::node_config(file, &self.hosts[h].spec, self.spec.vrrp, &cluster)
-        else {
-            obs.note(now, format!("{name} reload refused: no load balancing configured"));
-            return;
-        };
+        let config = host::node_config(file, &self.hosts[h].spec, self.spec.vrrp, &cluster);
         let local = world.clock(h).local(now);
-        let Some(d) = self.hosts[h].daemon.as_mut() else { return };
-        let line = match d.node.handle_config(local, config) {
-            Ok(r) => format!(
-                "{name} reload: {} kept, {} added, {} removed",
-                r.kept.len(),
-                r.added.len(),
-                r.removed.len()
-            ),
-            Err(e) => format!("{name} reload refused: {e}"),
-        };
-        obs.note(now, line);
-        self.pump(h, world, obs);
+        if let (Some(config), Some(d)) = (config, self.hosts[h].daemon.as_mut()) {
+            // The node tells how it took the reload up, as an event.
+            let _ = d.node.handle_config(local, config);
+            self.pump(h, world, obs);
+        }
     }
 }

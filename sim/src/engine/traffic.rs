@@ -108,14 +108,15 @@ impl Lan {
         }
         let confirmed = entry.and_then(|(mac, _)| {
             let t = self.hosts.iter().position(|h| h.mac == mac)?;
-            (network.both_ways(from, t) && self.hosts[t].vips_on_eth0.contains(&vip)).then_some(mac)
+            (network.both_ways(from, t) && self.hosts[t].vips_on_eth0.contains_key(&vip))
+                .then_some(mac)
         });
         let mac = match confirmed {
             Some(mac) => mac,
             None => {
                 let holders: Vec<usize> = (0..self.hosts.len())
                     .filter(|&t| {
-                        self.hosts[t].vips_on_eth0.contains(&vip) && network.both_ways(from, t)
+                        self.hosts[t].vips_on_eth0.contains_key(&vip) && network.both_ways(from, t)
                     })
                     .collect();
                 if holders.is_empty() {
@@ -161,7 +162,16 @@ impl Lan {
             if !world.network().both_ways(at, next) || !self.hosts[next].accepts(key.vip) {
                 return Err("real server unreachable");
             }
-            if self.loop_guard {
+            // The next host's guard marks the frame (it comes from one of the service's
+            // real servers), and marked frames skip its service.
+            let from = self.hosts[at].spec.address;
+            let guarded = self.loop_guard
+                && self.hosts[next]
+                    .dataplane
+                    .loop_guards
+                    .iter()
+                    .any(|g| g.service == key && g.real_servers.contains(&from));
+            if guarded {
                 return self.local_answer(next, client_host, world);
             }
             at = next;
